@@ -1,0 +1,401 @@
+"""Settings: every environment variable the coordinator reads, validated once at cold start.
+
+The seed's names (``project_name`` ... ``log_level``) keep their names and meaning; the rest
+are new. ``SETTINGS_SPEC`` is the single list the README table and the CloudFormation template
+are checked against (tests/aws/test_template_agrees.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hook_handler.exceptions import SettingsError
+
+_ZONE_ID = re.compile(r"^(?:/hostedzone/)?([A-Z0-9]{1,32})$")
+_DOMAIN = re.compile(r"^(?=.{1,253}\.?$)(?:(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.?$")
+_LABELS = re.compile(r"^(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}$")
+_ASG_NAME = re.compile(r"^[\w\-.:/@+=]{1,255}$")
+_TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+_URL = re.compile(r"^https?://[^\s/]+(?::\d+)?/?$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One environment variable: its name, default (None = required or optional-empty) and doc."""
+
+    name: str
+    default: str | None
+    doc: str
+    required: bool = False
+
+
+SETTINGS_SPEC: tuple[Spec, ...] = (
+    # -- the seed's contract --------------------------------------------------------------
+    Spec("project_name", "", "Instances must carry tag `Project=<value>` (seed). Empty: no filter."),
+    Spec("environment", "", "Instances must carry tag `Environment=<value>` (seed). Empty: no filter."),
+    Spec("etcd_tag_name", "", "Instances must carry tag `<value>=true` (seed). Empty: no filter."),
+    Spec("srv_record_name", "_etcd-server._tcp", "SRV record for etcd peers, relative to `domain_name`."),
+    Spec("domain_name", None, "The hosted zone's domain, e.g. `example.com`.", required=True),
+    Spec("r53_zone_id", None, "Route 53 hosted zone id (`Z...` or `/hostedzone/Z...`).", required=True),
+    Spec("srv_record_ttl", "60", "TTL in seconds of the SRV (and A) records."),
+    Spec("etcd_port", "2380", "Peer port written in the SRV record."),
+    Spec("log_level", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    # -- which instances belong -----------------------------------------------------------
+    Spec(
+        "asg_names",
+        "",
+        "Comma-separated Auto Scaling groups served. Empty: groups whose *group* tags match the tag selector.",
+    ),
+    Spec(
+        "tag_selector",
+        "",
+        "Extra instance tags that must match: `Key=Value,Key2=Value2` (`Key=*`: tag present) or a JSON object.",
+    ),
+    # -- what the record says ---------------------------------------------------------------
+    Spec("srv_priority", "0", "SRV priority of every target (0-65535)."),
+    Spec("srv_weight", "0", "SRV weight of every target (0-65535)."),
+    Spec(
+        "target_mode",
+        "private-dns",
+        "`private-dns`: SRV targets are the instances' private DNS names. "
+        "`a-record`: the coordinator also keeps one A record per member (see `a_record_template`).",
+    ),
+    Spec(
+        "a_record_template",
+        "{instance_id}",
+        "With `target_mode=a-record`: host label of each member's A record under `domain_name`; "
+        "placeholders `{instance_id}`, `{ip_dashed}`.",
+    ),
+    Spec(
+        "extra_srv_records",
+        "",
+        "More SRV records listing the same members: `name:port,...`, e.g. `_etcd-client._tcp:2379`.",
+    ),
+    # -- a new cluster ----------------------------------------------------------------------
+    Spec("bootstrap_barrier", "true", "Hold the launches of a new cluster until the record can list them all."),
+    Spec("cluster_size", "", "Members a new cluster waits for. Empty: the group's desired capacity."),
+    Spec(
+        "bootstrap_timeout_seconds",
+        "600",
+        "After this long since the first held launch, bootstrap with the instances that did arrive.",
+    ),
+    # -- waits and failure ------------------------------------------------------------------
+    Spec("poll_interval_seconds", "1.0", "Seconds between GetChange polls while a change propagates."),
+    Spec("poll_initial_delay_seconds", "1.0", "Seconds before the first GetChange poll."),
+    Spec("heartbeat_interval_seconds", "60", "Seconds between RecordLifecycleActionHeartbeat calls while waiting."),
+    Spec(
+        "action_timeout_seconds",
+        "900",
+        "Give up on a lifecycle action this long after it started and apply `launch_failure_result`.",
+    ),
+    Spec("launch_failure_result", "ABANDON", "Result for a launch whose record could not be made right: ABANDON or CONTINUE."),
+    Spec(
+        "deadline_margin_seconds",
+        "10",
+        "Stop this long before the Lambda deadline and hand the rest to a retry.",
+    ),
+    Spec(
+        "max_unexplained_removals",
+        "0",
+        "Members one change may drop without an event or API state explaining it (the removal guard).",
+    ),
+    Spec("launch_hook_name", "", "Launch hook name, to complete other instances' actions. Empty: discovered."),
+    Spec("terminate_hook_name", "", "Terminate hook name, to complete other instances' actions. Empty: discovered."),
+    # -- etcd membership (optional) ---------------------------------------------------------
+    Spec("etcd_endpoints", "", "etcd client URLs (comma-separated) for member add/remove. Empty: membership off."),
+    Spec(
+        "etcd_client_srv",
+        "",
+        "Or: an SRV record in the zone listing the clients, e.g. `_etcd-client._tcp` (read through Route 53).",
+    ),
+    Spec("etcd_client_port", "2379", "Client port of members when endpoints come from the member list."),
+    Spec("etcd_peer_scheme", "http", "Scheme of peer URLs given to `member add`: http or https."),
+    # -- telemetry --------------------------------------------------------------------------
+    Spec("tracing", "false", "Send X-Ray traces through powertools Tracer (true/false)."),
+)
+
+SETTING_NAMES = frozenset(s.name for s in SETTINGS_SPEC)
+
+
+@dataclass(frozen=True)
+class ExtraSrv:
+    """An additional SRV record listing the same members on another port."""
+
+    name: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with ``load_settings``.
+
+    Example:
+        >>> s = load_settings({"domain_name": "example.com", "r53_zone_id": "Z1", "asg_names": "etcd"})
+        >>> s.srv_fqdn, s.asg_names
+        ('_etcd-server._tcp.example.com.', ('etcd',))
+    """
+
+    domain_name: str  # normalised: lower case, trailing dot
+    r53_zone_id: str  # bare id, without /hostedzone/
+    srv_record_name: str
+    srv_record_ttl: int
+    etcd_port: int
+    log_level: str
+    project_name: str = ""
+    environment: str = ""
+    etcd_tag_name: str = ""
+    asg_names: tuple[str, ...] = ()
+    tag_selector: tuple[tuple[str, str], ...] = ()  # value "*" = tag present
+    srv_priority: int = 0
+    srv_weight: int = 0
+    target_mode: str = "private-dns"
+    a_record_template: str = "{instance_id}"
+    extra_srv_records: tuple[ExtraSrv, ...] = ()
+    bootstrap_barrier: bool = True
+    cluster_size: int | None = None
+    bootstrap_timeout_seconds: float = 600.0
+    poll_interval_seconds: float = 1.0
+    poll_initial_delay_seconds: float = 1.0
+    heartbeat_interval_seconds: float = 60.0
+    action_timeout_seconds: float = 900.0
+    launch_failure_result: str = "ABANDON"
+    deadline_margin_seconds: float = 10.0
+    max_unexplained_removals: int = 0
+    launch_hook_name: str = ""
+    terminate_hook_name: str = ""
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_client_srv: str = ""
+    etcd_client_port: int = 2379
+    etcd_peer_scheme: str = "http"
+    tracing: bool = False
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def srv_fqdn(self) -> str:
+        return fqdn(self.srv_record_name, self.domain_name)
+
+    @property
+    def srv_records(self) -> tuple[tuple[str, int], ...]:
+        """Every SRV record the coordinator owns, as (fqdn, port); the peer record first."""
+        return ((self.srv_fqdn, self.etcd_port),) + tuple(
+            (fqdn(e.name, self.domain_name), e.port) for e in self.extra_srv_records
+        )
+
+    @property
+    def instance_tags(self) -> tuple[tuple[str, str], ...]:
+        """Every tag an instance must carry: the seed's three (when set) and ``tag_selector``."""
+        tags: list[tuple[str, str]] = []
+        if self.project_name:
+            tags.append(("Project", self.project_name))
+        if self.environment:
+            tags.append(("Environment", self.environment))
+        if self.etcd_tag_name:
+            tags.append((self.etcd_tag_name, "true"))
+        tags.extend(self.tag_selector)
+        return tuple(tags)
+
+    @property
+    def membership_enabled(self) -> bool:
+        return bool(self.etcd_endpoints or self.etcd_client_srv)
+
+
+def fqdn(name: str, domain: str) -> str:
+    """``name`` made absolute under ``domain`` (already-absolute names kept), lower case, trailing dot.
+
+    >>> fqdn("_etcd-server._tcp", "example.com.")
+    '_etcd-server._tcp.example.com.'
+    >>> fqdn("_etcd-server._tcp.example.com", "example.com.")
+    '_etcd-server._tcp.example.com.'
+    """
+    name = name.strip().lower().rstrip(".")
+    domain = domain.lower().rstrip(".")
+    if name == domain or name.endswith("." + domain):
+        return name + "."
+    return f"{name}.{domain}."
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read and validate every setting; raise ``SettingsError`` naming the first bad variable."""
+    raw = {s.name: (environ.get(s.name) if environ.get(s.name) not in (None,) else s.default) for s in SETTINGS_SPEC}
+    for spec in SETTINGS_SPEC:
+        if spec.required and not (raw[spec.name] or "").strip():
+            raise SettingsError(spec.name, "is not set", spec.doc)
+
+    def get(name: str) -> str:
+        return (raw[name] or "").strip()
+
+    domain = get("domain_name")
+    if not _DOMAIN.match(domain):
+        raise SettingsError("domain_name", f"{domain!r} is not a domain name", "a DNS name such as example.com")
+    domain = domain.lower().rstrip(".") + "."
+
+    zone = _ZONE_ID.match(get("r53_zone_id"))
+    if not zone:
+        raise SettingsError(
+            "r53_zone_id", f"{get('r53_zone_id')!r} is not a hosted zone id", "an id like Z0123456789ABCDEFGHIJ"
+        )
+
+    srv_name = get("srv_record_name")
+    if not _LABELS.match(srv_name.rstrip(".")) or not srv_name.startswith("_"):
+        raise SettingsError(
+            "srv_record_name", f"{srv_name!r} is not an SRV owner name", "a name such as _etcd-server._tcp"
+        )
+
+    asg_names = tuple(n.strip() for n in get("asg_names").split(",") if n.strip())
+    for n in asg_names:
+        if not _ASG_NAME.match(n):
+            raise SettingsError("asg_names", f"{n!r} is not an Auto Scaling group name", "comma-separated group names")
+
+    selector = _parse_tag_selector(get("tag_selector"))
+    seed_tags = any(get(n) for n in ("project_name", "environment", "etcd_tag_name"))
+    if not asg_names and not selector and not seed_tags:
+        raise SettingsError(
+            "asg_names",
+            "no group and no tag selector is set, so every instance in the account would qualify",
+            "asg_names, or tags to select by (project_name, environment, etcd_tag_name, tag_selector)",
+        )
+
+    target_mode = get("target_mode").lower()
+    if target_mode not in ("private-dns", "a-record"):
+        raise SettingsError("target_mode", f"{target_mode!r} is not a target mode", "private-dns or a-record")
+    template = get("a_record_template")
+    try:
+        label = template.format(instance_id="i-0123456789abcdef0", ip_dashed="10-0-0-1")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SettingsError(
+            "a_record_template", f"{template!r} has an unknown placeholder ({exc})", "{instance_id} and/or {ip_dashed}"
+        ) from exc
+    if not _LABELS.match(label):
+        raise SettingsError("a_record_template", f"{template!r} does not make a DNS label", "e.g. {instance_id}")
+
+    extra = tuple(_parse_extra_srv(get("extra_srv_records")))
+    endpoints = tuple(u.strip().rstrip("/") for u in get("etcd_endpoints").split(",") if u.strip())
+    for u in endpoints:
+        if not _URL.match(u):
+            raise SettingsError("etcd_endpoints", f"{u!r} is not a client URL", "URLs like http://10.0.1.4:2379")
+    client_srv = get("etcd_client_srv")
+    if client_srv and (not _LABELS.match(client_srv.rstrip(".")) or not client_srv.startswith("_")):
+        raise SettingsError("etcd_client_srv", f"{client_srv!r} is not an SRV owner name", "e.g. _etcd-client._tcp")
+
+    failure = get("launch_failure_result").upper()
+    if failure not in ("ABANDON", "CONTINUE"):
+        raise SettingsError("launch_failure_result", f"{failure!r} is not a lifecycle result", "ABANDON or CONTINUE")
+    level = get("log_level").upper()
+    if level not in _LOG_LEVELS:
+        raise SettingsError("log_level", f"{level!r} is not a log level", ", ".join(_LOG_LEVELS))
+    scheme = get("etcd_peer_scheme").lower()
+    if scheme not in ("http", "https"):
+        raise SettingsError("etcd_peer_scheme", f"{scheme!r} is not a URL scheme", "http or https")
+
+    cluster_size_raw = get("cluster_size")
+    cluster_size = _int("cluster_size", cluster_size_raw, 1, 1000) if cluster_size_raw else None
+
+    poll = _float("poll_interval_seconds", get("poll_interval_seconds"), 0.1, 60)
+    heartbeat = _float("heartbeat_interval_seconds", get("heartbeat_interval_seconds"), 5, 3600)
+    warnings: list[str] = []
+    if heartbeat < poll:
+        warnings.append("heartbeat_interval_seconds is shorter than poll_interval_seconds; heartbeats follow polls")
+
+    return Settings(
+        domain_name=domain,
+        r53_zone_id=zone.group(1),
+        srv_record_name=srv_name.rstrip("."),
+        srv_record_ttl=_int("srv_record_ttl", get("srv_record_ttl"), 0, 2_147_483_647),
+        etcd_port=_int("etcd_port", get("etcd_port"), 1, 65535),
+        log_level=level,
+        project_name=get("project_name"),
+        environment=get("environment"),
+        etcd_tag_name=get("etcd_tag_name"),
+        asg_names=asg_names,
+        tag_selector=selector,
+        srv_priority=_int("srv_priority", get("srv_priority"), 0, 65535),
+        srv_weight=_int("srv_weight", get("srv_weight"), 0, 65535),
+        target_mode=target_mode,
+        a_record_template=template,
+        extra_srv_records=extra,
+        bootstrap_barrier=_bool("bootstrap_barrier", get("bootstrap_barrier")),
+        cluster_size=cluster_size,
+        bootstrap_timeout_seconds=_float("bootstrap_timeout_seconds", get("bootstrap_timeout_seconds"), 0, 172_800),
+        poll_interval_seconds=poll,
+        poll_initial_delay_seconds=_float("poll_initial_delay_seconds", get("poll_initial_delay_seconds"), 0, 600),
+        heartbeat_interval_seconds=heartbeat,
+        action_timeout_seconds=_float("action_timeout_seconds", get("action_timeout_seconds"), 30, 172_800),
+        launch_failure_result=failure,
+        deadline_margin_seconds=_float("deadline_margin_seconds", get("deadline_margin_seconds"), 0, 600),
+        max_unexplained_removals=_int("max_unexplained_removals", get("max_unexplained_removals"), 0, 1000),
+        launch_hook_name=get("launch_hook_name"),
+        terminate_hook_name=get("terminate_hook_name"),
+        etcd_endpoints=endpoints,
+        etcd_client_srv=client_srv.rstrip("."),
+        etcd_client_port=_int("etcd_client_port", get("etcd_client_port"), 1, 65535),
+        etcd_peer_scheme=scheme,
+        tracing=_bool("tracing", get("tracing")),
+        warnings=tuple(warnings),
+    )
+
+
+def _number(cast: Callable[[str], Any], kind: str, name: str, value: str, lo: float, hi: float) -> Any:
+    try:
+        number = cast(value)
+    except ValueError:
+        raise SettingsError(name, f"{value!r} is not {kind}", f"{kind} from {lo:g} to {hi:g}") from None
+    if not lo <= number <= hi or number != number:  # NaN check
+        raise SettingsError(name, f"{value} is out of range", f"{kind} from {lo:g} to {hi:g}")
+    return number
+
+
+def _int(name: str, value: str, lo: int, hi: int) -> int:
+    return _number(int, "an integer", name, value, lo, hi)
+
+
+def _float(name: str, value: str, lo: float, hi: float) -> float:
+    return float(_number(float, "a number", name, value, lo, hi))
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise SettingsError(name, f"{value!r} is not a boolean", "true or false")
+
+
+def _parse_tag_selector(value: str) -> tuple[tuple[str, str], ...]:
+    if not value:
+        return ()
+    pairs: list[tuple[str, str]]
+    if value.startswith("{"):
+        try:
+            obj = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SettingsError("tag_selector", f"is not valid JSON ({exc.msg})", 'a JSON object like {"Role": "etcd"}') from None
+        if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+            raise SettingsError("tag_selector", "JSON must be an object of strings", 'a JSON object like {"Role": "etcd"}')
+        pairs = list(obj.items())
+    else:
+        pairs = []
+        for item in value.split(","):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise SettingsError("tag_selector", f"{item.strip()!r} is not Key=Value", "Key=Value pairs separated by commas")
+            pairs.append((key.strip(), val.strip()))
+    for key, _ in pairs:
+        if not _TAG_KEY.match(key) or key.lower().startswith("aws:"):
+            raise SettingsError("tag_selector", f"{key!r} is not a usable tag key", "tag keys of 1-128 characters")
+    return tuple(pairs)
+
+
+def _parse_extra_srv(value: str) -> list[ExtraSrv]:
+    out: list[ExtraSrv] = []
+    for item in (i.strip() for i in value.split(",") if i.strip()):
+        name, sep, port = item.rpartition(":")
+        if not sep or not name.startswith("_") or not _LABELS.match(name.rstrip(".")):
+            raise SettingsError("extra_srv_records", f"{item!r} is not name:port", "e.g. _etcd-client._tcp:2379")
+        out.append(ExtraSrv(name=name.rstrip("."), port=_int("extra_srv_records", port, 1, 65535)))
+    return out
