@@ -93,7 +93,11 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "900",
         "Give up on a lifecycle action this long after it started and apply `launch_failure_result`.",
     ),
-    Spec("launch_failure_result", "ABANDON", "Result for a launch whose record could not be made right: ABANDON or CONTINUE."),
+    Spec(
+        "launch_failure_result",
+        "ABANDON",
+        "Result for a launch whose record could not be made right: ABANDON or CONTINUE.",
+    ),
     Spec(
         "deadline_margin_seconds",
         "10",
@@ -182,9 +186,8 @@ class Settings:
     @property
     def srv_records(self) -> tuple[tuple[str, int], ...]:
         """Every SRV record the coordinator owns, as (fqdn, port); the peer record first."""
-        return ((self.srv_fqdn, self.etcd_port),) + tuple(
-            (fqdn(e.name, self.domain_name), e.port) for e in self.extra_srv_records
-        )
+        extra = ((fqdn(e.name, self.domain_name), e.port) for e in self.extra_srv_records)
+        return ((self.srv_fqdn, self.etcd_port), *extra)
 
     @property
     def instance_tags(self) -> tuple[tuple[str, str], ...]:
@@ -374,16 +377,22 @@ def _parse_tag_selector(value: str) -> tuple[tuple[str, str], ...]:
         try:
             obj = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise SettingsError("tag_selector", f"is not valid JSON ({exc.msg})", 'a JSON object like {"Role": "etcd"}') from None
+            raise SettingsError(
+                "tag_selector", f"is not valid JSON ({exc.msg})", 'a JSON object like {"Role": "etcd"}'
+            ) from None
         if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
-            raise SettingsError("tag_selector", "JSON must be an object of strings", 'a JSON object like {"Role": "etcd"}')
+            raise SettingsError(
+                "tag_selector", "JSON must be an object of strings", 'a JSON object like {"Role": "etcd"}'
+            )
         pairs = list(obj.items())
     else:
         pairs = []
         for item in value.split(","):
             key, sep, val = item.partition("=")
             if not sep or not key.strip():
-                raise SettingsError("tag_selector", f"{item.strip()!r} is not Key=Value", "Key=Value pairs separated by commas")
+                raise SettingsError(
+                    "tag_selector", f"{item.strip()!r} is not Key=Value", "Key=Value pairs separated by commas"
+                )
             pairs.append((key.strip(), val.strip()))
     for key, _ in pairs:
         if not _TAG_KEY.match(key) or key.lower().startswith("aws:"):

@@ -1,0 +1,63 @@
+"""Command line: ``python -m hook_handler reconcile [--dry-run] [--json]``.
+
+Runs one reconcile pass with the same settings (environment variables) and AWS credentials a
+Lambda would use: repairs the record after terminations that bypassed hooks, or, with
+``--dry-run``, prints the plan without applying it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hook_handler.exceptions import SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hook_handler", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("reconcile", help="rebuild the record(s) from the groups now")
+    rec.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    rec.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+
+    from hook_handler.app import Runtime
+
+    try:
+        runtime = Runtime.from_environment()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = runtime.coordinator.run([], runtime.deadline(None), dry_run=args.dry_run)
+    plan = report.plan
+    if args.json:
+        out = report.to_dict()
+        if plan is not None:
+            out["changes"] = list(plan.changes)
+            out["guard_kept"] = list(plan.guard_kept)
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"record {runtime.settings.srv_fqdn}")
+    print(f"  now:   {', '.join(report.before) or '(absent)'}")
+    print(f"  plan:  {', '.join(report.after) or '(absent)'}")
+    if plan is not None:
+        for change in plan.changes:
+            rrs = change["ResourceRecordSet"]
+            values = " | ".join(r["Value"] for r in rrs["ResourceRecords"])
+            print(f"  {change['Action']:<6} {rrs['Name']} {rrs['Type']} {rrs['TTL']} {values}")
+        if not plan.changes:
+            print("  no change needed")
+        for reason in plan.guard_reasons:
+            print(f"  guard kept {reason}")
+        if plan.held:
+            print(f"  held for bootstrap: {', '.join(plan.held)}")
+    if args.dry_run:
+        print("dry run: nothing applied")
+    else:
+        print(f"change: {report.change_id or 'none'}; completed: {len(report.completed)} action(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

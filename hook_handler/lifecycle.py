@@ -1,0 +1,211 @@
+"""Auto Scaling and EC2 at the edge: observe the served groups, heartbeat, complete, tag.
+
+``observe`` is the source of truth for membership: one ``DescribeAutoScalingGroups`` for the
+served groups and one ``DescribeInstances`` for their instances (plus any instance an event
+names, so an event about a foreign instance is judged on what the APIs say about it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from hook_handler.clock import Clock
+from hook_handler.members import Group, Instance
+from hook_handler.plan import Observation
+from hook_handler.retry import RetryPolicy, error_code, error_message
+
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+STATE_TAG = "etcd-cluster-state"
+CHANGE_TAG = "etcd-srv-change"
+
+_NO_ACTION = "No active Lifecycle Action found"
+
+
+class AutoScaling:
+    """The served groups and their instances, through boto3 ``autoscaling`` and ``ec2`` clients."""
+
+    def __init__(
+        self,
+        autoscaling: Any,
+        ec2: Any,
+        retry: RetryPolicy,
+        clock: Clock,
+        *,
+        group_names: Iterable[str] = (),
+        group_tags: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.autoscaling = autoscaling
+        self.ec2 = ec2
+        self.retry = retry
+        self.clock = clock
+        self.group_names = tuple(group_names)
+        self.group_tags = tuple(group_tags)
+        self._hooks: dict[tuple[str, str], str | None] = {}
+
+    # -- reads ------------------------------------------------------------------------------
+    def observe(self, extra_ids: Iterable[str], deadline: float) -> Observation:
+        """Served groups, their instances and the ``extra_ids`` instances, as one ``Observation``."""
+        groups: dict[str, Group] = {}
+        lifecycle: dict[str, tuple[str, str]] = {}
+        for raw in self._groups(deadline):
+            ids = []
+            for inst in raw.get("Instances", []):
+                lifecycle[inst["InstanceId"]] = (raw["AutoScalingGroupName"], inst["LifecycleState"])
+                ids.append(inst["InstanceId"])
+            groups[raw["AutoScalingGroupName"]] = Group(
+                raw["AutoScalingGroupName"], int(raw.get("DesiredCapacity", 0)), tuple(sorted(ids))
+            )
+        wanted = sorted(set(lifecycle) | set(extra_ids))
+        ec2_view = self.describe_instances(wanted, deadline) if wanted else {}
+        instances: dict[str, Instance] = {}
+        for iid in wanted:
+            group, state = lifecycle.get(iid, (None, None))
+            base = ec2_view.get(iid)
+            instances[iid] = Instance(
+                instance_id=iid,
+                group=group,
+                lifecycle_state=state,
+                ec2_state=base.ec2_state if base else None,
+                private_ip=base.private_ip if base else None,
+                private_dns=base.private_dns if base else None,
+                tags=base.tags if base else {},
+                launch_time=base.launch_time if base else None,
+            )
+        return Observation(groups=groups, instances=instances, now=self.clock.now())
+
+    def describe_instances(
+        self, ids: Iterable[str], deadline: float, *, by: str = "instance-id"
+    ) -> dict[str, Instance]:
+        """EC2's view of instances, by id (``by="instance-id"``) or another filter (``private-dns-name``).
+
+        A filter, not ``InstanceIds``: an unknown id is simply absent instead of failing the call.
+        """
+        values = sorted(set(ids))
+        found: dict[str, Instance] = {}
+        for start in range(0, len(values), 199):
+            pages = self._call(
+                self.ec2.describe_instances,
+                deadline,
+                "DescribeInstances",
+                Filters=[{"Name": by, "Values": values[start : start + 199]}],
+            )
+            for reservation in pages.get("Reservations", []):
+                for inst in reservation.get("Instances", []):  # every instance of the reservation
+                    found[inst["InstanceId"]] = _instance(inst)
+        return found
+
+    def hook_name(self, group: str, transition: str, configured: str, deadline: float) -> str | None:
+        """Our hook for ``transition`` on ``group``: the configured name, or the only such hook."""
+        if configured:
+            return configured
+        key = (group, transition)
+        if key not in self._hooks:
+            out = self._call(
+                self.autoscaling.describe_lifecycle_hooks,
+                deadline,
+                "DescribeLifecycleHooks",
+                AutoScalingGroupName=group,
+            )
+            names = [
+                h["LifecycleHookName"] for h in out.get("LifecycleHooks", []) if h["LifecycleTransition"] == transition
+            ]
+            self._hooks[key] = names[0] if len(names) == 1 else None
+        return self._hooks[key]
+
+    # -- writes -----------------------------------------------------------------------------
+    def complete(self, action: Mapping[str, str], result: str, deadline: float) -> bool:
+        """Complete one action (``action``: group, hook, and token or instance id).
+
+        Returns False when no such action is active any more (someone finished it, or it
+        expired): for a duplicate delivery that is success, not an error.
+        """
+        try:
+            self._call(
+                self.autoscaling.complete_lifecycle_action,
+                deadline,
+                "CompleteLifecycleAction",
+                LifecycleActionResult=result,
+                **_action_params(action),
+            )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ValidationError" and _NO_ACTION in error_message(exc):
+                return False
+            raise
+
+    def heartbeat(self, action: Mapping[str, str], deadline: float) -> bool:
+        """Restart the action's heartbeat timeout. False when the action is no longer active."""
+        try:
+            self._call(
+                self.autoscaling.record_lifecycle_action_heartbeat,
+                deadline,
+                "RecordLifecycleActionHeartbeat",
+                **_action_params(action),
+            )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ValidationError" and _NO_ACTION in error_message(exc):
+                return False
+            raise
+
+    def tag(self, tags: Mapping[str, Mapping[str, str]], deadline: float) -> None:
+        """Set tags per instance, grouped into one ``CreateTags`` call per distinct tag set."""
+        by_set: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for iid, kv in tags.items():
+            by_set.setdefault(tuple(sorted(kv.items())), []).append(iid)
+        for kv, ids in sorted(by_set.items()):
+            self._call(
+                self.ec2.create_tags,
+                deadline,
+                "CreateTags",
+                Resources=sorted(ids),
+                Tags=[{"Key": k, "Value": v} for k, v in kv],
+            )
+
+    # -- internals --------------------------------------------------------------------------
+    def _groups(self, deadline: float) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {}
+        if self.group_names:
+            params["AutoScalingGroupNames"] = list(self.group_names)
+        else:
+            params["Filters"] = [{"Name": f"tag:{k}", "Values": [v]} for k, v in self.group_tags if v != "*"] + [
+                {"Name": "tag-key", "Values": [k]} for k, v in self.group_tags if v == "*"
+            ]
+        groups: list[dict[str, Any]] = []
+        while True:
+            out = self._call(
+                self.autoscaling.describe_auto_scaling_groups, deadline, "DescribeAutoScalingGroups", **params
+            )
+            groups.extend(out.get("AutoScalingGroups", []))
+            if not out.get("NextToken"):
+                return groups
+            params["NextToken"] = out["NextToken"]
+
+    def _call(self, fn: Any, deadline: float, what: str, **kwargs: Any) -> Any:
+        return self.retry.call(fn, deadline=deadline, what=what, **kwargs)
+
+
+def _action_params(action: Mapping[str, str]) -> dict[str, str]:
+    params = {"AutoScalingGroupName": action["group"], "LifecycleHookName": action["hook"]}
+    if action.get("token"):
+        params["LifecycleActionToken"] = action["token"]
+    else:
+        params["InstanceId"] = action["instance_id"]
+    return params
+
+
+def _instance(raw: Mapping[str, Any]) -> Instance:
+    launch = raw.get("LaunchTime")
+    return Instance(
+        instance_id=raw["InstanceId"],
+        ec2_state=raw.get("State", {}).get("Name"),
+        private_ip=raw.get("PrivateIpAddress") or None,
+        private_dns=raw.get("PrivateDnsName") or None,
+        tags={t["Key"]: t["Value"] for t in raw.get("Tags", []) or []},
+        launch_time=launch.timestamp() if isinstance(launch, datetime) else None,
+    )

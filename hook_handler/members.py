@@ -1,0 +1,87 @@
+"""Who belongs: the instance model and the membership rule, on plain values.
+
+A member is an instance that the Auto Scaling API places in a served group in a lifecycle
+state that is joining or in service, that EC2 reports running, and that carries every tag the
+selector asks for. Nothing here trusts an event: events only say which actions to complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+JOINING_STATES = frozenset({"Pending:Wait", "Pending:Proceed"})
+MEMBER_STATES = JOINING_STATES | {"InService"}
+LEAVING_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated"})
+RUNNING_EC2_STATES = frozenset({"pending", "running"})
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What the APIs say about one instance.
+
+    ``group``/``lifecycle_state`` come from Auto Scaling (None: not in any observed group);
+    ``ec2_state``/addresses/tags from EC2 (None: EC2 does not know it).
+    """
+
+    instance_id: str
+    group: str | None = None
+    lifecycle_state: str | None = None
+    ec2_state: str | None = None
+    private_ip: str | None = None
+    private_dns: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    launch_time: float | None = None
+
+    @property
+    def gone(self) -> bool:
+        """EC2 no longer runs it (or never knew it)."""
+        return self.ec2_state not in RUNNING_EC2_STATES
+
+
+@dataclass(frozen=True)
+class Group:
+    """A served Auto Scaling group: its desired capacity and lifecycle hooks by transition."""
+
+    name: str
+    desired_capacity: int
+    instance_ids: tuple[str, ...] = ()
+
+
+def tags_match(tags: Mapping[str, str], selector: Iterable[tuple[str, str]]) -> bool:
+    """True when every ``(key, value)`` of the selector is on the instance (value ``*``: any).
+
+    >>> tags_match({"Project": "p", "etcd": "true"}, [("Project", "p"), ("etcd", "*")])
+    True
+    >>> tags_match({"Project": "q"}, [("Project", "p")])
+    False
+    """
+    return all(key in tags and (value == "*" or tags[key] == value) for key, value in selector)
+
+
+def is_member(instance: Instance, served_groups: Iterable[str], selector: Iterable[tuple[str, str]]) -> bool:
+    """The membership rule (see module docstring)."""
+    return (
+        instance.group is not None
+        and instance.group in set(served_groups)
+        and instance.lifecycle_state in MEMBER_STATES
+        and not instance.gone
+        and tags_match(instance.tags, selector)
+    )
+
+
+def leaving_explained(instance: Instance | None, served_groups: Iterable[str]) -> str | None:
+    """Why the APIs say this instance may leave the record, or None when they do not.
+
+    ``None`` for an instance that still runs in a served group in a member state: only a
+    selector or setting change would drop it, which the removal guard refuses.
+    """
+    if instance is None or instance.ec2_state is None:
+        return "instance does not exist"
+    if instance.gone:
+        return f"instance is {instance.ec2_state}"
+    if instance.group is None or instance.group not in set(served_groups):
+        return "instance is not in a served group"
+    if instance.lifecycle_state not in MEMBER_STATES:
+        return f"instance is {instance.lifecycle_state}"
+    return None

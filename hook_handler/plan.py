@@ -1,0 +1,232 @@
+"""The pure decision: from what the APIs say and what the zone holds, what the records must say,
+which compare-and-swap batch gets there, and which lifecycle actions that change settles.
+
+No I/O here: ``build_plan`` takes plain values and returns a ``Plan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hook_handler.events import Kind, LifecycleEvent
+from hook_handler.members import Group, Instance, is_member, leaving_explained
+from hook_handler.settings import Settings, fqdn
+from hook_handler.srv import SrvValue, a_record_name, absolute
+
+Key = tuple[str, str]  # (fqdn, record type)
+
+
+@dataclass(frozen=True)
+class RecordSet:
+    """A Route 53 record set with its values in a canonical (sorted) order."""
+
+    name: str
+    type: str
+    ttl: int
+    values: tuple[str, ...]
+
+    @classmethod
+    def of(cls, name: str, rtype: str, ttl: int, values: Iterable[str]) -> RecordSet:
+        return cls(absolute(name), rtype, ttl, tuple(sorted(set(values))))
+
+    @property
+    def key(self) -> Key:
+        return (self.name, self.type)
+
+    def to_route53(self) -> dict[str, Any]:
+        return {
+            "Name": self.name,
+            "Type": self.type,
+            "TTL": self.ttl,
+            "ResourceRecords": [{"Value": v} for v in self.values],
+        }
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the Auto Scaling and EC2 APIs said, at ``now``."""
+
+    groups: Mapping[str, Group]
+    instances: Mapping[str, Instance]
+    now: float
+
+    @property
+    def served(self) -> frozenset[str]:
+        return frozenset(self.groups)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to write and what it settles. ``changes`` is empty when the records are already right."""
+
+    members: tuple[Instance, ...]
+    current: Mapping[Key, RecordSet]
+    desired: Mapping[Key, RecordSet | None]
+    changes: tuple[dict[str, Any], ...]
+    targets: tuple[str, ...]  # peer SRV targets after the change
+    added: tuple[str, ...]  # instance ids newly listed
+    removed: tuple[str, ...]  # targets dropped, each explained
+    guard_kept: tuple[str, ...] = ()  # targets the removal guard refused to drop
+    guard_reasons: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()  # launching instance ids held by the bootstrap barrier
+    bootstrap: bool = False  # this change publishes a new cluster's founding record
+    expected: int = 0  # members a new cluster waits for
+    launches: tuple[str, ...] = ()  # Pending:Wait instance ids the published record lists
+    leaves: tuple[str, ...] = ()  # Terminating:Wait instance ids the published record lacks
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def cluster_state(self) -> str:
+        """What a launching member is told: found a new cluster, or join the running one."""
+        return "new" if self.bootstrap else "existing"
+
+
+def target_of(instance: Instance, settings: Settings) -> str | None:
+    """The SRV target naming ``instance`` (None when it has no address yet)."""
+    if settings.target_mode == "a-record":
+        if not instance.private_ip:
+            return None
+        return a_record_name(
+            settings.a_record_template, instance.instance_id, instance.private_ip, settings.domain_name
+        )
+    return absolute(instance.private_dns) if instance.private_dns else None
+
+
+def peer_targets(record: RecordSet | None) -> set[str]:
+    """Targets of an SRV record set; values that do not parse are left out (and so replaced)."""
+    targets: set[str] = set()
+    for value in record.values if record else ():
+        try:
+            targets.add(SrvValue.parse(value).target)
+        except ValueError:
+            continue
+    return targets
+
+
+def record_keys(settings: Settings, targets: Iterable[str] = ()) -> set[Key]:
+    """Every record the coordinator owns for these targets: its SRV sets and, in a-record mode, A sets."""
+    keys = {(name, "SRV") for name, _ in settings.srv_records}
+    if settings.etcd_client_srv:
+        keys.add((fqdn(settings.etcd_client_srv, settings.domain_name), "SRV"))
+    if settings.target_mode == "a-record":
+        keys |= {(t, "A") for t in targets if t.endswith("." + settings.domain_name) or t == settings.domain_name}
+    return keys
+
+
+def build_plan(
+    settings: Settings,
+    observation: Observation,
+    current: Mapping[Key, RecordSet],
+    events: Iterable[LifecycleEvent] = (),
+) -> Plan:
+    """Decide the records and the change. See the module docstring.
+
+    ``current`` holds the record sets the zone has now (missing key = no such set).
+    """
+    served = observation.served
+    selector = settings.instance_tags
+    instances = observation.instances
+    members = sorted(
+        (i for i in instances.values() if is_member(i, served, selector) and target_of(i, settings)),
+        key=lambda i: i.instance_id,
+    )
+    notes: list[str] = []
+    peer_key = (settings.srv_fqdn, "SRV")
+    old_targets = peer_targets(current.get(peer_key))
+    by_target = {t: i for i in instances.values() if (t := target_of(i, settings))}
+
+    # The bootstrap barrier: a new cluster is published whole, or not at all.
+    bootstrap = settings.bootstrap_barrier and not any(m.lifecycle_state == "InService" for m in members)
+    expected = settings.cluster_size or sum(g.desired_capacity for g in observation.groups.values())
+    held: tuple[str, ...] = ()
+    listed = members
+    if bootstrap:
+        joining = [
+            m for m in members if m.lifecycle_state == "Pending:Wait" and target_of(m, settings) not in old_targets
+        ]
+        if joining and len(members) < expected:
+            first = min((m.launch_time for m in members if m.launch_time is not None), default=observation.now)
+            if observation.now - first < settings.bootstrap_timeout_seconds:
+                held = tuple(m.instance_id for m in joining)
+                listed = [m for m in members if m.instance_id not in held]
+            else:
+                notes.append(
+                    f"bootstrap timeout: publishing {len(members)} of {expected} expected members "
+                    f"after {settings.bootstrap_timeout_seconds:g}s"
+                )
+
+    new_targets = {t for m in listed if (t := target_of(m, settings))}
+
+    # The removal guard: drop only what an event or the APIs explain.
+    leaving_ids = {e.instance_id for e in events if e.kind is Kind.LEAVE and e.instance_id}
+    removed: list[str] = []
+    kept: list[str] = []
+    reasons: list[str] = []
+    for target in sorted(old_targets - new_targets):
+        instance = by_target.get(target)
+        why = leaving_explained(instance, served)
+        if why is None and instance is not None and instance.instance_id in leaving_ids:
+            why = "terminating (event)"
+        if why is None:
+            kept.append(target)
+            reasons.append(f"{target}: {instance.instance_id if instance else '?'} still runs in a served group")
+        else:
+            removed.append(target)
+    if len(kept) <= settings.max_unexplained_removals:
+        removed.extend(kept)
+        kept, reasons = [], []
+    final_targets = new_targets | set(kept)
+
+    desired: dict[Key, RecordSet | None] = {}
+    for name, port in settings.srv_records:
+        values = [str(SrvValue(settings.srv_priority, settings.srv_weight, port, t)) for t in final_targets]
+        desired[(name, "SRV")] = RecordSet.of(name, "SRV", settings.srv_record_ttl, values) if values else None
+    if settings.target_mode == "a-record":
+        for m in listed:
+            name = target_of(m, settings)
+            if name and m.private_ip:
+                desired[(name, "A")] = RecordSet.of(name, "A", settings.srv_record_ttl, [m.private_ip])
+        for target in removed:
+            desired[(target, "A")] = None
+
+    changes: list[dict[str, Any]] = []
+    for key in sorted(desired):
+        before, after = current.get(key), desired[key]
+        if before == after:
+            continue
+        if before is not None:
+            changes.append({"Action": "DELETE", "ResourceRecordSet": before.to_route53()})
+        if after is not None:
+            changes.append({"Action": "CREATE", "ResourceRecordSet": after.to_route53()})
+
+    launches = tuple(
+        m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and target_of(m, settings) in final_targets
+    )
+    leaves = tuple(
+        sorted(
+            i.instance_id
+            for i in instances.values()
+            if i.group in served
+            and i.lifecycle_state == "Terminating:Wait"
+            and target_of(i, settings) not in final_targets
+        )
+    )
+    return Plan(
+        members=tuple(listed),
+        current=dict(current),
+        desired=desired,
+        changes=tuple(changes),
+        targets=tuple(sorted(final_targets)),
+        added=tuple(m.instance_id for m in listed if target_of(m, settings) not in old_targets),
+        removed=tuple(removed),
+        guard_kept=tuple(kept),
+        guard_reasons=tuple(reasons),
+        held=held,
+        bootstrap=bootstrap and not held,
+        expected=expected,
+        launches=launches,
+        leaves=leaves,
+        notes=tuple(notes),
+    )

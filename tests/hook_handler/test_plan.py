@@ -1,0 +1,211 @@
+"""The pure plan: who is listed, the CAS batch, the removal guard and the bootstrap barrier."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from hook_handler.events import Kind, LifecycleEvent
+from hook_handler.members import Group, Instance
+from hook_handler.plan import Observation, RecordSet, build_plan, peer_targets
+from hook_handler.settings import load_settings
+
+NOW = 1_767_225_600.0
+SRV = "_etcd-server._tcp.example.com."
+
+
+def make_settings(**extra: str):
+    env = {"domain_name": "example.com", "r53_zone_id": "Z1", "asg_names": "etcd", **extra}
+    return load_settings(env)
+
+
+def inst(n: int, state: str = "InService", *, group: str | None = "etcd", ec2: str = "running", tags=None) -> Instance:
+    return Instance(
+        instance_id=f"i-{n:017x}",
+        group=group,
+        lifecycle_state=state if group else None,
+        ec2_state=ec2,
+        private_ip=f"10.0.0.{n}",
+        private_dns=f"ip-10-0-0-{n}.ec2.internal",
+        tags=tags or {},
+        launch_time=NOW - 10,
+    )
+
+
+def observe(*instances: Instance, desired: int | None = None) -> Observation:
+    ids = tuple(i.instance_id for i in instances if i.group == "etcd")
+    return Observation(
+        groups={"etcd": Group("etcd", len(ids) if desired is None else desired, ids)},
+        instances={i.instance_id: i for i in instances},
+        now=NOW,
+    )
+
+
+def srv(*ns: int, ttl: int = 60) -> dict:
+    rs = RecordSet.of(SRV, "SRV", ttl, [f"0 0 2380 ip-10-0-0-{n}.ec2.internal." for n in ns])
+    return {rs.key: rs}
+
+
+def test_launch_into_running_cluster_is_a_delete_create_swap_listing_the_new_instance():
+    plan = build_plan(make_settings(), observe(inst(1), inst(2), inst(3, "Pending:Wait")), srv(1, 2))
+    actions = [c["Action"] for c in plan.changes]
+    assert actions == ["DELETE", "CREATE"]
+    assert plan.changes[0]["ResourceRecordSet"]["ResourceRecords"] == [
+        {"Value": "0 0 2380 ip-10-0-0-1.ec2.internal."},
+        {"Value": "0 0 2380 ip-10-0-0-2.ec2.internal."},
+    ]
+    assert [r["Value"] for r in plan.changes[1]["ResourceRecordSet"]["ResourceRecords"]] == [
+        "0 0 2380 ip-10-0-0-1.ec2.internal.",
+        "0 0 2380 ip-10-0-0-2.ec2.internal.",
+        "0 0 2380 ip-10-0-0-3.ec2.internal.",
+    ]
+    assert plan.launches == (inst(3).instance_id,)
+    assert plan.cluster_state == "existing"
+
+
+def test_first_record_is_a_create_and_last_member_leaving_is_a_delete():
+    plan = build_plan(make_settings(), observe(inst(1, "Pending:Wait"), desired=1), {})
+    assert [c["Action"] for c in plan.changes] == ["CREATE"]
+    assert plan.cluster_state == "new"
+    gone = build_plan(make_settings(), observe(inst(1, "Terminating:Wait")), srv(1))
+    assert [c["Action"] for c in gone.changes] == ["DELETE"]
+    assert gone.leaves == (inst(1).instance_id,)
+    assert gone.targets == ()
+
+
+def test_no_change_when_record_already_right():
+    plan = build_plan(make_settings(), observe(inst(1), inst(2)), srv(1, 2))
+    assert plan.changes == ()
+
+
+def test_ttl_drift_is_repaired_with_the_current_ttl_in_the_delete():
+    plan = build_plan(make_settings(), observe(inst(1)), srv(1, ttl=300))
+    assert plan.changes[0]["ResourceRecordSet"]["TTL"] == 300
+    assert plan.changes[1]["ResourceRecordSet"]["TTL"] == 60
+
+
+def test_excluded_states_and_stopped_instances_are_not_members():
+    obs = observe(
+        inst(1),
+        inst(2, "Standby"),
+        inst(3, "Terminating:Wait"),
+        inst(4, "InService", ec2="stopped"),
+        inst(5, "Pending"),
+        inst(6, "Pending:Proceed"),
+    )
+    plan = build_plan(make_settings(), obs, {})
+    assert plan.targets == ("ip-10-0-0-1.ec2.internal.", "ip-10-0-0-6.ec2.internal.")
+
+
+def test_tag_selector_and_seed_tags_filter_members():
+    settings = make_settings(project_name="p", etcd_tag_name="etcd", tag_selector="Role=*")
+    good = inst(1, tags={"Project": "p", "etcd": "true", "Role": "x"})
+    bad = inst(2, "Pending:Wait", tags={"Project": "p", "etcd": "false", "Role": "x"})
+    plan = build_plan(settings, observe(good, bad), {})
+    assert plan.targets == ("ip-10-0-0-1.ec2.internal.",)
+
+
+def test_instance_outside_served_group_is_never_added():
+    foreign = inst(9, "InService", group="other")
+    plan = build_plan(make_settings(), observe(inst(1), foreign), srv(1))
+    assert plan.changes == ()
+
+
+def test_guard_keeps_members_that_a_wrong_tag_selector_would_drop():
+    settings = make_settings(tag_selector="Role=etcd")  # none of the instances carry it
+    plan = build_plan(settings, observe(inst(1), inst(2), inst(3)), srv(1, 2, 3))
+    assert plan.changes == ()
+    assert len(plan.guard_kept) == 3
+    assert "still runs in a served group" in plan.guard_reasons[0]
+
+
+def test_guard_lets_explained_removals_through():
+    # instance 2 is terminated (bypassing hooks); instance 3 is not known to EC2 at all
+    obs = observe(inst(1), inst(2, ec2="terminated"))
+    plan = build_plan(make_settings(), obs, srv(1, 2, 3))
+    assert plan.removed == ("ip-10-0-0-2.ec2.internal.", "ip-10-0-0-3.ec2.internal.")
+    assert plan.targets == ("ip-10-0-0-1.ec2.internal.",)
+    assert plan.guard_kept == ()
+
+
+def test_guard_allows_configured_number_of_unexplained_removals():
+    settings = make_settings(tag_selector="Role=etcd", max_unexplained_removals="1")
+    plan = build_plan(settings, observe(inst(1, tags={"Role": "etcd"}), inst(2)), srv(1, 2))
+    assert plan.removed == ("ip-10-0-0-2.ec2.internal.",)
+
+
+def test_barrier_holds_a_new_cluster_until_all_expected_instances_wait():
+    obs = observe(inst(1, "Pending:Wait"), inst(2, "Pending:Wait"), desired=3)
+    plan = build_plan(make_settings(), obs, {})
+    assert plan.changes == ()
+    assert set(plan.held) == {inst(1).instance_id, inst(2).instance_id}
+    full = build_plan(
+        make_settings(), observe(inst(1, "Pending:Wait"), inst(2, "Pending:Wait"), inst(3, "Pending:Wait")), {}
+    )
+    assert full.held == ()
+    assert len(full.targets) == 3 and full.bootstrap and full.cluster_state == "new"
+    assert len(full.launches) == 3
+
+
+def test_barrier_uses_cluster_size_and_times_out_to_publish_who_arrived():
+    settings = make_settings(cluster_size="5", bootstrap_timeout_seconds="60")
+    obs = observe(inst(1, "Pending:Wait"), inst(2, "Pending:Wait"), inst(3, "Pending:Wait"))
+    assert build_plan(settings, obs, {}).held
+    late = Observation(groups=obs.groups, instances=obs.instances, now=NOW + 100)
+    plan = build_plan(settings, late, {})
+    assert plan.held == () and len(plan.targets) == 3
+    assert "bootstrap timeout" in plan.notes[0]
+
+
+def test_barrier_off_publishes_each_launch_at_once():
+    plan = build_plan(make_settings(bootstrap_barrier="false"), observe(inst(1, "Pending:Wait"), desired=3), {})
+    assert plan.targets == ("ip-10-0-0-1.ec2.internal.",)
+
+
+def test_extra_srv_records_and_a_record_mode_change_in_one_batch():
+    settings = make_settings(extra_srv_records="_etcd-client._tcp:2379", target_mode="a-record")
+    plan = build_plan(settings, observe(inst(1, "Pending:Wait"), desired=1), {})
+    created = {(c["ResourceRecordSet"]["Name"], c["ResourceRecordSet"]["Type"]): c for c in plan.changes}
+    target = f"{inst(1).instance_id}.example.com."
+    assert created[("_etcd-client._tcp.example.com.", "SRV")]["ResourceRecordSet"]["ResourceRecords"] == [
+        {"Value": f"0 0 2379 {target}"}
+    ]
+    assert created[(target, "A")]["ResourceRecordSet"]["ResourceRecords"] == [{"Value": "10.0.0.1"}]
+    assert created[(SRV, "SRV")]["ResourceRecordSet"]["ResourceRecords"] == [{"Value": f"0 0 2380 {target}"}]
+
+
+def test_leave_event_explains_removal_even_while_api_still_lists_member_state():
+    leaving = inst(2, "InService")
+    event = LifecycleEvent(kind=Kind.LEAVE, source="eventbridge", group="etcd", instance_id=leaving.instance_id)
+    settings = make_settings(tag_selector="Role=etcd")
+    obs = observe(inst(1, tags={"Role": "etcd"}), leaving)
+    assert build_plan(settings, obs, srv(1, 2), [event]).removed == ("ip-10-0-0-2.ec2.internal.",)
+
+
+states = st.sampled_from(["Pending", "Pending:Wait", "Pending:Proceed", "InService", "Standby", "Terminating:Wait"])
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(states, st.sampled_from(["running", "stopped", "terminated"]), st.booleans()), max_size=8),
+    st.sets(st.integers(1, 10), max_size=6),
+)
+def test_plan_properties(rows, listed):
+    """Whatever the group and the record say: the batch is a valid CAS of the current values,
+    targets are members or guard-kept, and the record never lists a foreign instance."""
+    instances = [
+        inst(n + 1, state, ec2=ec2, group="etcd" if ours else "other") for n, (state, ec2, ours) in enumerate(rows)
+    ]
+    current = srv(*listed) if listed else {}
+    plan = build_plan(make_settings(bootstrap_barrier="false"), observe(*instances), current)
+    deletes = [c for c in plan.changes if c["Action"] == "DELETE"]
+    for d in deletes:
+        key = (d["ResourceRecordSet"]["Name"], d["ResourceRecordSet"]["Type"])
+        assert d["ResourceRecordSet"] == current[key].to_route53()
+    foreign = {f"ip-10-0-0-{n + 1}.ec2.internal." for n, (_, _, ours) in enumerate(rows) if not ours}
+    members = {m.private_dns + "." for m in plan.members}
+    for target in plan.targets:
+        assert target in members or target in plan.guard_kept
+        assert target not in foreign or target in peer_targets(current.get((SRV, "SRV")))
+    assert all(c["ResourceRecordSet"]["ResourceRecords"] for c in plan.changes)
