@@ -103,8 +103,9 @@ TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 TEST_NOTIFICATION = "autoscaling:TEST_NOTIFICATION"
 TRANSITIONS = (LAUNCHING, TERMINATING)
 
-# SQS message bodies and SNS messages are capped at 256 KiB by AWS; anything bigger was not
-# sent by Auto Scaling, and refusing it before json.loads bounds the work a hostile record costs.
+# A lifecycle message is about 1 KB. SQS and EventBridge now carry up to 1 MB (256 KiB before
+# 2026), so this is our limit, not AWS's: anything bigger was not sent by Auto Scaling, and
+# refusing it before json.loads bounds the work a hostile record costs.
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 LIFECYCLE_DETAIL_TYPES = {
@@ -132,9 +133,9 @@ _HOOK_NAME = re.compile(r"[A-Za-z0-9\-_/]{1,255}")
 _GROUP_NAME = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]{1,255}")
 _ACCOUNT = re.compile(r"[0-9]{12}")  # [0-9], not \d: \d also matches non-ASCII digits
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
-_ARN = re.compile(
-    r"arn:aws[a-z-]*:(?P<service>sqs|sns):(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):[A-Za-z0-9_.-]{1,256}"
-)
+# Queue and topic ARNs name the account and region an event travelled through.
+_SQS_ARN = re.compile(r"arn:aws[a-z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):[A-Za-z0-9_.-]{1,80}")
+_SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):[A-Za-z0-9_.-]{1,256}")
 _MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 _MAX_TIME_LEN = 64
@@ -277,20 +278,20 @@ def _kind(transition: object, origin: str | None, destination: str | None, path:
                 return Kind.JOIN, "leaving the warm pool to join the group"
             return Kind.JOIN, "launching into the group"
         raise EventError(
-            f"a launch cannot go to {destination!r}; expected Destination AutoScalingGroup or WarmPool",
+            f"a launch cannot go to {_quote(destination)}; expected Destination AutoScalingGroup or WarmPool",
             f"{path}Destination",
         )
     if transition == TERMINATING:
         if origin == "WarmPool":
             if destination not in (None, "EC2"):
                 raise EventError(
-                    f"a termination from the warm pool cannot go to {destination!r}; expected Destination EC2",
+                    f"a termination from the warm pool cannot go to {_quote(destination)}; expected Destination EC2",
                     f"{path}Destination",
                 )
             return Kind.PASS, "terminating from the warm pool; never was a member"
         if origin not in (None, "AutoScalingGroup"):
             raise EventError(
-                f"a termination cannot come from {origin!r}; expected Origin AutoScalingGroup or WarmPool",
+                f"a termination cannot come from {_quote(origin)}; expected Origin AutoScalingGroup or WarmPool",
                 f"{path}Origin",
             )
         if destination == "WarmPool":
@@ -298,7 +299,7 @@ def _kind(transition: object, origin: str | None, destination: str | None, path:
         if destination in (None, "EC2"):
             return Kind.LEAVE, "terminating"
         raise EventError(
-            f"a termination cannot go to {destination!r}; expected Destination EC2 or WarmPool",
+            f"a termination cannot go to {_quote(destination)}; expected Destination EC2 or WarmPool",
             f"{path}Destination",
         )
     raise EventError(
@@ -313,13 +314,13 @@ def _kind(transition: object, origin: str | None, destination: str | None, path:
 
 def _parse_records(records: object) -> Invocation:
     if not isinstance(records, list):
-        problem = f"Records is {_describe(records)}; expected a list of SQS or SNS records"
+        problem = f"got {_describe(records)}; expected a list of SQS or SNS records"
         return Invocation("direct", (Parsed(error=EventError(problem, "Records")),))
+    if not records:
+        return Invocation("sqs", (), batch=True)
     # Lambda never mixes sources in one batch; if any record claims SQS, report per item so a
     # forged neighbour cannot make the whole batch fail and be redelivered forever.
     is_sqs = any(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
-    if not records:
-        return Invocation("sqs", (), batch=True)
     parsed: list[Parsed] = []
     for record in records:
         if isinstance(record, dict) and record.get("eventSource") == "aws:sqs":
@@ -343,9 +344,9 @@ def _sqs_record(record: object) -> LifecycleEvent:
     env = _Envelope("sqs")
     rec = _need_dict(record, env)
     message_id = _required(rec, "messageId", env, _MESSAGE_ID, "the SQS message id")
-    arn = _optional(rec, "eventSourceARN", env, _ARN, "an SQS queue ARN")
+    arn = _optional(rec, "eventSourceARN", env, _SQS_ARN, "an SQS queue ARN")
     region = _optional(rec, "awsRegion", env, _REGION, "a region such as us-east-1")
-    arn_match = _ARN.fullmatch(arn) if arn else None
+    arn_match = _SQS_ARN.fullmatch(arn) if arn else None
     env = _Envelope(
         "sqs",
         path="body.",
@@ -362,11 +363,12 @@ def _sns_record(record: object) -> LifecycleEvent:
     rec = _need_dict(record, env)
     sns = rec.get("Sns")
     if not isinstance(sns, dict):
-        raise EventError(f"Sns is {_describe(sns)}; expected the SNS notification object", "Sns")
+        state = "missing" if "Sns" not in rec else f"got {_describe(sns)}"
+        raise EventError(f"{state}; expected the SNS notification object", "Sns")
     inner = _Envelope("sns", path="Sns.")
     message_id = _required(sns, "MessageId", inner, _MESSAGE_ID, "the SNS message id")
-    topic = _optional(sns, "TopicArn", inner, _ARN, "an SNS topic ARN")
-    topic_match = _ARN.fullmatch(topic) if topic else None
+    topic = _optional(sns, "TopicArn", inner, _SNS_ARN, "an SNS topic ARN")
+    topic_match = _SNS_ARN.fullmatch(topic) if topic else None
     env = _Envelope(
         "sns",
         path="Sns.Message.",
@@ -394,11 +396,18 @@ def _payload(obj: dict, env: _Envelope) -> LifecycleEvent:
 
 def _sns_envelope(obj: dict, env: _Envelope) -> LifecycleEvent:
     """An SNS notification as SNS writes it into an SQS queue (no raw message delivery)."""
-    topic = _required(obj, "TopicArn", env, _ARN, "an SNS topic ARN")
+    topic = _required(obj, "TopicArn", env, _SNS_ARN, "an SNS topic ARN")
     kind = obj["Type"]
     if kind != "Notification":
-        return LifecycleEvent(Kind.IGNORE, env.source, reason=f"SNS {kind}", message_id=env.message_id)
-    topic_match = _ARN.fullmatch(topic)
+        return LifecycleEvent(
+            Kind.IGNORE,
+            env.source,
+            account=env.account,
+            region=env.region,
+            reason=f"SNS {kind} (a subscription handshake)",
+            message_id=env.message_id,
+        )
+    topic_match = _SNS_ARN.fullmatch(topic)
     inner = replace(
         env,
         path=f"{env.path}Message.",
@@ -424,7 +433,7 @@ def _eventbridge(obj: dict, env: _Envelope) -> LifecycleEvent:
     if source == "aws.events":
         if detail_type != SCHEDULED_DETAIL_TYPE:
             raise EventError(
-                f"{detail_type!r} from aws.events is not handled; expected {SCHEDULED_DETAIL_TYPE!r}",
+                f"{_quote(detail_type)} from aws.events is not handled; expected {SCHEDULED_DETAIL_TYPE!r}",
                 f"{env.path}detail-type",
             )
         # A schedule that reaches us through a queue keeps "sqs" as its delivery path.
@@ -432,7 +441,7 @@ def _eventbridge(obj: dict, env: _Envelope) -> LifecycleEvent:
         return _reconcile(delivered, env, reason="scheduled reconcile")
     if source != "aws.autoscaling":
         raise EventError(
-            f"{detail_type!r} from source {source!r} is not handled; expected an aws.autoscaling event "
+            f"{_quote(detail_type)} from source {_quote(source)} is not handled; expected an aws.autoscaling event "
             f"or a {SCHEDULED_DETAIL_TYPE!r} from aws.events",
             f"{env.path}detail-type",
         )
@@ -442,12 +451,12 @@ def _eventbridge(obj: dict, env: _Envelope) -> LifecycleEvent:
     if transition is None:
         # Launch/Terminate Successful/Unsuccessful and the rest: something changed, reconcile.
         if detail is not None and not isinstance(detail, dict):
-            raise EventError(f"detail is {_describe(detail)}; expected a JSON object", f"{env.path}detail")
+            raise EventError(f"got {_describe(detail)}; expected a JSON object", f"{env.path}detail")
         group = _optional(detail or {}, "AutoScalingGroupName", detail_env, _GROUP_NAME, "a group name")
         instance = _optional(detail or {}, "EC2InstanceId", detail_env, _INSTANCE_ID, "an instance id")
         return _reconcile(env.source, env, reason=detail_type, group=group, instance_id=instance)
     if not isinstance(detail, dict):
-        raise EventError(f"detail is {_describe(detail)}; expected the lifecycle action object", f"{env.path}detail")
+        raise EventError(f"got {_describe(detail)}; expected the lifecycle action object", f"{env.path}detail")
     if _is_test_notification(detail):
         return _ignored(detail, detail_env)
     return _lifecycle(detail, detail_env, expected=transition)
@@ -467,7 +476,7 @@ def _message(obj: dict, env: _Envelope) -> LifecycleEvent:
         reason = ASG_NOTIFICATIONS.get(event)
         if reason is None:
             raise EventError(
-                f"Auto Scaling notification {event!r} is not handled; expected one of "
+                f"Auto Scaling notification {_quote(event)} is not handled; expected one of "
                 f"{(*ASG_NOTIFICATIONS, TEST_NOTIFICATION)}",
                 f"{env.path}Event",
             )
@@ -488,7 +497,7 @@ def _lifecycle(d: dict, env: _Envelope, expected: str | None) -> LifecycleEvent:
     transition = _required_str(d, "LifecycleTransition", env)
     if transition not in TRANSITIONS:
         raise EventError(
-            f"unknown lifecycle transition {transition!r}; expected {LAUNCHING} or {TERMINATING}",
+            f"unknown lifecycle transition {_quote(transition)}; expected {LAUNCHING} or {TERMINATING}",
             f"{env.path}LifecycleTransition",
         )
     if expected is not None and transition != expected:
@@ -593,7 +602,7 @@ def _item_id(record: object, key: str) -> str | None:
 def _decode(text: object, field: str, decodes: int) -> dict:
     """Decode a JSON string that must hold an object, refusing oversized and ambiguous input."""
     if not isinstance(text, str):
-        raise EventError(f"{_describe(text)}; expected a JSON string", field)
+        raise EventError(f"got {_describe(text)}; expected a JSON string", field)
     size = _utf8_size(text)
     if size > MAX_PAYLOAD_BYTES:
         raise EventError(f"payload too large: {size} bytes; expected at most {MAX_PAYLOAD_BYTES} (256 KiB)", field)
@@ -602,12 +611,12 @@ def _decode(text: object, field: str, decodes: int) -> dict:
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
-        raise EventError(f"duplicate key {exc.args[0]!r}; expected each key once", field) from None
+        raise EventError(f"duplicate key {_quote(exc.args[0])}; expected each key once", field) from None
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError and over-long integers; RecursionError deep nesting.
         raise EventError(f"not valid JSON ({_clip(str(exc), 80)}); expected a JSON object", field) from None
     if not isinstance(value, dict):
-        raise EventError(f"JSON {_describe(value)}; expected a JSON object", field)
+        raise EventError(f"the JSON holds {_describe(value)}; expected a JSON object", field)
     return value
 
 
@@ -636,14 +645,14 @@ def _utf8_size(text: str) -> int:
 def _need_dict(value: object, env: _Envelope) -> dict:
     if not isinstance(value, dict):
         field = env.path.rstrip(".") or None
-        raise EventError(f"{_describe(value)}; expected a JSON object", field)
+        raise EventError(f"got {_describe(value)}; expected a JSON object", field)
     return value
 
 
 def _required_str(d: dict, key: str, env: _Envelope) -> str:
     value = d.get(key)
     if not isinstance(value, str) or not value:
-        state = "missing" if key not in d else _describe(value)
+        state = "missing" if key not in d else f"got {_describe(value)}"
         raise EventError(f"{state}; expected a non-empty string", f"{env.path}{key}")
     return value
 
@@ -665,9 +674,9 @@ def _optional(d: dict, key: str, env: _Envelope, pattern: re.Pattern[str], expec
 
 def _checked(value: object, key: str, env: _Envelope, pattern: re.Pattern[str], expected: str) -> str:
     if not isinstance(value, str):
-        raise EventError(f"{_describe(value)}; expected {expected} as a string", f"{env.path}{key}")
+        raise EventError(f"got {_describe(value)}; expected {expected} as a string", f"{env.path}{key}")
     if not pattern.fullmatch(value):
-        raise EventError(f"malformed {_describe(value)}; expected {expected}", f"{env.path}{key}")
+        raise EventError(f"got {_describe(value)}; expected {expected}", f"{env.path}{key}")
     return value
 
 
@@ -676,7 +685,9 @@ def _optional_str(d: dict, key: str, env: _Envelope, max_len: int) -> str | None
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > max_len:
-        raise EventError(f"{_describe(value)}; expected a string of at most {max_len} characters", f"{env.path}{key}")
+        raise EventError(
+            f"got {_describe(value)}; expected a string of at most {max_len} characters", f"{env.path}{key}"
+        )
     return value
 
 
@@ -685,7 +696,7 @@ def _place(d: dict, key: str, env: _Envelope) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in PLACES:
-        raise EventError(f"{_describe(value)}; expected one of {PLACES}", f"{env.path}{key}")
+        raise EventError(f"got {_describe(value)}; expected one of {PLACES}", f"{env.path}{key}")
     return value
 
 
@@ -704,6 +715,11 @@ def _describe(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return f"a {type(value).__name__}"
+
+
+def _quote(text: object) -> str:
+    """An untrusted string for an error message: escaped and short, whatever was sent."""
+    return _clip(repr(text), 80)
 
 
 def _keys(d: dict) -> str:
