@@ -109,6 +109,8 @@ class Coordinator:
 
         observation = self.asg.observe({e.instance_id for e in live if e.instance_id}, deadline)
         pending = self._judge(live, observation, report)
+        if not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live):
+            return report  # every action was already settled (a duplicate or a late delivery): nothing to do
         try:
             plan, change_id = self._publish(observation, pending, deadline, report, reconcile=not pending)
         except (DeadlineReached, MembershipError) as exc:

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from infra.local.clock import SimClock, WallClock
 
@@ -49,6 +52,8 @@ class LocalAWS:
         propagation: float | tuple[float, float] = (20.0, 60.0),
         route53_rate: float | None = 5.0,
         prior_request_window: float = 0.0,
+        route53_burst: float | None = None,
+        instance_ips: Iterable[str] | None = None,
     ) -> None:
         self.clock = clock if clock is not None else SimClock()
         self.region = region
@@ -57,6 +62,24 @@ class LocalAWS:
         self.propagation = propagation
         self.route53_rate = route53_rate
         self.prior_request_window = prior_request_window
+        self.route53_burst = route53_burst  # token bucket size; None: same as route53_rate
+        # -- Route 53, call log, faults (infra.local.route53, infra.local.faults) -------------
+        from infra.local.faults import CallRecord, Faults
+        from infra.local.route53 import ChangeRecord, Route53State
+
+        self.lock = threading.RLock()  # guards emulator state shared by request threads
+        self.calls: list[CallRecord] = []  # every request served, in arrival order
+        self.route53_changes: list[ChangeRecord] = []  # every accepted ChangeResourceRecordSets
+        self.route53_state = Route53State(changes=self.route53_changes)
+        self.faults = Faults(self)
+        # -- end Route 53, call log, faults --------------------------------------------------
+        # -- Auto Scaling and delivery (infra.local.autoscaling, infra.local.delivery) -------
+        self.instance_ips = instance_ips  # private IPs for new instances, in order (demo: 127.0.1.x)
+        self.notifications: list[Any] = []  # autoscaling.Notification: what the groups sent
+        self.lifecycle_actions: list[Any] = []  # autoscaling.LifecycleActionRecord, every action
+        self.invocations: list[Any] = []  # delivery.Invocation: every Lambda invocation
+        self.dead_letters: list[Any] = []  # delivery.DeadLetter: async events given up on
+        # -- end Auto Scaling and delivery ---------------------------------------------------
         self._mock: Any = None
         self._saved_env: dict[str, str | None] = {}
 
@@ -76,9 +99,22 @@ class LocalAWS:
         }.items():
             self._saved_env[key] = os.environ.get(key)
             os.environ[key] = value
+        # In-process, clients must reach moto's mock, not a server named by the environment.
+        for key in [k for k in os.environ if k == "AWS_ENDPOINT_URL" or k.startswith("AWS_ENDPOINT_URL_")]:
+            self._saved_env[key] = os.environ.pop(key)
         self._mock = mock_aws()
         self._mock.start()
         _CURRENT = self
+        from infra.local import faults, route53
+
+        route53.install()
+        faults.install()
+        # -- Auto Scaling and delivery: lifecycle hooks, notifications, Lambda runner --------
+        from infra.local import autoscaling, delivery
+
+        autoscaling.install(self)
+        delivery.install(self)
+        # -- end Auto Scaling and delivery ---------------------------------------------------
         return self
 
     def stop(self) -> None:
@@ -102,8 +138,63 @@ class LocalAWS:
 
     # -- clients ----------------------------------------------------------------------
     def client(self, service: str, **kwargs: Any) -> Any:
-        """A boto3 client talking to this emulator (region and dummy credentials set)."""
+        """A boto3 client talking to this emulator (region and dummy credentials set).
+
+        botocore's own retries are off unless ``config=`` says otherwise: they would sleep for
+        real and hide the throttling and faults a test wants to see.
+        """
+        kwargs.setdefault("config", Config(retries={"total_max_attempts": 1}))
         return boto3.client(service, region_name=self.region, **kwargs)
+
+    # -- Route 53 -----------------------------------------------------------------------
+    def create_zone(self, name: str, records: dict[tuple[str, str], tuple[int, list[str]]] | None = None) -> str:
+        """Create a public hosted zone (and seed record sets) directly: no call log, no rate limit.
+
+        Returns the bare zone id. ``records`` maps ``(name, type)`` to ``(ttl, values)``.
+
+        Example:
+            >>> zone = aws.create_zone("example.com",
+            ...     {("_etcd-server._tcp.example.com.", "SRV"): (60, ["0 0 2380 a."])},
+            ... )
+        """
+        from infra.local import route53
+
+        zone = route53.backend(self).create_hosted_zone(
+            route53.normalize_name(name), private_zone=False, caller_reference=f"local-{name}"
+        )
+        for (rname, rtype), (ttl, values) in (records or {}).items():
+            self.set_records(zone.id, rname, rtype, ttl, values)
+        return route53.bare_zone_id(zone.id)
+
+    def set_records(self, zone_id: str, name: str, rtype: str, ttl: int | None, values: list[str] | None) -> None:
+        """Overwrite (``values`` given) or remove (``None``) one record set directly, like an outside writer.
+
+        Bypasses the API: no change record, no rate limit, no call log.
+        """
+        from infra.local import route53
+
+        zone = route53.backend(self).get_hosted_zone(route53.bare_zone_id(zone_id))
+        name = route53.normalize_name(name)
+        with self.lock:
+            zone.rrsets = [r for r in zone.rrsets if (route53.normalize_name(r.name), r.type) != (name, rtype)]
+            if values is not None:
+                zone.add_rrset({"Name": name, "Type": rtype, "TTL": ttl, "ResourceRecords": list(values)})
+
+    def records(self, zone_id: str) -> dict[tuple[str, str], tuple[int | None, tuple[str, ...]]]:
+        """The zone's record sets now: ``{(name, type): (ttl, sorted values)}`` (names lower case, dotted)."""
+        from infra.local import route53
+
+        return route53.zone_records(route53.backend(self).get_hosted_zone(route53.bare_zone_id(zone_id)))
+
+    def change(self, change_id: str) -> Any:
+        """The ``ChangeRecord`` of a change id (``C...`` or ``/change/C...``); KeyError if unknown."""
+        from infra.local import route53
+
+        return self.route53_state.by_id["/change/" + route53.bare_change_id(change_id)]
+
+    def insync_at(self, change_id: str) -> float:
+        """Emulator time at which ``GetChange(change_id)`` starts answering ``INSYNC``."""
+        return float(self.change(change_id).insync_at)
 
     def propagation_delay(self) -> float:
         """Seconds one Route 53 change takes to become INSYNC (fixed, or uniform in a range)."""

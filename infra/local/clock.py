@@ -256,7 +256,7 @@ class WallClock:
                 _, _, fn = heapq.heappop(self._heap)
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - a failing timer must not stop the others
+            except Exception:
                 import logging
 
                 logging.getLogger(__name__).exception("emulator timer failed")

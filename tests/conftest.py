@@ -1,0 +1,1 @@
+pytest_plugins = ["infra.local.pytest_plugin"]
