@@ -123,6 +123,8 @@ class Coordinator:
             return report
 
         held = set(plan.held)
+        if held and not pending:
+            self._keep_alive(plan, observation, deadline)
         settle = [e for e in pending if not (e.kind is Kind.JOIN and e.instance_id in held)]
         for event in pending:
             if event not in settle:
@@ -279,23 +281,11 @@ class Coordinator:
         report: Report,
     ) -> None:
         actions = self._actions(plan, obs, settle, deadline)
-        if not actions and change_id is None:
+        if not actions:
             for event in settle:
                 report.outcomes.append(Outcome(event, "already-done", "no action waits"))
             return
-        # Tell each launching instance what it founds or joins, and which change lists it.
-        proofs: set[str] = set()
-        if change_id is not None:
-            proofs.add(change_id)
-            tags = {iid: {CHANGE_TAG: change_id} for iid in (*plan.launches, *plan.leaves)}
-            for iid in plan.launches:
-                if STATE_TAG not in obs.instances[iid].tags:
-                    tags[iid][STATE_TAG] = plan.cluster_state
-            if tags:
-                self.asg.tag(tags, deadline)
-        else:
-            proofs = self._existing_proofs(plan, obs, deadline)
-
+        proofs = {change_id} if change_id is not None else self._existing_proofs(plan, obs, deadline)
         last_beat = self.clock.now()
 
         def beat() -> None:
@@ -324,6 +314,21 @@ class Coordinator:
                 event = by_instance.pop(iid, None)
                 if event is not None:
                     report.outcomes.append(Outcome(event, "handoff", "etcd member add did not succeed yet", ok=False))
+
+        # The go signal for the instance: written only now, when the record that lists it is
+        # INSYNC (and, joining a running cluster, its member added). IMDS's target lifecycle
+        # state already says InService during Pending:Wait, so it cannot be the signal.
+        proof = sorted(proofs)[-1] if proofs else ""
+        tags: dict[str, dict[str, str]] = {}
+        for iid in actions:
+            kv = {CHANGE_TAG: proof} if proof and obs.instances[iid].tags.get(CHANGE_TAG) != proof else {}
+            if iid in plan.launches and STATE_TAG not in obs.instances[iid].tags:
+                kv[STATE_TAG] = plan.cluster_state
+            if kv:
+                tags[iid] = kv
+        if tags:
+            self.asg.tag(tags, deadline)
+
         for iid, action in sorted(actions.items()):
             done = self.asg.complete(action, "CONTINUE", deadline)
             if done:
@@ -369,6 +374,15 @@ class Coordinator:
                     actions[iid] = {"group": group, "hook": hook, "instance_id": iid, "transition": transition}
         return actions
 
+    def _keep_alive(self, plan: Plan, obs: Observation, deadline: float) -> None:
+        """A reconcile heartbeats the launches the bootstrap barrier holds, so they outlive the wait."""
+        for iid in plan.held:
+            group = obs.instances[iid].group
+            hook = group and self.asg.hook_name(group, LAUNCHING, self.settings.launch_hook_name, deadline)
+            if group and hook:
+                alive = self.asg.heartbeat({"group": group, "hook": hook, "instance_id": iid}, deadline)
+                self.log.info("held launch kept alive", extra={"instance": iid, "active": alive})
+
     def _existing_proofs(self, plan: Plan, obs: Observation, deadline: float) -> set[str]:
         """The records are already right: find the change that made them so, or rewrite to get one."""
         ids = {obs.instances[i].tags.get(CHANGE_TAG) for i in (*plan.launches, *plan.leaves)}
@@ -388,12 +402,6 @@ class Coordinator:
             change = self.route53.apply(rewrite, "etcd-asg-coordinator: prove propagation", deadline)
         except Conflict:
             raise DeadlineReached("record changed while proving propagation; retrying") from None
-        tags = {iid: {CHANGE_TAG: change.id} for iid in (*plan.launches, *plan.leaves)}
-        for iid in plan.launches:
-            if STATE_TAG not in obs.instances[iid].tags:
-                tags[iid][STATE_TAG] = plan.cluster_state
-        if tags:
-            self.asg.tag(tags, deadline)
         return {change.id}
 
     # -- etcd membership ---------------------------------------------------------------------

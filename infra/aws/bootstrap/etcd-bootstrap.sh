@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# etcd-bootstrap.sh: start this instance's etcd member once the coordinator has published it.
+#
+# Run from user data (etcd-cluster.yaml) on an instance of an etcd Auto Scaling group served by
+# the coordinator (infra/aws/coordinator.yaml). The protocol, step by step:
+#   1. IMDSv2 session token (PUT /latest/api/token).
+#   2. Wait until autoscaling/target-lifecycle-state is InService. This is where the instance is
+#      *going*: a launch into a warm pool (Warmed:*) must not start etcd. AWS sets the target at
+#      the start of the transition, so it does not prove that the launch hook has completed.
+#   3. Wait for the instance tag etcd-cluster-state (new | existing), which the coordinator sets
+#      once the record change that lists this instance is made (IMDS tags/instance/..., needs
+#      InstanceMetadataTags enabled in the launch template).
+#   4. Wait until the SRV record, as this instance's resolver answers it, lists this instance's
+#      peer host and port (needs `dig`; on by default when dig is installed). etcd reads the
+#      record exactly once, on first start: a missing or stale answer here would make it exit or,
+#      worse, bootstrap from an incomplete record.
+#   5. exec etcd with DNS discovery, --initial-cluster-state from the tag.
+# A restart with a member in the data dir skips 2-4 and all discovery flags: etcd ignores them
+# and the record may have changed since.
+#
+# Settings (environment variables):
+#   ETCD_DOMAIN                 required: the domain of the SRV record (--discovery-srv)
+#   ETCD_DISCOVERY_SRV_NAME     --discovery-srv-name suffix (_etcd-server-<name>._tcp); default none
+#   ETCD_PEER_PORT / ETCD_CLIENT_PORT           default 2380 / 2379
+#   ETCD_PEER_HOST              peer host name the SRV target names; default IMDS local-hostname
+#                               ("{instance_id}" is replaced, e.g. "{instance_id}.example.com")
+#   ETCD_INITIAL_CLUSTER_TOKEN  default etcd-<ETCD_DOMAIN> (identical on every founding member)
+#   ETCD_BIN / ETCD_DATA_DIR    default /usr/local/bin/etcd / /var/lib/etcd
+#   IMDS_ENDPOINT               default http://169.254.169.254
+#   BOOTSTRAP_POLL_INTERVAL     first wait between polls in seconds (default 1), doubled per poll
+#   BOOTSTRAP_POLL_MAX          longest wait between polls (default 10)
+#   BOOTSTRAP_LIFECYCLE_TIMEOUT seconds to wait for InService (default 900)
+#   BOOTSTRAP_TAG_TIMEOUT       seconds to wait for the etcd-cluster-state tag (default 600)
+#   BOOTSTRAP_SRV_CHECK         auto (when dig exists) | 1 | 0
+#   BOOTSTRAP_SRV_TIMEOUT       seconds to wait for the SRV record to list this instance (default 300)
+#   DIG_BIN                     default dig
+# Extra arguments to this script are passed to etcd after the generated ones.
+set -euo pipefail
+
+readonly PROG=etcd-bootstrap
+IMDS_ENDPOINT=${IMDS_ENDPOINT:-http://169.254.169.254}
+ETCD_DOMAIN=${ETCD_DOMAIN:-}
+ETCD_DISCOVERY_SRV_NAME=${ETCD_DISCOVERY_SRV_NAME:-}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-2380}
+ETCD_CLIENT_PORT=${ETCD_CLIENT_PORT:-2379}
+ETCD_PEER_HOST=${ETCD_PEER_HOST:-}
+ETCD_INITIAL_CLUSTER_TOKEN=${ETCD_INITIAL_CLUSTER_TOKEN:-etcd-${ETCD_DOMAIN}}
+ETCD_BIN=${ETCD_BIN:-/usr/local/bin/etcd}
+ETCD_DATA_DIR=${ETCD_DATA_DIR:-/var/lib/etcd}
+BOOTSTRAP_POLL_INTERVAL=${BOOTSTRAP_POLL_INTERVAL:-1}
+BOOTSTRAP_POLL_MAX=${BOOTSTRAP_POLL_MAX:-10}
+BOOTSTRAP_LIFECYCLE_TIMEOUT=${BOOTSTRAP_LIFECYCLE_TIMEOUT:-900}
+BOOTSTRAP_TAG_TIMEOUT=${BOOTSTRAP_TAG_TIMEOUT:-600}
+BOOTSTRAP_SRV_CHECK=${BOOTSTRAP_SRV_CHECK:-auto}
+BOOTSTRAP_SRV_TIMEOUT=${BOOTSTRAP_SRV_TIMEOUT:-300}
+DIG_BIN=${DIG_BIN:-dig}
+
+log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+is_number() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+
+check_settings() {
+  [[ -n $ETCD_DOMAIN ]] || die "ETCD_DOMAIN is not set: set it to the domain of the SRV record, e.g. example.com"
+  local name
+  for name in ETCD_PEER_PORT ETCD_CLIENT_PORT BOOTSTRAP_LIFECYCLE_TIMEOUT BOOTSTRAP_TAG_TIMEOUT BOOTSTRAP_SRV_TIMEOUT; do
+    is_uint "${!name}" || die "$name='${!name}' is not a whole number of the expected kind"
+  done
+  for name in BOOTSTRAP_POLL_INTERVAL BOOTSTRAP_POLL_MAX; do
+    is_number "${!name}" || die "$name='${!name}' is not a number of seconds"
+  done
+  case $BOOTSTRAP_SRV_CHECK in auto | 0 | 1) ;; *) die "BOOTSTRAP_SRV_CHECK='$BOOTSTRAP_SRV_CHECK' is not auto, 0 or 1" ;; esac
+  [[ -x $ETCD_BIN ]] || die "ETCD_BIN=$ETCD_BIN is not an executable etcd binary"
+}
+
+# -- IMDSv2 -----------------------------------------------------------------------------------
+TOKEN=""
+imds_token() {
+  TOKEN=$(curl -fsS --max-time 3 -X PUT "$IMDS_ENDPOINT/latest/api/token" \
+    -H "X-aws-ec2-metadata-token-ttl-seconds: 21600") ||
+    die "no IMDSv2 token from $IMDS_ENDPOINT/latest/api/token (is the metadata service reachable and enabled?)"
+}
+
+# imds_get PATH: print the item; status 1 when it does not exist (404) or cannot be read.
+# A rejected token (401, e.g. expired) is renewed once.
+imds_get() {
+  local out code
+  out=$(curl -sS --max-time 3 -w '\n%{http_code}' -H "X-aws-ec2-metadata-token: $TOKEN" \
+    "$IMDS_ENDPOINT/latest/meta-data/$1") || return 1
+  code=${out##*$'\n'}
+  out=${out%$'\n'*}
+  if [[ $code == 401 ]]; then
+    imds_token
+    out=$(curl -sS --max-time 3 -w '\n%{http_code}' -H "X-aws-ec2-metadata-token: $TOKEN" \
+      "$IMDS_ENDPOINT/latest/meta-data/$1") || return 1
+    code=${out##*$'\n'}
+    out=${out%$'\n'*}
+  fi
+  [[ $code == 200 ]] || return 1
+  printf '%s' "$out"
+}
+
+imds_require() {
+  imds_get "$1" || die "cannot read $1 from $IMDS_ENDPOINT/latest/meta-data/"
+}
+
+# -- waits ------------------------------------------------------------------------------------
+# Wait between polls: BOOTSTRAP_POLL_INTERVAL, doubled after each poll up to BOOTSTRAP_POLL_MAX.
+DELAY=""
+reset_backoff() { DELAY=$BOOTSTRAP_POLL_INTERVAL; }
+backoff() {
+  sleep "$DELAY"
+  DELAY=$(awk -v d="$DELAY" -v m="$BOOTSTRAP_POLL_MAX" 'BEGIN { d *= 2; if (d > m) d = m; print d }')
+}
+
+wait_in_service() {
+  local deadline=$((SECONDS + BOOTSTRAP_LIFECYCLE_TIMEOUT)) state=""
+  reset_backoff
+  while :; do
+    state=$(imds_get autoscaling/target-lifecycle-state) || state=""
+    case $state in
+      InService) log "target lifecycle state: InService"; return 0 ;;
+      Warmed:* | Terminated | Detached)
+        log "target lifecycle state is $state: this instance is not joining the group, etcd not started"
+        exit 0 ;;
+    esac
+    ((SECONDS < deadline)) || die "target-lifecycle-state is '${state:-unavailable}', not InService, after" \
+      "${BOOTSTRAP_LIFECYCLE_TIMEOUT}s (IMDS $IMDS_ENDPOINT); is this instance in an Auto Scaling group?"
+    backoff
+  done
+}
+
+CLUSTER_STATE=""
+wait_cluster_state() {
+  local deadline=$((SECONDS + BOOTSTRAP_TAG_TIMEOUT)) value=""
+  reset_backoff
+  while :; do
+    value=$(imds_get tags/instance/etcd-cluster-state) || value=""
+    case $value in
+      new | existing) CLUSTER_STATE=$value; log "etcd-cluster-state: $value"; return 0 ;;
+      "") ;;
+      *) die "instance tag etcd-cluster-state='$value' is neither 'new' nor 'existing'" ;;
+    esac
+    ((SECONDS < deadline)) || die "instance tag etcd-cluster-state did not appear within" \
+      "${BOOTSTRAP_TAG_TIMEOUT}s: the coordinator has not published this instance (check its logs and" \
+      "alarms) or the launch template lacks MetadataOptions InstanceMetadataTags: enabled"
+    backoff
+  done
+}
+
+srv_name() {
+  if [[ -n $ETCD_DISCOVERY_SRV_NAME ]]; then
+    printf '_etcd-server-%s._tcp.%s' "$ETCD_DISCOVERY_SRV_NAME" "${ETCD_DOMAIN%.}"
+  else
+    printf '_etcd-server._tcp.%s' "${ETCD_DOMAIN%.}"
+  fi
+}
+
+# srv_lists HOST: the resolver's answer for the SRV record has target HOST on the peer port.
+srv_lists() {
+  local want=${1,,} answer prio weight port target
+  answer=$("$DIG_BIN" +short SRV "$(srv_name)" 2>/dev/null) || return 1
+  while read -r prio weight port target; do
+    [[ -n ${target:-} ]] || continue
+    : "$prio" "$weight"
+    target=${target%.}
+    if [[ $port == "$ETCD_PEER_PORT" && ${target,,} == "${want%.}" ]]; then
+      return 0
+    fi
+  done <<<"$answer"
+  return 1
+}
+
+wait_srv_lists() {
+  local host=$1 deadline=$((SECONDS + BOOTSTRAP_SRV_TIMEOUT))
+  case $BOOTSTRAP_SRV_CHECK in
+    0) return 0 ;;
+    auto) command -v "$DIG_BIN" >/dev/null || { log "no $DIG_BIN: not checking the SRV record before start"; return 0; } ;;
+  esac
+  reset_backoff
+  until srv_lists "$host"; do
+    ((SECONDS < deadline)) || die "$(srv_name) SRV does not list $host:$ETCD_PEER_PORT after" \
+      "${BOOTSTRAP_SRV_TIMEOUT}s, as this instance's resolver answers it; etcd would not find itself in it"
+    backoff
+  done
+  log "$(srv_name) lists $host:$ETCD_PEER_PORT"
+}
+
+main() {
+  check_settings
+  imds_token
+  local id ip host
+  id=$(imds_require instance-id)
+  ip=$(imds_require local-ipv4)
+  if [[ -n $ETCD_PEER_HOST ]]; then
+    host=${ETCD_PEER_HOST//\{instance_id\}/$id}
+  else
+    host=$(imds_require local-hostname)
+  fi
+  local peer="http://$host:$ETCD_PEER_PORT"
+  local -a urls=(
+    --initial-advertise-peer-urls "$peer"
+    --listen-peer-urls "http://$ip:$ETCD_PEER_PORT"
+    --listen-client-urls "http://$ip:$ETCD_CLIENT_PORT,http://127.0.0.1:$ETCD_CLIENT_PORT"
+    --advertise-client-urls "http://$ip:$ETCD_CLIENT_PORT"
+  )
+
+  if [[ -d $ETCD_DATA_DIR/member ]]; then
+    log "restart: $ETCD_DATA_DIR already holds a member; starting without discovery"
+    exec "$ETCD_BIN" --name "$id" "${urls[@]}" --data-dir "$ETCD_DATA_DIR" "$@"
+  fi
+
+  wait_in_service
+  wait_cluster_state
+  wait_srv_lists "$host"
+  local -a discovery=(--discovery-srv "${ETCD_DOMAIN%.}")
+  if [[ -n $ETCD_DISCOVERY_SRV_NAME ]]; then
+    discovery+=(--discovery-srv-name "$ETCD_DISCOVERY_SRV_NAME")
+  fi
+  log "starting etcd as $id ($CLUSTER_STATE cluster, peer $peer)"
+  exec "$ETCD_BIN" --name "$id" "${discovery[@]}" "${urls[@]}" \
+    --initial-cluster-token "$ETCD_INITIAL_CLUSTER_TOKEN" --initial-cluster-state "$CLUSTER_STATE" \
+    --data-dir "$ETCD_DATA_DIR" "$@"
+}
+
+main "$@"

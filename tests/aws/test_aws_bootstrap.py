@@ -1,0 +1,285 @@
+"""etcd-bootstrap.sh against a fake IMDSv2 and a fake etcd: the exact etcd command line for a founding
+and a joining member, the restart path, the waits and their timeouts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aws_helpers import BOOTSTRAP, CLUSTER, load_template
+
+TOKEN = "fake-imds-token"
+INSTANCE = {"instance-id": "i-0abc123", "local-ipv4": "10.0.1.4", "local-hostname": "ip-10-0-1-4.ec2.internal"}
+
+if not shutil.which("curl"):
+    pytest.skip("curl is not installed (the bootstrap script talks to IMDS with it)", allow_module_level=True)
+
+
+class FakeImds:
+    """IMDSv2: PUT /latest/api/token, then GETs that carry the token. ``lifecycle`` and ``tags`` are
+    lists of answers given in turn (None = 404), the last one repeated."""
+
+    def __init__(self) -> None:
+        self.lifecycle: list[str | None] = ["InService"]
+        self.tags: dict[str, list[str | None]] = {"etcd-cluster-state": ["new"]}
+        self.requests: list[tuple[str, str, bool]] = []  # (method, path, token ok)
+        self._served: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _next(self, key: str, answers: list[str | None]) -> str | None:
+        with self._lock:
+            n = self._served.get(key, 0)
+            self._served[key] = n + 1
+        return answers[min(n, len(answers) - 1)]
+
+    def answer(self, path: str) -> str | None:
+        prefix = "/latest/meta-data/"
+        if not path.startswith(prefix):
+            return None
+        item = path[len(prefix) :]
+        if item == "autoscaling/target-lifecycle-state":
+            return self._next(item, self.lifecycle)
+        if item.startswith("tags/instance/"):
+            key = item.split("/", 2)[2]
+            return self._next(item, self.tags[key]) if key in self.tags else None
+        return INSTANCE.get(item)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        imds = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep pytest output clean
+                pass
+
+            def _send(self, code: int, body: str = "") -> None:
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_PUT(self) -> None:
+                ok = self.path == "/latest/api/token" and "X-aws-ec2-metadata-token-ttl-seconds" in self.headers
+                imds.requests.append(("PUT", self.path, ok))
+                self._send(200, TOKEN) if ok else self._send(400)
+
+            def do_GET(self) -> None:
+                ok = self.headers.get("X-aws-ec2-metadata-token") == TOKEN
+                imds.requests.append(("GET", self.path, ok))
+                if not ok:  # IMDSv2 only, as the launch template requires
+                    self._send(401)
+                    return
+                value = imds.answer(self.path)
+                self._send(404, "Not Found") if value is None else self._send(200, value)
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def imds() -> Iterator[FakeImds]:
+    fake = FakeImds()
+    yield fake
+    fake.close()
+
+
+def _executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture
+def fake_etcd(tmp_path: Path) -> tuple[Path, Path]:
+    """An 'etcd' that writes its arguments one per line to args.txt and exits 0."""
+    out = tmp_path / "args.txt"
+    script = f"#!{sys.executable}\nimport sys\nopen({str(out)!r}, 'w').write('\\n'.join(sys.argv[1:]))\n"
+    return _executable(tmp_path / "etcd", script), out
+
+
+def run(imds: FakeImds, etcd: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "IMDS_ENDPOINT": imds.url,
+        "ETCD_DOMAIN": "example.com",
+        "ETCD_BIN": str(etcd),
+        "ETCD_DATA_DIR": str(tmp_path / "data"),
+        "ETCD_INITIAL_CLUSTER_TOKEN": "tok-1",
+        "BOOTSTRAP_POLL_INTERVAL": "0.02",
+        "BOOTSTRAP_POLL_MAX": "0.05",
+        "BOOTSTRAP_SRV_CHECK": "0",
+        **env,
+    }
+    return subprocess.run(["bash", str(BOOTSTRAP)], env=environ, capture_output=True, text=True, timeout=30)
+
+
+def expected_args(state: str, *extra: str) -> list[str]:
+    return [
+        "--name", "i-0abc123",
+        "--discovery-srv", "example.com",
+        *extra,
+        "--initial-advertise-peer-urls", "http://ip-10-0-1-4.ec2.internal:2380",
+        "--listen-peer-urls", "http://10.0.1.4:2380",
+        "--listen-client-urls", "http://10.0.1.4:2379,http://127.0.0.1:2379",
+        "--advertise-client-urls", "http://10.0.1.4:2379",
+        "--initial-cluster-token", "tok-1",
+        "--initial-cluster-state", state,
+        "--data-dir", "DATA",
+    ]  # fmt: skip
+
+
+def etcd_args(out: Path, tmp_path: Path) -> list[str]:
+    return [a.replace(str(tmp_path / "data"), "DATA") for a in out.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("state", ["new", "existing"])
+def test_starts_etcd_with_discovery_once_in_service_and_tagged(imds, fake_etcd, tmp_path, state):
+    etcd, out = fake_etcd
+    imds.lifecycle = [None, "Pending:Wait", "Pending:Wait", "InService"]
+    imds.tags["etcd-cluster-state"] = [None, None, state]
+    result = run(imds, etcd, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert etcd_args(out, tmp_path) == expected_args(state)
+    # Every metadata read carried the session token; it asked until each answer was there.
+    assert all(ok for _, _, ok in imds.requests)
+    assert imds.requests[0] == ("PUT", "/latest/api/token", True)
+    paths = [p for _, p, _ in imds.requests]
+    assert paths.count("/latest/meta-data/autoscaling/target-lifecycle-state") == 4
+    assert paths.count("/latest/meta-data/tags/instance/etcd-cluster-state") == 3
+    # The tag is read only once the instance is going InService.
+    last_lifecycle = max(i for i, p in enumerate(paths) if p.endswith("target-lifecycle-state"))
+    first_tag = min(i for i, p in enumerate(paths) if p.endswith("etcd-cluster-state"))
+    assert last_lifecycle < first_tag
+
+
+def test_discovery_srv_name_and_peer_host_template(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    result = run(imds, etcd, tmp_path, ETCD_DISCOVERY_SRV_NAME="blue", ETCD_PEER_HOST="{instance_id}.example.com")
+    assert result.returncode == 0, result.stderr
+    args = etcd_args(out, tmp_path)
+    assert args[args.index("--discovery-srv") : args.index("--discovery-srv") + 4] == [
+        "--discovery-srv", "example.com", "--discovery-srv-name", "blue",
+    ]  # fmt: skip
+    assert args[args.index("--initial-advertise-peer-urls") + 1] == "http://i-0abc123.example.com:2380"
+
+
+def test_restart_with_a_member_in_the_data_dir_skips_discovery_and_waits(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    (tmp_path / "data" / "member").mkdir(parents=True)
+    imds.lifecycle = [None]  # would time out if it waited
+    imds.tags["etcd-cluster-state"] = [None]
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_LIFECYCLE_TIMEOUT="0", BOOTSTRAP_TAG_TIMEOUT="0")
+    assert result.returncode == 0, result.stderr
+    assert etcd_args(out, tmp_path) == [
+        "--name", "i-0abc123",
+        "--initial-advertise-peer-urls", "http://ip-10-0-1-4.ec2.internal:2380",
+        "--listen-peer-urls", "http://10.0.1.4:2380",
+        "--listen-client-urls", "http://10.0.1.4:2379,http://127.0.0.1:2379",
+        "--advertise-client-urls", "http://10.0.1.4:2379",
+        "--data-dir", "DATA",
+    ]  # fmt: skip
+    assert "restart" in result.stderr
+
+
+def test_times_out_with_a_clear_error_when_never_in_service(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    imds.lifecycle = ["Pending:Wait"]
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_LIFECYCLE_TIMEOUT="1")
+    assert result.returncode == 1
+    assert "target-lifecycle-state is 'Pending:Wait', not InService, after 1s" in result.stderr
+    assert not out.exists()
+
+
+def test_times_out_with_a_clear_error_when_the_coordinator_never_tags(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    imds.tags["etcd-cluster-state"] = [None]
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_TAG_TIMEOUT="1")
+    assert result.returncode == 1
+    assert "etcd-cluster-state did not appear within 1s" in result.stderr
+    assert "InstanceMetadataTags" in result.stderr
+    assert not out.exists()
+
+
+def test_rejects_a_cluster_state_tag_it_does_not_know(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    imds.tags["etcd-cluster-state"] = ["maybe"]
+    result = run(imds, etcd, tmp_path)
+    assert result.returncode == 1 and "'maybe' is neither 'new' nor 'existing'" in result.stderr
+    assert not out.exists()
+
+
+def test_an_instance_bound_for_the_warm_pool_does_not_start_etcd(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    imds.lifecycle = ["Warmed:Stopped"]
+    result = run(imds, etcd, tmp_path)
+    assert result.returncode == 0 and "Warmed:Stopped" in result.stderr
+    assert not out.exists()
+
+
+def test_missing_domain_fails_before_any_imds_call(imds, fake_etcd, tmp_path):
+    etcd, _ = fake_etcd
+    result = run(imds, etcd, tmp_path, ETCD_DOMAIN="")
+    assert result.returncode == 1 and "ETCD_DOMAIN is not set" in result.stderr
+    assert imds.requests == []
+
+
+def _fake_dig(tmp_path: Path, answers: list[str]) -> Path:
+    """A 'dig +short SRV name' answering from answers, one per call, the last one repeated."""
+    state = tmp_path / "dig-calls"
+    lines = repr(answers)
+    script = (
+        f"#!{sys.executable}\nimport sys, os\nanswers = {lines}\np = {str(state)!r}\n"
+        "n = int(open(p).read()) if os.path.exists(p) else 0\nopen(p, 'w').write(str(n + 1))\n"
+        "assert sys.argv[1:] == ['+short', 'SRV', '_etcd-server._tcp.example.com'], sys.argv\n"
+        "print(answers[min(n, len(answers) - 1)], end='')\n"
+    )
+    return _executable(tmp_path / "dig", script)
+
+
+def test_waits_until_the_resolver_lists_this_instance_before_starting(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    dig = _fake_dig(
+        tmp_path,
+        [
+            "",
+            "0 0 2380 ip-10-0-9-9.ec2.internal.\n",
+            "0 0 2380 ip-10-0-9-9.ec2.internal.\n0 0 2380 IP-10-0-1-4.ec2.internal.\n",
+        ],
+    )
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_SRV_CHECK="1", DIG_BIN=str(dig))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "dig-calls").read_text() == "3"
+    assert etcd_args(out, tmp_path) == expected_args("new")
+
+
+def test_srv_wait_times_out_with_a_clear_error(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    dig = _fake_dig(tmp_path, ["0 0 2381 ip-10-0-1-4.ec2.internal.\n"])  # right host, wrong port
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_SRV_CHECK="1", DIG_BIN=str(dig), BOOTSTRAP_SRV_TIMEOUT="1")
+    assert result.returncode == 1
+    assert "_etcd-server._tcp.example.com SRV does not list ip-10-0-1-4.ec2.internal:2380 after 1s" in result.stderr
+    assert not out.exists()
+
+
+def test_user_data_carries_an_identical_copy_of_the_script():
+    template = load_template(CLUSTER)
+    user_data = template["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
+    parts = user_data["Fn::Base64"]["Fn::Join"][1]
+    script = BOOTSTRAP.read_text()
+    assert script in parts, "etcd-cluster.yaml carries a stale copy: run python infra/aws/bootstrap/embed.py"
+    # EC2 limits user data to 16 KB before base64.
+    assert sum(len(p) for p in parts if isinstance(p, str)) < 15_000

@@ -1,0 +1,236 @@
+"""coordinator.yaml and the code agree: the environment is the settings one for one, the role allows
+exactly the operations the code calls (and nothing with a wildcard), and the wiring fits the
+coordinator's waits."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from hook_handler.settings import SETTING_NAMES, SETTINGS_SPEC
+
+SPEC = {s.name: s for s in SETTINGS_SPEC}
+# Where a template default deliberately differs from the code's, and why.
+TEMPLATE_DEFAULTS = {
+    "asg_names": None,  # required by the template: the role and the rule are scoped to the groups
+    "launch_hook_name": "etcd-coordinator-launch",  # the template names the hooks it routes
+    "terminate_hook_name": "etcd-coordinator-terminate",
+}
+# What the Lambda service itself needs on the function's behalf (not calls of hook_handler).
+PLATFORM_ACTIONS = {
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "sqs:SendMessage",  # on-failure destination
+    "sqs:ReceiveMessage",  # the SQS event source (EventBridgeSQS)
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "xray:PutTraceSegments",  # Tracing=true
+    "xray:PutTelemetryRecords",
+}
+
+
+def _resources(t: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in t["Resources"].items() if v["Type"] == kind}
+
+
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for st in policy["PolicyDocument"]["Statement"]:
+        if "Fn::If" in st:  # conditional statement: [condition, statement, AWS::NoValue]
+            st = st["Fn::If"][1]
+        out.append(st)
+    return out
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def _policy(t: dict[str, Any], name: str) -> dict[str, Any]:
+    (policy,) = [p for p in t["Resources"]["FunctionRole"]["Properties"]["Policies"] if p["PolicyName"] == name]
+    return policy
+
+
+def _env(t: dict[str, Any]) -> dict[str, Any]:
+    return t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+
+
+def test_every_environment_variable_is_a_setting_and_every_setting_is_set(coordinator_template):
+    names = set(_env(coordinator_template))
+    unknown = {n for n in names - SETTING_NAMES if not n.startswith("POWERTOOLS_")}
+    assert not unknown, f"the template sets variables the code never reads: {sorted(unknown)}"
+    assert not SETTING_NAMES - names, f"settings the template does not set: {sorted(SETTING_NAMES - names)}"
+
+
+def test_required_settings_come_from_required_parameters(coordinator_template):
+    params = coordinator_template["Parameters"]
+    for spec in SETTINGS_SPEC:
+        if spec.required:
+            ref = _env(coordinator_template)[spec.name]["Ref"]
+            assert "Default" not in params[ref], f"{spec.name} must be given: parameter {ref} has a default"
+
+
+def test_parameter_defaults_are_the_settings_defaults(coordinator_template):
+    params = coordinator_template["Parameters"]
+    for name, value in _env(coordinator_template).items():
+        if name not in SPEC or not isinstance(value, dict) or value.get("Ref") not in params:
+            continue
+        default = params[value["Ref"]].get("Default")
+        expected = TEMPLATE_DEFAULTS.get(name, SPEC[name].default) if name in TEMPLATE_DEFAULTS else SPEC[name].default
+        got = None if default is None else str(default)
+        assert got == expected, f"{name}: parameter {value['Ref']} defaults to {got!r}, the code to {expected!r}"
+
+
+def test_metrics_namespace_is_the_one_the_alarms_watch(coordinator_template):
+    env = _env(coordinator_template)
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "EtcdAsgCoordinator"
+    alarms = _resources(coordinator_template, "AWS::CloudWatch::Alarm")
+    custom = {
+        a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == "EtcdAsgCoordinator"
+    }
+    assert custom == {"AbandonedActions", "GuardRefused"}
+    for alarm in alarms.values():
+        if alarm["Properties"]["Namespace"] == "EtcdAsgCoordinator":
+            # powertools Metrics adds exactly one dimension: service = POWERTOOLS_SERVICE_NAME
+            assert alarm["Properties"]["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+
+
+def test_role_allows_exactly_the_operations_the_code_calls(coordinator_template, operations):
+    allowed = {a for st in _statements(_policy(coordinator_template, "coordinator-api")) for a in _actions(st)}
+    assert allowed - operations == set(), f"allowed but never called: {sorted(allowed - operations)}"
+    assert operations - allowed == set(), f"called but not allowed: {sorted(operations - allowed)}"
+
+
+def test_platform_policy_holds_only_what_lambda_needs(coordinator_template):
+    platform = {a for st in _statements(_policy(coordinator_template, "lambda-platform")) for a in _actions(st)}
+    assert platform <= PLATFORM_ACTIONS, sorted(platform - PLATFORM_ACTIONS)
+
+
+def test_no_action_anywhere_has_a_wildcard(coordinator_template):
+    for role in _resources(coordinator_template, "AWS::IAM::Role").values():
+        for policy in role["Properties"].get("Policies", []):
+            for st in _statements(policy):
+                assert st["Effect"] == "Allow"
+                for action in _actions(st):
+                    assert "*" not in action, f"{policy['PolicyName']}: {action}"
+
+
+def _by_sid(t: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {st["Sid"]: st for st in _statements(_policy(t, "coordinator-api"))}
+
+
+def test_writes_are_scoped_to_the_zone_and_the_served_groups(coordinator_template):
+    sids = _by_sid(coordinator_template)
+    zone = {"Fn::Sub": "arn:${AWS::Partition}:route53:::hostedzone/${HostedZoneId}"}
+    assert sids["WriteZoneRecords"]["Resource"] == zone and sids["ReadZone"]["Resource"] == zone
+    cond = sids["WriteZoneRecords"]["Condition"]["ForAllValues:StringEquals"]
+    assert cond["route53:ChangeResourceRecordSetsActions"] == ["CREATE", "DELETE"]  # CAS, never UPSERT
+    assert sids["PollChanges"]["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:route53:::change/*"}
+    complete = sids["CompleteServedGroupsActions"]["Resource"]
+    first = complete[0]["Fn::Sub"]
+    assert first[0].endswith(":autoScalingGroup:*:autoScalingGroupName/${Name}")
+    assert first[1]["Name"] == {"Fn::Select": [0, {"Fn::Split": [",", {"Ref": "AsgNames"}]}]}
+    assert len(complete) == 5  # AsgNames allows 1 to 5 groups
+    tag = sids["TagServedInstances"]
+    assert tag["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == ["etcd-cluster-state", "etcd-srv-change"]
+    assert tag["Condition"]["StringEquals"]["ec2:ResourceTag/aws:autoscaling:groupName"] == {
+        "Fn::Split": [",", {"Ref": "AsgNames"}]
+    }
+    assert sids["ReadGroupsHooksInstances"]["Resource"] == "*"
+    assert all(a.split(":")[1].startswith("Describe") for a in _actions(sids["ReadGroupsHooksInstances"]))
+
+
+def test_asg_names_pattern_allows_one_to_five_groups(coordinator_template):
+    pattern = re.compile(coordinator_template["Parameters"]["AsgNames"]["AllowedPattern"])
+    assert pattern.match("etcd") and pattern.match("a,b,c,d,e")
+    assert not pattern.match("a,b,c,d,e,f") and not pattern.match("a, b") and not pattern.match("")
+
+
+def test_lifecycle_rule_matches_only_this_stacks_hooks_on_the_served_groups(coordinator_template):
+    pattern = coordinator_template["Resources"]["LifecycleRule"]["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.autoscaling"]
+    assert set(pattern["detail-type"]) == {
+        "EC2 Instance-launch Lifecycle Action",
+        "EC2 Instance-terminate Lifecycle Action",
+    }
+    assert pattern["detail"]["AutoScalingGroupName"] == {"Fn::Split": [",", {"Ref": "AsgNames"}]}
+    assert pattern["detail"]["LifecycleHookName"] == [{"Ref": "LaunchHookName"}, {"Ref": "TerminateHookName"}]
+
+
+def _minutes(rate: str) -> float:
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours)\)", rate)
+    assert match, rate
+    return int(match[1]) * (60 if match[2].startswith("hour") else 1)
+
+
+def test_hooks_fit_the_coordinators_waits(coordinator_template):
+    t = coordinator_template
+    params, res = t["Parameters"], t["Resources"]
+    launch, terminate = res["LaunchHook"]["Properties"], res["TerminateHook"]["Properties"]
+    assert launch["DefaultResult"] == "ABANDON" and terminate["DefaultResult"] == "CONTINUE"
+    assert launch["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
+    assert terminate["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    timeout = int(params["HeartbeatTimeout"]["Default"])
+    assert launch["HeartbeatTimeout"] == terminate["HeartbeatTimeout"] == {"Ref": "HeartbeatTimeout"}
+    assert timeout == 300
+    # heartbeats (while waiting) and reconciles (held bootstrap actions) come before the timeout
+    assert float(params["HeartbeatIntervalSeconds"]["Default"]) * 2 <= timeout
+    assert _minutes(params["ReconcileSchedule"]["Default"]) * 60 < timeout
+    # SNS mode only: the hook publishes to the topic through the role
+    assert launch["NotificationTargetARN"]["Fn::If"][0] == "ViaSns"
+    assert launch["RoleARN"]["Fn::If"][0] == "ViaSns"
+
+
+def test_concurrency_is_bounded_in_every_notification_path(coordinator_template):
+    res = coordinator_template["Resources"]
+    fn = res["Function"]["Properties"]
+    assert fn["ReservedConcurrentExecutions"]["Fn::If"][0] == "ReserveConcurrency"
+    assert coordinator_template["Parameters"]["ReservedConcurrency"]["Default"] == "1"
+    esm = res["EventSourceMapping"]["Properties"]
+    assert esm["ScalingConfig"] == {"MaximumConcurrency": 2}
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert res["EventQueue"]["Properties"]["VisibilityTimeout"] >= 6 * fn["Timeout"]
+    assert res["EventQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["FailureQueue", "Arn"]
+    }
+    invoke = res["AsyncInvokeConfig"]["Properties"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
+
+
+def test_function_runs_the_package_entry_point(coordinator_template):
+    fn = coordinator_template["Resources"]["Function"]["Properties"]
+    assert fn["Handler"] == "hook_handler.app.lambda_handler"
+    assert fn["Runtime"] == "python3.12"
+    assert fn["Code"] == "../../build/coordinator.zip"  # relative to the template: make build's output
+
+
+@pytest.mark.parametrize(
+    "export", ["DomainName", "EtcdPort", "LaunchHookName", "TerminateHookName", "HeartbeatTimeout", "HookTopicArn"]
+)
+def test_cluster_stack_imports_only_what_the_coordinator_exports(coordinator_template, cluster_template, export):
+    exports = {
+        o["Export"]["Name"]["Fn::Sub"].removeprefix("${AWS::StackName}-")
+        for o in coordinator_template["Outputs"].values()
+        if "Export" in o
+    }
+    assert export in exports
+    imported = set(re.findall(r"\$\{CoordinatorStackName\}-(\w+)", str(cluster_template)))
+    assert imported <= exports, sorted(imported - exports)
+
+
+def test_cluster_group_has_its_hooks_from_the_start(cluster_template):
+    res = cluster_template["Resources"]
+    hooks = res["Group"]["Properties"]["LifecycleHookSpecificationList"]
+    assert [(h["LifecycleTransition"], h["DefaultResult"]) for h in hooks] == [
+        ("autoscaling:EC2_INSTANCE_LAUNCHING", "ABANDON"),
+        ("autoscaling:EC2_INSTANCE_TERMINATING", "CONTINUE"),
+    ]
+    meta = res["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["MetadataOptions"]
+    assert meta["HttpTokens"] == "required" and meta["InstanceMetadataTags"] == "enabled"
+    tags = {t["Key"] for t in res["Group"]["Properties"]["Tags"] if t["PropagateAtLaunch"]}
+    assert {"Project", "Environment"} <= tags
