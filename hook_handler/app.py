@@ -86,9 +86,18 @@ class Runtime:
             logger=logger,
             metrics=metrics,
             region=self.region,
+            membership=self._membership(settings, clock),
         )
         for warning in settings.warnings:
             logger.warning(warning)
+
+    @staticmethod
+    def _membership(settings: Settings, clock: Clock) -> Any:
+        if not settings.membership_enabled:
+            return None
+        from hook_handler.etcd import Membership  # imported only when membership is on (cold start)
+
+        return Membership(clock)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, clock: Clock | None = None) -> Runtime:

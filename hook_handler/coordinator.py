@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from botocore.exceptions import ClientError
+
 from hook_handler.clock import Clock
 from hook_handler.etcd import MembershipError, peer_url
 from hook_handler.events import Kind, LifecycleEvent
@@ -21,6 +23,7 @@ from hook_handler.exceptions import DeadlineReached
 from hook_handler.lifecycle import CHANGE_TAG, LAUNCHING, STATE_TAG, TERMINATING, AutoScaling
 from hook_handler.members import LEAVING_STATES, MEMBER_STATES, leaving_explained
 from hook_handler.plan import Observation, Plan, RecordSet, build_plan, peer_targets, record_keys, target_of
+from hook_handler.retry import error_code, error_message
 from hook_handler.route53 import Conflict, Route53
 from hook_handler.settings import Settings, fqdn
 from hook_handler.srv import SrvValue
@@ -112,9 +115,11 @@ class Coordinator:
         if not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live):
             return report  # every action was already settled (a duplicate or a late delivery): nothing to do
         try:
-            plan, change_id = self._publish(observation, pending, deadline, report, reconcile=not pending)
-        except (DeadlineReached, MembershipError) as exc:
-            self._hand_off(pending, str(exc), deadline, report)
+            plan, change_id, observation = self._publish(observation, pending, deadline, report, reconcile=not pending)
+        except (DeadlineReached, MembershipError, ClientError) as exc:
+            if not pending:
+                raise  # a reconcile that cannot finish must fail loudly (the Errors alarm)
+            self._hand_off(pending, _why(exc), deadline, report)
             return report
         report.plan = plan
         if dry_run:
@@ -135,8 +140,8 @@ class Coordinator:
                 )
         try:
             self._wait_and_complete(plan, observation, settle, change_id, deadline, report)
-        except (DeadlineReached, MembershipError) as exc:
-            self._hand_off(settle, str(exc), deadline, report)
+        except (DeadlineReached, MembershipError, ClientError) as exc:
+            self._hand_off(settle, _why(exc), deadline, report)
         return report
 
     # -- steps ------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ class Coordinator:
         report: Report,
         *,
         reconcile: bool = False,
-    ) -> tuple[Plan, str | None]:
+    ) -> tuple[Plan, str | None, Observation]:
         """Plan and write with compare-and-swap; on a conflict, observe and read again."""
         for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
             targets = {t for i in obs.instances.values() if (t := target_of(i, self.settings))}
@@ -231,11 +236,11 @@ class Coordinator:
                 self.log.error("removal guard refused", extra={"kept": plan.guard_kept, "why": plan.guard_reasons})
                 self.metrics.add_metric(name="GuardRefused", unit=MetricUnit.Count, value=len(plan.guard_kept))
             if report.dry_run:
-                return plan, None
+                return plan, None, obs
             if self.membership is not None:
                 self._remove_members(plan, obs, deadline, drift=reconcile)
             if not plan.changes:
-                return plan, None
+                return plan, None, obs
             try:
                 change = self.route53.apply(plan.changes, _comment(plan), deadline)
             except Conflict as exc:
@@ -254,7 +259,7 @@ class Coordinator:
                 },
             )
             report.change_id = change.id
-            return plan, change.id
+            return plan, change.id, obs
         raise DeadlineReached(f"record kept changing under us ({MAX_CAS_ATTEMPTS} conflicts)")
 
     def _resolve_unknown_targets(
@@ -285,7 +290,11 @@ class Coordinator:
             for event in settle:
                 report.outcomes.append(Outcome(event, "already-done", "no action waits"))
             return
-        proofs = {change_id} if change_id is not None else self._existing_proofs(plan, obs, deadline)
+        if change_id is not None:
+            proofs = {change_id}
+            self._tag_change(change_id, actions, obs, deadline)
+        else:
+            proofs = self._existing_proofs(plan, obs, actions, deadline)
         last_beat = self.clock.now()
 
         def beat() -> None:
@@ -318,16 +327,13 @@ class Coordinator:
         # The go signal for the instance: written only now, when the record that lists it is
         # INSYNC (and, joining a running cluster, its member added). IMDS's target lifecycle
         # state already says InService during Pending:Wait, so it cannot be the signal.
-        proof = sorted(proofs)[-1] if proofs else ""
-        tags: dict[str, dict[str, str]] = {}
-        for iid in actions:
-            kv = {CHANGE_TAG: proof} if proof and obs.instances[iid].tags.get(CHANGE_TAG) != proof else {}
-            if iid in plan.launches and STATE_TAG not in obs.instances[iid].tags:
-                kv[STATE_TAG] = plan.cluster_state
-            if kv:
-                tags[iid] = kv
-        if tags:
-            self.asg.tag(tags, deadline)
+        go = {
+            iid: {STATE_TAG: plan.cluster_state}
+            for iid in actions
+            if iid in plan.launches and STATE_TAG not in obs.instances[iid].tags
+        }
+        if go:
+            self.asg.tag(go, deadline)
 
         for iid, action in sorted(actions.items()):
             done = self.asg.complete(action, "CONTINUE", deadline)
@@ -383,9 +389,16 @@ class Coordinator:
                 alive = self.asg.heartbeat({"group": group, "hook": hook, "instance_id": iid}, deadline)
                 self.log.info("held launch kept alive", extra={"instance": iid, "active": alive})
 
-    def _existing_proofs(self, plan: Plan, obs: Observation, deadline: float) -> set[str]:
+    def _tag_change(self, change_id: str, actions: Mapping[str, Any], obs: Observation, deadline: float) -> None:
+        """Name the change on every instance it settles, before waiting: a retry that finds the
+        record already right waits on this change instead of writing again."""
+        tags = {iid: {CHANGE_TAG: change_id} for iid in actions if obs.instances[iid].tags.get(CHANGE_TAG) != change_id}
+        if tags:
+            self.asg.tag(tags, deadline)
+
+    def _existing_proofs(self, plan: Plan, obs: Observation, actions: Mapping[str, Any], deadline: float) -> set[str]:
         """The records are already right: find the change that made them so, or rewrite to get one."""
-        ids = {obs.instances[i].tags.get(CHANGE_TAG) for i in (*plan.launches, *plan.leaves)}
+        ids = {obs.instances[i].tags.get(CHANGE_TAG) for i in actions}
         if ids and None not in ids:
             return {i for i in ids if i}
         peer = plan.current.get((self.settings.srv_fqdn, "SRV"))
@@ -402,6 +415,7 @@ class Coordinator:
             change = self.route53.apply(rewrite, "etcd-asg-coordinator: prove propagation", deadline)
         except Conflict:
             raise DeadlineReached("record changed while proving propagation; retrying") from None
+        self._tag_change(change.id, actions, obs, deadline)
         return {change.id}
 
     # -- etcd membership ---------------------------------------------------------------------
@@ -529,6 +543,11 @@ def _comment(plan: Plan) -> str:
     if plan.removed:
         parts.append("remove " + ",".join(t.split(".")[0] for t in plan.removed))
     return "; ".join(parts)
+
+
+def _why(exc: BaseException) -> str:
+    code = error_code(exc)
+    return f"{code}: {error_message(exc)}" if code else str(exc)
 
 
 def _parse_time(value: str | None) -> float | None:
