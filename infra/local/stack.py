@@ -182,7 +182,11 @@ def deploy(
     stack = Stack(aws, zone_id, domain, group, mode, runtime, function_arn, topic_arn=topic_arn, env=env)
 
     pattern = json.dumps(
-        {"source": ["aws.autoscaling"], "detail-type": LIFECYCLE_DETAIL_TYPES, "detail": {"AutoScalingGroupName": [group]}}
+        {
+            "source": ["aws.autoscaling"],
+            "detail-type": LIFECYCLE_DETAIL_TYPES,
+            "detail": {"AutoScalingGroupName": [group]},
+        }
     )
     events = aws.client("events")
     if mode == "eventbridge":
