@@ -191,10 +191,12 @@ RUNTIME = _cold_start() if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else None
 _TRACER = tracer(RUNTIME.settings.tracing) if RUNTIME else None
 
 
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The Lambda entry point."""
+def _entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global RUNTIME
     if RUNTIME is None:  # imported outside Lambda (tests, CLI): build on first use
         RUNTIME = Runtime.from_environment()
     return RUNTIME.handle(event, context)
+
+
+# The Lambda entry point: metrics flushed after every invocation; X-Ray only when `tracing` is on.
+lambda_handler = metrics.log_metrics(_TRACER.capture_lambda_handler(_entry) if _TRACER else _entry)
