@@ -27,6 +27,19 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest
 
+# The newcomer's command: a real etcd cluster scaled 0 -> 3 -> 5 -> 3 and healed by the coordinator on
+# emulated AWS, inside a private sandbox (loopback only; the host's resolv.conf is never touched). ~35 s.
+demo: setup
+	$(PY) -m infra.local.demo
+
+# The long randomized run of tests/reliability (issue 6): 20,000 schedules over two processes; prints
+# the counts and writes them to tests/reliability/soak-results.json (quoted in the README's Guarantees).
+SOAK_SCHEDULES ?= 20000
+SOAK_SEED ?= 20
+soak: setup
+	SOAK_SCHEDULES=$(SOAK_SCHEDULES) SOAK_SEED=$(SOAK_SEED) $(PY) -m pytest tests/reliability/test_schedules.py \
+	  -m soak -k test_soak -s --timeout=0
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check hook_handler infra tests
@@ -34,6 +47,12 @@ lint: setup
 	$(VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -d infra/aws
 	shellcheck infra/aws/bootstrap/*.sh
 	$(PY) infra/aws/bootstrap/embed.py --check
+
+# Benchmarks (tests/bench/): this coordinator beside the usual per-event strategies on emulated AWS
+# (simulated time), plus cold start. Prints the tables; writes bench-results/bench.md and bench.json.
+SEED ?= 1
+bench: setup
+	PYTHONHASHSEED=0 $(PY) tests/bench/run.py --seed $(SEED) $(BENCH_ARGS)
 
 # -- AWS: build the Lambda zip, package it to S3, deploy the coordinator stack ----------------
 # make build                        -> build/coordinator.zip (reproducible: same inputs, same bytes)

@@ -154,8 +154,11 @@ class Runtime:
             if record.message_id in bad:
                 raise InvocationFailed(bad[record.message_id])
 
+        # A record that is not an object with a messageId cannot be reported (and crashes the batch
+        # utility): it was logged as unusable above; the well-formed neighbours are judged on their own.
+        records = [r for r in event["Records"] if isinstance(r, dict) and isinstance(r.get("messageId"), str)]
         return process_partial_response(
-            event=event,
+            event={**event, "Records": records},
             record_handler=record_handler,
             processor=BatchProcessor(event_type=EventType.SQS),
             context=context,

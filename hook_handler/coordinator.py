@@ -114,35 +114,58 @@ class Coordinator:
         pending = self._judge(live, observation, report)
         if not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live):
             return report  # every action was already settled (a duplicate or a late delivery): nothing to do
-        try:
-            plan, change_id, observation = self._publish(observation, pending, deadline, report, reconcile=not pending)
-        except (DeadlineReached, MembershipError, ClientError) as exc:
-            if not pending:
-                raise  # a reconcile that cannot finish must fail loudly (the Errors alarm)
-            self._hand_off(pending, _why(exc), deadline, report)
-            return report
-        report.plan = plan
-        if dry_run:
-            for event in pending:
-                report.outcomes.append(Outcome(event, "dry-run", "nothing applied"))
-            return report
-
-        held = set(plan.held)
-        if held and not pending:
-            self._keep_alive(plan, observation, deadline)
-        settle = [e for e in pending if not (e.kind is Kind.JOIN and e.instance_id in held)]
-        for event in pending:
-            if event not in settle:
-                report.outcomes.append(
-                    Outcome(
-                        event, "held", f"bootstrap barrier: {len(plan.members) + len(held)}/{plan.expected} present"
-                    )
+        reconcile = not pending
+        # One round per joiner while launches queue for a running cluster (``Plan.queued``: etcd takes one new
+        # member at a time); otherwise a single round. Each round completes at least one action or stops.
+        while True:
+            try:
+                plan, change_id, observation = self._publish(
+                    observation, pending, deadline, report, reconcile=reconcile
                 )
-        try:
-            self._wait_and_complete(plan, observation, settle, change_id, deadline, report)
-        except (DeadlineReached, MembershipError, ClientError) as exc:
-            self._hand_off(settle, _why(exc), deadline, report)
-        return report
+            except (DeadlineReached, MembershipError, ClientError) as exc:
+                if not pending:
+                    raise  # a reconcile that cannot finish must fail loudly (the Errors alarm)
+                self._hand_off(pending, _why(exc), deadline, report)
+                return report
+            report.plan = plan
+            if dry_run:
+                for event in pending:
+                    report.outcomes.append(Outcome(event, "dry-run", "nothing applied"))
+                return report
+
+            held, queued = set(plan.held), set(plan.queued)
+            if held and not pending:
+                self._keep_alive(plan, observation, deadline)
+            settle = [e for e in pending if not (e.kind is Kind.JOIN and e.instance_id in held | queued)]
+            waiting = [e for e in pending if e.kind is Kind.JOIN and e.instance_id in queued]
+            for event in pending:
+                if event.kind is Kind.JOIN and event.instance_id in held:
+                    report.outcomes.append(
+                        Outcome(
+                            event, "held", f"bootstrap barrier: {len(plan.members) + len(held)}/{plan.expected} present"
+                        )
+                    )
+            completed = len(report.completed)
+            try:
+                self._wait_and_complete(plan, observation, settle, change_id, deadline, report)
+            except (DeadlineReached, MembershipError, ClientError) as exc:
+                self._hand_off([*settle, *waiting], _why(exc), deadline, report)
+                return report
+            if not queued:
+                return report
+            if len(report.completed) == completed:
+                self._hand_off(waiting, "an earlier joiner is not settled yet", deadline, report)
+                return report
+            if self.membership is not None:
+                # The joiner just completed must start before the record lists the next one (see Plan.queued).
+                try:
+                    self.membership.wait_started(self._endpoints(plan, exclude=set()), deadline)
+                except MembershipError as exc:
+                    self._hand_off(waiting, _why(exc), deadline, report)
+                    return report
+            self.log.info("next joiner", extra={"queued": sorted(queued)})
+            observation = self.asg.observe({e.instance_id for e in waiting if e.instance_id}, deadline)
+            pending = self._judge(waiting, observation, report)
 
     # -- steps ------------------------------------------------------------------------------
     def _refuse_early(self, event: LifecycleEvent) -> Outcome | None:
@@ -177,6 +200,10 @@ class Coordinator:
             elif inst is None or inst.group is None:
                 if event.kind is Kind.LEAVE and (inst is None or inst.gone):
                     report.outcomes.append(Outcome(event, "already-done", "instance is gone"))
+                elif event.kind is Kind.JOIN and inst is not None and inst.ec2_state is not None and inst.gone:
+                    # A launch scaled in (or killed) before its event arrived: its action ended with it.
+                    # Retrying would only walk a settled event to the dead-letter queue.
+                    report.outcomes.append(Outcome(event, "already-done", f"instance is {inst.ec2_state}"))
                 else:
                     report.outcomes.append(
                         self._reject(
@@ -529,6 +556,7 @@ class Coordinator:
                 "added": plan.added,
                 "removed": plan.removed,
                 "held": plan.held,
+                "queued": plan.queued,
                 "bootstrap": plan.bootstrap,
                 "changes": len(plan.changes),
                 "notes": plan.notes,

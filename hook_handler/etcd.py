@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, retry_if_result, wait_fixed, wait_random_exponential
 
 from hook_handler.clock import Clock
 
@@ -102,6 +102,31 @@ class Membership:
                 lambda c, mid=member.id: c.post(c.get_url("/cluster/member/remove"), json={"ID": mid}),
             )
         return True
+
+    def wait_started(self, endpoints: Sequence[str], deadline: float, *, interval: float = 0.5) -> None:
+        """Return once every member has started (published its name); MembershipError at the deadline.
+
+        etcd admits the next voting member only after the previous one started and stayed connected, and a
+        member that starts from the SRV record must find it listing exactly the members: so the coordinator
+        lists the next joiner only after this.
+        """
+
+        def unstarted() -> list[Member]:
+            return [m for m in self.members(endpoints, deadline) if not m.name]
+
+        def stop(state: RetryCallState) -> bool:
+            return self.clock.now() + interval >= deadline
+
+        left = Retrying(
+            sleep=self.clock.sleep,
+            stop=stop,
+            wait=wait_fixed(interval),
+            retry=retry_if_result(bool),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
+        )(unstarted)
+        if left:
+            urls = ", ".join(u for m in left for u in m.peer_urls)
+            raise MembershipError(f"etcd members {urls} were added but have not started")
 
     def _call(self, endpoints: Iterable[str], deadline: float, op: Callable[[Any], Any]) -> Any:
         endpoints = list(endpoints)

@@ -71,6 +71,7 @@ class Plan:
     guard_kept: tuple[str, ...] = ()  # targets the removal guard refused to drop
     guard_reasons: tuple[str, ...] = ()
     held: tuple[str, ...] = ()  # launching instance ids held by the bootstrap barrier
+    queued: tuple[str, ...] = ()  # launches into a running cluster waiting for an earlier joiner (one at a time)
     bootstrap: bool = False  # this change publishes a new cluster's founding record
     expected: int = 0  # members a new cluster waits for
     launches: tuple[str, ...] = ()  # Pending:Wait instance ids the published record lists
@@ -137,8 +138,10 @@ def build_plan(
     old_targets = peer_targets(current.get(peer_key))
     by_target = {t: i for i in instances.values() if (t := target_of(i, settings))}
 
+    # A cluster with no member in service is being founded: its first record's members are told 'new'.
+    founding = not any(m.lifecycle_state == "InService" for m in members)
     # The bootstrap barrier: a new cluster is published whole, or not at all.
-    bootstrap = settings.bootstrap_barrier and not any(m.lifecycle_state == "InService" for m in members)
+    bootstrap = settings.bootstrap_barrier and founding
     expected = settings.cluster_size or sum(g.desired_capacity for g in observation.groups.values())
     held: tuple[str, ...] = ()
     listed = members
@@ -156,6 +159,21 @@ def build_plan(
                     f"bootstrap timeout: publishing {len(members)} of {expected} expected members "
                     f"after {settings.bootstrap_timeout_seconds:g}s"
                 )
+
+    # With membership on, a running cluster grows one member at a time: etcd refuses the next `member add`
+    # ("unhealthy cluster") until the member added before it has started, and a member starting from the
+    # record must find it listing exactly the members. So at most one listed joiner is unsettled; the
+    # others queue (the coordinator serves them in turn).
+    queued: tuple[str, ...] = ()
+    if settings.membership_enabled and not founding:
+        joining = [m for m in listed if m.lifecycle_state == "Pending:Wait"]
+        unsettled = [m for m in joining if target_of(m, settings) in old_targets]
+        fresh = sorted(
+            (m for m in joining if target_of(m, settings) not in old_targets),
+            key=lambda m: (m.launch_time or 0.0, m.instance_id),
+        )
+        queued = tuple(m.instance_id for m in fresh[0 if unsettled else 1 :])
+        listed = [m for m in listed if m.instance_id not in queued]
 
     new_targets = {t for m in listed if (t := target_of(m, settings))}
 
@@ -224,7 +242,8 @@ def build_plan(
         guard_kept=tuple(kept),
         guard_reasons=tuple(reasons),
         held=held,
-        bootstrap=bootstrap and not held,
+        queued=queued,
+        bootstrap=founding and not held,
         expected=expected,
         launches=launches,
         leaves=leaves,

@@ -44,6 +44,9 @@ CLUSTER_STATES = ("new", "existing")
 # Lifecycle states after which an instance never runs etcd again (the script exits without starting etcd).
 _NOT_JOINING = ("Terminat", "Detach", "Warmed")
 _EC2_GONE = {"shutting-down", "terminated", "stopping", "stopped"}
+# An instance runs through Terminating:Wait (its terminate hook, e.g. the coordinator's member remove, acts on a
+# live member); it stops once the hook completes.
+_STOPPED_STATES = {"Terminating:Proceed", "Terminated"}
 
 
 def default_etcd_binary() -> str:
@@ -405,7 +408,8 @@ class Fleet:
     """One ``Launcher`` per instance of an Auto Scaling group, kept in step with the group by polling.
 
     Every ``poll`` seconds: instances new to the group get a launcher; instances gone from the group, in a
-    ``Terminating*``/``Terminated`` state, or stopped/terminated in EC2 have their etcd killed. ``close()``
+    ``Terminating:Proceed``/``Terminated`` state (not ``Terminating:Wait``: the instance runs until its
+    terminate hook completes), or stopped/terminated in EC2 have their etcd killed. ``close()``
     kills everything. Logs (timestamped) go to ``workdir/logs``; data dirs to ``workdir/data`` and are removed.
 
     Example:
@@ -485,7 +489,7 @@ class Fleet:
         alive = {
             iid
             for iid, state in members.items()
-            if not state.startswith(("Terminat", "Detach")) and ec2_state.get(iid) not in _EC2_GONE
+            if state not in _STOPPED_STATES and not state.startswith("Detach") and ec2_state.get(iid) not in _EC2_GONE
         }
         for iid in sorted(set(members) - set(known)):
             if iid in alive and not self._stop.is_set():

@@ -1,0 +1,577 @@
+"""``make demo``: a real etcd cluster scaled by the coordinator on emulated AWS, checked after every step.
+
+The scenario (shared by ``make demo`` and ``tests/e2e/test_cluster.py``, so they cannot drift): inside a
+sandbox (``infra.local.sandbox``: private network and mount namespaces, our DNS server on 127.0.0.53:53), the
+emulated AWS on the wall clock, the coordinator delivered by the emulator's EventBridge runner with etcd
+membership on, and a ``Fleet`` that runs a real etcd per instance of the group on 127.0.1.x. Steps: scale
+0 → 3 (bootstrap), 3 → 5 (join: member add, state existing), 5 → 3 (member remove before the record drops
+it), one instance killed without a hook then a scheduled reconcile (the group's replacement joins). After
+every step: member list (peer URLs) = SRV targets (as DNS answers them and as Route 53 holds them) = the
+group's in-service instances, every member healthy and in one cluster, every key written before still
+readable.
+
+Command line:
+    python -m infra.local.demo            # run it in a sandbox with readable progress; exit 0 when every check holds
+    python -m infra.local.demo --quiet    # only the summary table
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DOMAIN = "example.com"
+GROUP = "etcd"
+PEER_SRV = f"_etcd-server._tcp.{DOMAIN}."
+CLIENT_SRV = f"_etcd-client._tcp.{DOMAIN}."
+NAMESERVER = "127.0.0.53"
+# Instance i gets 127.0.1.(10 + i): its private IP, where its etcd listens, and what its private DNS name resolves to.
+INSTANCE_IPS = tuple(f"127.0.1.{n}" for n in range(10, 250))
+# The coordinator as the demo deploys it: membership on through the client SRV record it also keeps, a short
+# propagation (the emulator's) and fast polls, so each step takes seconds, not minutes.
+COORDINATOR_SETTINGS = {
+    "extra_srv_records": "_etcd-client._tcp:2379",
+    "etcd_client_srv": "_etcd-client._tcp",
+    "srv_record_ttl": "5",
+    "poll_interval_seconds": "0.2",
+    "poll_initial_delay_seconds": "0.2",
+}
+STEP_TIMEOUT = 45.0
+
+
+class CheckFailed(AssertionError):
+    """A step did not reach the state the checks demand; the message says what differs."""
+
+
+@dataclass
+class StepResult:
+    """What one step did and what the checks found."""
+
+    name: str
+    seconds: float = 0.0
+    events: list[str] = field(default_factory=list)  # lifecycle actions completed and reconciles, in order
+    record: list[str] = field(default_factory=list)  # peer SRV targets (Route 53)
+    dns: list[str] = field(default_factory=list)  # peer SRV targets as our DNS server answers them
+    in_service: list[str] = field(default_factory=list)  # private DNS names of the group's InService instances
+    members: list[str] = field(default_factory=list)  # peer URL hosts of etcd's member list
+    cluster_states: dict[str, str] = field(default_factory=dict)  # instance -> new|existing, for joiners
+    healthy: int = 0
+    keys_read: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+# -- progress ---------------------------------------------------------------------------------------------
+class Reporter:
+    """Where the scenario says what happens. The base class only collects lines (the test's reporter)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.started = time.time()
+
+    def step(self, title: str) -> None:
+        self.lines.append(f"== {title}")
+
+    def event(self, text: str, at: float | None = None) -> None:
+        """One line of progress; ``at`` (epoch seconds) is when it happened, default now."""
+        self.lines.append(f"{(at or time.time()) - self.started:6.1f}s {text}")
+
+    def result(self, result: StepResult) -> None:
+        self.lines.append(f"-- {result.name}: {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f} s")
+
+    def summary(self, results: list[StepResult], total: float) -> None:
+        self.lines.append(f"total {total:.1f} s")
+
+
+class RichReporter(Reporter):
+    """Readable progress on a terminal (or plain text in a pipe) with rich."""
+
+    def __init__(self, console: Any, *, quiet: bool = False) -> None:
+        super().__init__()
+        self.console = console
+        self.quiet = quiet
+
+    def step(self, title: str) -> None:
+        super().step(title)
+        if not self.quiet:
+            self.console.rule(f"[bold]{title}")
+
+    def event(self, text: str, at: float | None = None) -> None:
+        super().event(text, at)
+        if not self.quiet:
+            self.console.print(f"[dim]{(at or time.time()) - self.started:6.1f}s[/] {text}", highlight=False)
+
+    def result(self, result: StepResult) -> None:
+        super().result(result)
+        if self.quiet:
+            return
+        mark = "[green]✓ checks hold[/]" if result.ok else "[red]✗ check failed[/]"
+        self.console.print(f"{mark} after {result.seconds:.1f} s: record = DNS = in service = member list:")
+        for target in result.record:
+            self.console.print(f"    {target}", highlight=False)
+        for problem in result.problems:
+            self.console.print(f"    [red]{problem}[/]", highlight=False)
+
+    def summary(self, results: list[StepResult], total: float) -> None:
+        from rich.table import Table
+
+        super().summary(results, total)
+        table = Table(title=f"etcd on emulated AWS: {len(results)} steps in {total:.1f} s")
+        for column in ("step", "events", "record", "members", "healthy", "keys", "seconds", "checks"):
+            table.add_column(column, justify="left" if column in ("step", "events") else "right", no_wrap=True)
+        for r in results:
+            table.add_row(
+                r.name,
+                _count(r.events),
+                str(len(r.record)),
+                str(len(r.members)),
+                f"{r.healthy}/{len(r.in_service)}",
+                str(r.keys_read),
+                f"{r.seconds:.1f}",
+                "[green]ok[/]" if r.ok else "[red]FAILED[/]",
+            )
+        self.console.print(table)
+
+
+def _count(events: list[str]) -> str:
+    """``['launch a', 'launch b', 'reconcile']`` -> ``2 launch, 1 reconcile``."""
+    kinds: dict[str, int] = {}
+    for event in events:
+        kinds[event.split()[0]] = kinds.get(event.split()[0], 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "-"
+
+
+# -- the world inside the sandbox -------------------------------------------------------------------------
+def short(name: str) -> str:
+    """``ip-127-0-1-10.ec2.internal.`` -> ``127.0.1.10`` (how the progress lines name instances)."""
+    label = name.split(".")[0]
+    return label[3:].replace("-", ".") if label.startswith("ip-") else label
+
+
+class Cluster:
+    """Emulated AWS + DNS server + coordinator (EventBridge runner) + a fleet of real etcd members.
+
+    Use as a context manager inside a sandbox; ``close()`` stops every etcd and server it started.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        reporter: Reporter,
+        *,
+        settings: dict[str, str] | None = None,
+        propagation: float | tuple[float, float] = 1.0,
+        poll: float = 0.2,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.reporter = reporter
+        self.settings = {**COORDINATOR_SETTINGS, **(settings or {})}
+        self.propagation = propagation
+        self.poll = poll
+        self.keys: dict[str, str] = {}
+        self._stack: contextlib.ExitStack | None = None
+        self._seen_actions: set[tuple[str, str]] = set()
+        self._names: dict[str, str] = {}
+        self._seen_invocations = 0
+        self._seen_changes = 0
+        self._seen_launchers: dict[str, str] = {}
+        self._step_events: list[str] = []
+
+    # -- start and stop -------------------------------------------------------------------------
+    def __enter__(self) -> Cluster:
+        from infra.local.aws import LocalAWS
+        from infra.local.clock import WallClock
+        from infra.local.dns import serve
+        from infra.local.instances import EtcdSettings, Fleet
+        from infra.local.stack import deploy
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        stack = contextlib.ExitStack()
+        self._stack = stack
+        try:
+            self.aws = stack.enter_context(
+                LocalAWS(
+                    WallClock(),
+                    propagation=self.propagation,
+                    # Our DNS server reads the zone through the API on every query (as Route 53's resolvers
+                    # would, unmetered); the account's 5 requests/s would make etcd's lookups throttle the
+                    # coordinator, which real AWS never does.
+                    route53_rate=None,
+                    instance_ips=INSTANCE_IPS,
+                )
+            )
+            self.stack = deploy(self.aws, mode="eventbridge", domain=DOMAIN, group=GROUP, settings=self.settings)
+            self.dns = serve(
+                self.aws.client("route53"), self.stack.zone_id, ec2=self.aws.client("ec2"), address=NAMESERVER
+            )
+            stack.callback(self.dns.stop)
+            etcd = EtcdSettings(domain=DOMAIN, token="etcd-" + uuid.uuid4().hex)
+            self.fleet = Fleet(
+                GROUP,
+                etcd,
+                autoscaling=self.aws.client("autoscaling"),
+                ec2=self.aws.client("ec2"),
+                workdir=self.workdir,
+                poll=self.poll,
+            )
+            stack.enter_context(self.fleet)
+        except BaseException:
+            stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    # -- actions --------------------------------------------------------------------------------
+    def scale(self, desired: int) -> None:
+        self.reporter.event(f"SetDesiredCapacity {desired}")
+        self.stack.scale(desired)
+
+    def kill(self, instance_id: str) -> None:
+        self.reporter.event(f"{instance_id} ({self.name_of(instance_id)}) crashes: EC2 terminates it, no hook runs")
+        launcher = self.fleet.launchers.get(instance_id)
+        if launcher is not None:
+            launcher.kill()  # the VM dies with its etcd at once, before the group notices
+        self.aws.kill_instance(instance_id)
+
+    def reconcile(self) -> None:
+        """The schedule rule's event, delivered like any other (async, through the runner)."""
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": self.aws.account,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": self.aws.region,
+            "resources": [f"arn:aws:events:{self.aws.region}:{self.aws.account}:rule/{GROUP}-reconcile"],
+            "detail": {},
+        }
+        from infra.local.delivery import AsyncItem
+
+        self.reporter.event("Scheduled Event → coordinator (reconcile)")
+        # Dispatched at once (no delivery latency), so the reconcile, not the replacement's launch event that
+        # follows 0.5 s later, is the pass that finds the dead member; the function runs one pass at a time.
+        runner = self.aws._delivery
+        function = runner.function_for_arn(self.stack.function_arn)
+        item = AsyncItem(event, "schedule")
+        runner.start(lambda: runner.dispatch(function, item), "etcd-asg-coordinator-schedule")
+
+    def write_key(self, key: str, value: str) -> None:
+        from infra.local.instances import put
+
+        endpoints = self.fleet.client_endpoints()
+        if not endpoints:
+            raise CheckFailed(f"no running member to write {key} through")
+        put(endpoints[0], key, value)
+        self.keys[key] = value
+
+    # -- observing --------------------------------------------------------------------------------
+    def name_of(self, instance_id: str) -> str:
+        """The instance's address as progress lines show it (private IPs never change, so cached)."""
+        if instance_id not in self._names:
+            found = self.stack.private_dns([instance_id])
+            if instance_id not in found:
+                return instance_id
+            self._names[instance_id] = short(found[instance_id])
+        return self._names[instance_id]
+
+    def watch(self) -> None:
+        """Report what happened since the last look, in time order: lifecycle actions, invocations, record
+        changes, etcd starts and exits."""
+        seen: list[tuple[float, str]] = []
+        for action in list(self.aws.lifecycle_actions):
+            kind = "launch" if action.transition.endswith("LAUNCHING") else "terminate"
+            who = f"{action.instance_id} ({self.name_of(action.instance_id)})"
+            if (action.token, "start") not in self._seen_actions:
+                self._seen_actions.add((action.token, "start"))
+                wait = "Pending:Wait" if kind == "launch" else "Terminating:Wait"
+                seen.append((action.started_at, f"[cyan]{kind}[/] {who} waits in {wait}"))
+            if action.ended_at is not None and (action.token, "end") not in self._seen_actions:
+                self._seen_actions.add((action.token, "end"))
+                state = self.stack.tags(action.instance_id).get("etcd-cluster-state", "") if kind == "launch" else ""
+                told = f", tag etcd-cluster-state={state}" if state else ""
+                waited = action.ended_at - action.started_at
+                text = f"[cyan]{kind}[/] {who}: {action.result} ({action.ended_by}) after {waited:.1f} s{told}"
+                seen.append((action.ended_at, text))
+                self._step_events.append(f"{kind} {self.name_of(action.instance_id)}")
+        invocations = list(self.aws.invocations)
+        for inv in invocations[self._seen_invocations :]:
+            took = (inv.ended_at or inv.time) - inv.time
+            what = inv.summary.replace("EC2 Instance-", "").replace(" Lifecycle Action", "")
+            if inv.source == "schedule":
+                what = "Scheduled Event (reconcile)"
+            detail = ""
+            if isinstance(inv.response, dict):
+                done = [self.name_of(iid) for iid, _ in inv.response.get("completed", [])]
+                detail = f", completed {', '.join(done) or 'nothing'}"
+            elif inv.error:
+                detail = f": {inv.error[:200]}"
+            text = f"coordinator ({inv.source}) {what}: {inv.outcome} in {took:.1f} s{detail}"
+            seen.append((inv.ended_at or inv.time, text))
+            if inv.source == "schedule":
+                self._step_events.append("reconcile")
+        self._seen_invocations = len(invocations)
+        changes = list(self.aws.route53_changes)
+        for change in changes[self._seen_changes :]:
+            peer = change.records_after.get((PEER_SRV, "SRV")) if isinstance(change.records_after, dict) else None
+            targets = [short(v.split()[-1]) for v in peer[1]] if peer else []
+            seen.append(
+                (
+                    change.submitted_at,
+                    f"Route 53 {change.id.rsplit('/', 1)[-1]}: _etcd-server._tcp lists {len(targets)}: "
+                    + ", ".join(targets),
+                )
+            )
+        self._seen_changes = len(changes)
+        for iid, launcher in self.fleet.launchers.items():
+            state = launcher.state
+            if self._seen_launchers.get(iid) != state and state in ("running", "exited", "killed"):
+                extra = f" (--initial-cluster-state {launcher.cluster_state})" if state == "running" else ""
+                if state == "exited":
+                    extra = f": {launcher.last_error() or 'no error logged'}"
+                seen.append((time.time(), f"etcd on {self.name_of(iid)} {state}{extra}"))
+            self._seen_launchers[iid] = state
+        for at, text in sorted(seen, key=lambda item: item[0]):
+            self.reporter.event(text, at)
+
+    def observe(self, name: str) -> StepResult:
+        """Check the invariants now; the result lists every difference found (none: the step holds)."""
+        from infra.local.instances import endpoint_health, get, member_list, srv_targets
+
+        result = StepResult(name)
+        states = self.stack.instances()
+        in_service = sorted(iid for iid, state in states.items() if state == "InService")
+        names = self.stack.private_dns(in_service)
+        result.in_service = sorted(names.values())
+        unsettled = {iid: s for iid, s in states.items() if s != "InService"}
+        if unsettled:
+            result.problems.append(f"instances not settled: {unsettled}")
+        result.record = sorted(self.stack.targets())
+        client = self.aws.records(self.stack.zone_id).get((CLIENT_SRV, "SRV"))
+        client_targets = sorted(v.split()[-1] for v in client[1]) if client else []
+        result.dns = sorted(f"{t}." for t, _ in srv_targets(PEER_SRV, nameservers=[NAMESERVER]))
+        if not (result.record == result.dns == result.in_service == client_targets):
+            result.problems.append(
+                f"record {result.record} / DNS {result.dns} / client record {client_targets} "
+                f"/ in service {result.in_service} differ"
+            )
+        launchers = self.fleet.launchers
+        endpoints = [f"http://{launchers[iid].private_ip}:2379" for iid in in_service if iid in launchers]
+        try:
+            lists = {e: member_list(e, timeout=1.0) for e in endpoints}
+        except Exception as exc:  # noqa: BLE001 - any failure to read the member list is a failed check
+            result.problems.append(f"member list unreadable: {exc}")
+            lists = {}
+        if lists:
+            first = next(iter(lists.values()))
+            result.members = sorted(f"{urlsplit(u).hostname}." for m in first for u in m["peer_urls"])
+            if any({m["id"] for m in ms} != {m["id"] for m in first} for ms in lists.values()):
+                result.problems.append("members disagree about the member list (more than one cluster)")
+            if any(not m["name"] or m["learner"] for m in first):
+                result.problems.append("a member is not started (no name) or is a learner")
+            if result.members != result.in_service:
+                result.problems.append(f"member list {result.members} differs from in service {result.in_service}")
+        health = endpoint_health(endpoints, timeout=1.0)
+        result.healthy = sum(health.values())
+        if result.healthy != len(in_service) or not in_service:
+            result.problems.append(f"healthy {result.healthy} of {len(in_service)}: {health}")
+        for key, value in self.keys.items():
+            for endpoint in endpoints:
+                try:
+                    read = get(endpoint, key, timeout=1.0)
+                except Exception as exc:  # noqa: BLE001 - unreadable is a failed check
+                    read = f"<{type(exc).__name__}>"
+                if read != value:
+                    result.problems.append(f"{key} through {endpoint}: {read!r}, wrote {value!r}")
+                else:
+                    result.keys_read += 1
+        for iid in in_service:
+            launcher = self.fleet.launchers.get(iid)
+            if launcher is not None and launcher.cluster_state:
+                result.cluster_states[short(names[iid])] = launcher.cluster_state
+        return result
+
+    def settle(self, name: str, expect: int, *, timeout: float = STEP_TIMEOUT) -> StepResult:
+        """Watch until the checks hold with ``expect`` members (or ``timeout``); the step's result."""
+        started = time.monotonic()
+        deadline = started + timeout
+        result = StepResult(name)
+        while True:
+            self.watch()
+            if time.monotonic() - started > 0.5:  # let the step's first events arrive
+                result = self.observe(name)
+                if result.ok and len(result.in_service) == expect:
+                    break
+            if time.monotonic() > deadline:
+                if result.ok:
+                    result.problems.append(f"{len(result.in_service)} in service, expected {expect}")
+                break
+            time.sleep(0.2)
+        self.watch()
+        result.seconds = round(time.monotonic() - started, 1)
+        result.events = list(self._step_events)
+        self._step_events.clear()
+        return result
+
+
+# -- the scenario -------------------------------------------------------------------------------------------
+Step = tuple[str, Callable[[Cluster], None], int]
+
+
+def _kill_one(cluster: Cluster) -> None:
+    victim = sorted(cluster.stack.in_service())[0]
+    cluster.kill(victim)
+    cluster.reconcile()
+
+
+STEPS: list[Step] = [
+    ("0 → 3 bootstrap", lambda c: c.scale(3), 3),
+    ("3 → 5 join", lambda c: c.scale(5), 5),
+    ("5 → 3 remove", lambda c: c.scale(3), 3),
+    ("kill + reconcile", _kill_one, 3),
+]
+
+
+def play(cluster: Cluster, steps: list[Step] = STEPS, *, stop_on_failure: bool = True) -> list[StepResult]:
+    """Run ``steps`` on a started ``cluster``: write a key before each, check everything after each."""
+    results: list[StepResult] = []
+    for n, (title, act, expect) in enumerate(steps, 1):
+        cluster.reporter.step(f"step {n}: {title}")
+        if cluster.fleet.client_endpoints():
+            cluster.write_key(f"/demo/before-step-{n}", f"written before step {n}")
+            cluster.reporter.event(f"put /demo/before-step-{n}")
+        act(cluster)
+        result = cluster.settle(title, expect)
+        cluster.reporter.result(result)
+        results.append(result)
+        if not result.ok and stop_on_failure:
+            break
+    return results
+
+
+def run_scenario(workdir: str, reporter: Reporter | None = None, **cluster_kwargs: Any) -> dict[str, Any]:
+    """Inside a sandbox: the whole scenario. Returns {"steps": [StepResult dicts], "seconds", "lines"}."""
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    with Cluster(Path(workdir), reporter, **cluster_kwargs) as cluster:
+        results = play(cluster)
+    total = time.monotonic() - started
+    reporter.summary(results, total)
+    return {"steps": [r.to_dict() for r in results], "seconds": round(total, 1), "lines": reporter.lines}
+
+
+# -- logging: keep the coordinator's JSON logs and the emulator's chatter in files --------------------------
+def quiet_logs(workdir: Path) -> Any:
+    """Send logs (and stray prints such as powertools' metric flushes) to files; return the real stdout."""
+    from hook_handler.telemetry import logger
+
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out = open(logs / "coordinator.log", "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    handler = getattr(logger, "registered_handler", None)
+    if handler is not None and hasattr(handler, "setStream"):
+        handler.setStream(out)
+    logging.basicConfig(
+        filename=str(logs / "emulator.log"), level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    real = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout = out
+    return real
+
+
+def _inside(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    workdir = Path(args.workdir)
+    real_stdout = quiet_logs(workdir)
+    console = Console(file=real_stdout, force_terminal=args.color, highlight=False, width=None if args.color else 110)
+    reporter = RichReporter(console, quiet=args.quiet)
+    console.print(
+        f"etcd-asg-coordinator demo — emulated AWS (wall clock, Route 53 propagation 1 s), DNS on {NAMESERVER}:53, "
+        f"coordinator via EventBridge, real etcd per instance on 127.0.1.x. Logs: {workdir / 'logs'}"
+    )
+    try:
+        outcome = run_scenario(str(workdir), reporter)
+    except Exception as exc:  # noqa: BLE001 - reported with a clear message and a non-zero exit
+        console.print(f"[red]demo failed: {type(exc).__name__}: {exc}[/] (logs in {workdir / 'logs'})")
+        return 1
+    (workdir / "result.json").write_text(json.dumps(outcome, indent=2))
+    failed = [s for s in outcome["steps"] if not s["ok"]]
+    if failed or len(outcome["steps"]) != len(STEPS):
+        for step in failed:
+            console.print(f"[red]check failed in {step['name']}:[/] " + "; ".join(step["problems"]))
+        console.print(f"[red]demo FAILED[/] (logs in {workdir / 'logs'})")
+        return 1
+    console.print(f"[green]demo passed[/]: every check held after every step ({outcome['seconds']} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.local.demo``: play the scenario in a sandbox; exit 0 when every check held."""
+    parser = argparse.ArgumentParser(prog="python -m infra.local.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--quiet", action="store_true", help="print only the summary table")
+    parser.add_argument("--workdir", default=None, help="where logs go (default .demo/<time> in the project)")
+    parser.add_argument("--timeout", type=float, default=115.0, help="seconds before everything is killed")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--color", action="store_true", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inside:
+        return _inside(args)
+
+    from infra.local.sandbox import PROJECT_ROOT, SandboxError, available, run_inside
+
+    ok, how = available()
+    if not ok:
+        print(f"demo: cannot run: {how}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir or PROJECT_ROOT / ".demo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv_inside = [sys.executable, "-m", "infra.local.demo", "--inside", "--workdir", str(workdir)]
+    if args.quiet:
+        argv_inside.append("--quiet")
+    if sys.stdout.isatty():
+        argv_inside.append("--color")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    print(f"demo: sandbox: {how}", flush=True)
+    started = time.monotonic()
+    try:
+        code = run_inside(argv_inside, env, timeout=args.timeout, cwd=PROJECT_ROOT)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; every process it started was killed", file=sys.stderr)
+        return 130
+    except SandboxError as exc:
+        print(f"demo: {exc}; every process it started was killed (logs in {workdir / 'logs'})", file=sys.stderr)
+        return 1
+    print(f"demo: {'passed' if code == 0 else 'FAILED'} in {time.monotonic() - started:.1f} s", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""A real etcd cluster grows, shrinks and heals from what the coordinator writes: the scenario of ``make demo``
+(``infra.local.demo``), run inside a sandbox, checked after every step: member list = SRV targets = the group's
+in-service instances, every member healthy, every key written before still readable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.local.sandbox import available, call_inside
+
+ok, reason = available()
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not ok, reason=f"sandbox unavailable: {reason}"),
+    pytest.mark.timeout(120),
+]
+
+
+# -- inside the sandbox ---------------------------------------------------------------------------
+def scenario_inside(workdir: str) -> dict[str, Any]:
+    """Inside: the demo's scenario with the demo's checks, logs to files, the result as JSON."""
+    from infra.local.demo import quiet_logs, run_scenario
+
+    quiet_logs(Path(workdir))
+    return run_scenario(workdir)
+
+
+def _etcd_processes_of(workdir: Path) -> list[int]:
+    """Live processes whose command line names ``workdir`` (every etcd of the run has its data dir there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(workdir).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+# -- the test (outside) -----------------------------------------------------------------------------
+def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_group_in_step(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = call_inside(scenario_inside, {"workdir": str(tmp_path)}, timeout=100)
+    elapsed = time.monotonic() - started
+    steps = {s["name"]: s for s in result["steps"]}
+    log = "\n".join(result["lines"])
+
+    assert [s["name"] for s in result["steps"]] == ["0 → 3 bootstrap", "3 → 5 join", "5 → 3 remove", "kill + reconcile"]
+    for n, step in enumerate(result["steps"], 1):
+        assert step["ok"], f"{step['name']}: {step['problems']}\n{log}"
+        # member list (peer URLs) = SRV record (Route 53) = SRV answer (our DNS) = the group's in-service instances
+        assert step["members"] == step["record"] == step["dns"] == step["in_service"]
+        assert step["healthy"] == len(step["in_service"])
+        # every key written before this step and the ones before it, read through every member
+        assert step["keys_read"] == (n - 1) * len(step["in_service"])
+
+    bootstrap, join, remove, heal = (steps[name] for name in steps)
+    assert len(bootstrap["members"]) == 3 and set(bootstrap["cluster_states"].values()) == {"new"}
+    assert len(join["members"]) == 5
+    joined = set(join["members"]) - set(bootstrap["members"])
+    assert {join["cluster_states"][t.split(".")[0][3:].replace("-", ".")] for t in joined} == {"existing"}
+    assert len(remove["members"]) == 3 and set(remove["members"]) < set(join["members"])
+    assert sorted(e.split()[0] for e in remove["events"]) == ["terminate", "terminate"]
+    # the killed member is gone from record and membership; the group's replacement joined as 'existing'
+    assert len(set(remove["members"]) - set(heal["members"])) == 1
+    replacement = (set(heal["members"]) - set(remove["members"])).pop()
+    assert heal["cluster_states"][replacement.split(".")[0][3:].replace("-", ".")] == "existing"
+    assert "reconcile" in heal["events"]
+
+    assert elapsed < 90, f"took {elapsed:.1f} s"
+    assert _etcd_processes_of(tmp_path) == []  # nothing outlives the sandbox
