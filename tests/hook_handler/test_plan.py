@@ -209,3 +209,25 @@ def test_plan_properties(rows, listed):
         assert target in members or target in plan.guard_kept
         assert target not in foreign or target in peer_targets(current.get((SRV, "SRV")))
     assert all(c["ResourceRecordSet"]["ResourceRecords"] for c in plan.changes)
+
+
+def test_with_membership_a_running_cluster_grows_one_joiner_at_a_time():
+    settings = make_settings(etcd_endpoints="http://10.0.0.1:2379")
+    obs = observe(inst(1), inst(2), inst(3), inst(4, "Pending:Wait"), inst(5, "Pending:Wait"))
+    plan = build_plan(settings, obs, srv(1, 2, 3))
+    assert plan.launches == (inst(4).instance_id,)
+    assert plan.queued == (inst(5).instance_id,)
+    assert "ip-10-0-0-5.ec2.internal." not in plan.targets
+    # while the listed joiner is unsettled, nobody else is listed
+    again = build_plan(settings, obs, srv(1, 2, 3, 4))
+    assert again.changes == () and again.queued == (inst(5).instance_id,)
+    # membership off: both join in one change
+    both = build_plan(make_settings(), obs, srv(1, 2, 3))
+    assert both.queued == () and len(both.launches) == 2
+
+
+def test_founding_members_are_told_new_even_without_the_barrier():
+    plan = build_plan(make_settings(bootstrap_barrier="false"), observe(inst(1, "Pending:Wait"), desired=3), {})
+    assert plan.cluster_state == "new"
+    joined = build_plan(make_settings(bootstrap_barrier="false"), observe(inst(1), inst(2, "Pending:Wait")), srv(1))
+    assert joined.cluster_state == "existing"
