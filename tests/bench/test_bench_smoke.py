@@ -1,0 +1,61 @@
+"""The benchmark's measurements on cases small enough to check by hand."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from bench_harness import _figure, peak_per_second, percentile, run
+from bench_scenarios import SCENARIOS
+from bench_strategies import LAUNCHING, STRATEGIES
+
+SRV = "_etcd-server._tcp.example.com."
+
+
+def test_single_launch_with_fixed_propagation_is_measured_exactly():
+    # Delivery at 0.5 s; one change at 0.5 s, INSYNC at 30.5 s; polls at 1.5, 2.5, ... 30.5 s.
+    result = run(STRATEGIES["coord-eventbridge"], SCENARIOS["single"], seed=3, propagation=30.0)
+
+    assert (result.actions, result.continued, result.early) == (1, 1, 0)
+    assert result.r53_changes == 1
+    (figure,) = result.figures
+    assert figure["insync"] == pytest.approx(30.5)
+    assert 0.0 <= result.delay_p95 <= 1.0
+    assert figure["ended"] == pytest.approx(figure["insync"] + result.delay_p95)
+    assert result.last_completed == pytest.approx(figure["ended"])
+    assert result.r53_requests == 2 + 30  # List + Change + one GetChange a second from 1.5 s to 30.5 s
+    assert (result.throttled, result.missing, result.extra) == (0, [], [])
+    assert result.slowest_propagation == 30.0
+    assert not result.horizon_hit
+
+
+def test_read_modify_write_single_launch_polls_every_one_and_a_half_seconds():
+    result = run(STRATEGIES["rmw-1.5s"], SCENARIOS["single"], seed=3, propagation=30.0)
+
+    assert result.continued == 1 and result.early == 0
+    # UPSERT at 0.5 s; GetChange at 2.0, 3.5, ..., 30.5 s (20 polls), completion at once.
+    assert result.r53_requests == 2 + 20
+    assert result.delay_p50 == pytest.approx(0.0)
+
+
+def test_a_completion_before_insync_counts_as_early():
+    change = SimpleNamespace(
+        submitted_at=10.0, insync_at=40.0, records_after={(SRV, "SRV"): (60, ("0 0 2380 ip-a.ec2.internal.",))}
+    )
+    action = SimpleNamespace(
+        instance_id="i-a",
+        transition=LAUNCHING,
+        started_at=5.0,
+        ended_at=12.0,
+        ended_by="complete",
+        result="CONTINUE",
+    )
+    figure = _figure(action, "ip-a.ec2.internal.", [change], set(), SRV, t0=0.0)
+    assert figure.early and figure.insync == 40.0 and figure.added_delay is None
+
+
+def test_percentiles_and_peak_rate():
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    assert percentile([], 50) is None
+    assert peak_per_second([0.0, 0.5, 0.99, 1.0, 1.2, 3.0]) == 4  # [0.5, 1.5) holds 0.5, 0.99, 1.0, 1.2
