@@ -123,6 +123,7 @@ class QueueMapping:
     running: int = 0
     next_poll: float | None = None
     window_deadline: float | None = None
+    inflight: set[str] = field(default_factory=set)  # received by a running batch: its end re-polls
 
 
 @dataclass
@@ -388,13 +389,15 @@ class Delivery:
                     break
                 mapping.running += 1
                 fn.running += 1
+                mapping.inflight.update(m.id for m in messages)
                 event = {"Records": [self.sqs_record(m, mapping) for m in messages]}
                 self.start(lambda e=event, ms=messages: self.run_batch(mapping, fn, e, ms), f"{fn.name}-sqs")
             # Nothing to do now: wake when the next in-flight or delayed message becomes visible.
+            # Messages a running batch holds are not waited for here: the batch's end polls again.
             upcoming = [
                 max(m.visible_at, m.delayed_until) / 1000.0
                 for m in queue._messages
-                if max(m.visible_at, m.delayed_until) / 1000.0 > self.now
+                if max(m.visible_at, m.delayed_until) / 1000.0 > self.now and m.id not in mapping.inflight
             ]
             if upcoming:
                 self.trigger(mapping, at=min(upcoming) + 0.001)
@@ -432,7 +435,10 @@ class Delivery:
                         backend.delete_message(mapping.queue_name, message.receipt_handle)
                     except Exception:  # noqa: BLE001 - already gone (deleted by the handler, or expired)
                         log.debug("could not delete %s", message.id)
+            mapping.inflight.difference_update(m.id for m in messages)
             self.release(fn)
+        # Failed items wait for their visibility timeout, new messages may have queued meanwhile.
+        self.trigger(mapping)
 
     @staticmethod
     def failed_items(mapping: QueueMapping, record: Invocation, messages: list[Any]) -> set[str]:

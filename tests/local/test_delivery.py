@@ -303,3 +303,16 @@ def test_long_poll_waits_in_simulated_time_inside_a_task(aws: LocalAWS) -> None:
     aws.clock.run()
 
     assert got == [(7.0, ["late"])]
+
+
+def test_a_settled_sqs_batch_leaves_nothing_scheduled_so_run_ends_with_the_work():
+    from infra.local.stack import deploy
+
+    with LocalAWS(clock=SimClock(), propagation=5.0) as aws:
+        stack = deploy(aws, mode="sqs", handler=lambda event, context: {"batchItemFailures": []})
+        start = aws.clock.now()
+        stack.scale(2)
+        aws.clock.run()
+        # before: a poll stayed scheduled at receive + VisibilityTimeout (1800 s), past every hook timeout
+        assert aws.clock.now() - start < 60
+        assert [i.outcome for i in aws.invocations] == ["ok"]
