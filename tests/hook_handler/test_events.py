@@ -708,7 +708,7 @@ FIELD_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("field", "value"), FIELD_CASES, ids=lambda v: repr(v)[:30])
+@pytest.mark.parametrize(("field", "value"), FIELD_CASES, ids=lambda v: "<dropped>" if v is _DROP else repr(v)[:30])
 def test_each_bad_lifecycle_field_is_named_in_the_error(field, value):
     event = eventbridge(lifecycle_detail(**{field: value}), DETAIL_TYPE[LAUNCHING])
 

@@ -1,0 +1,191 @@
+"""Randomized schedules over the emulated stack: the coordinator's invariants hold after every step.
+
+hypothesis generates a ``Config`` (wiring, concurrency, Lambda timeout, propagation) and a list of
+steps (scale out/in, terminations, kills that bypass hooks, duplicate/late deliveries, throttling
+bursts, PriorRequestNotComplete, slow propagation, crashed invocations, reconciles, time passing);
+``schedules.run_schedule`` applies them on simulated time and checks ``invariants`` after each step
+and at quiescence. A schedule that ever broke an invariant is kept below as an ``@example``.
+
+``make test`` runs ``SCHEDULES`` (default 1000) schedules split over two worker processes;
+``make soak`` runs 20,000 (``SOAK_SCHEDULES``) and writes the counts to ``soak-results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, seed, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from schedules import FAULTS, POOL, Config, quiet_logs, run_schedule
+
+HERE = Path(__file__).resolve().parent
+SCHEDULES = int(os.environ.get("SCHEDULES", "1000"))
+WORKERS = int(os.environ.get("SCHEDULE_WORKERS", "2"))
+SOAK_RESULTS = HERE / "soak-results.json"
+
+configs = st.builds(
+    Config,
+    mode=st.sampled_from(["eventbridge", "eventbridge", "sqs", "sns"]),
+    reserved_concurrency=st.sampled_from([1, 1, 2, None]),
+    timeout=st.sampled_from([300.0, 300.0, 40.0, 15.0]),
+    propagation=st.sampled_from([(2.0, 8.0), (2.0, 8.0), (1.0, 3.0), (20.0, 60.0)]),
+    prior_request_window=st.sampled_from([0.0, 0.0, 2.0]),
+    launch_failure_result=st.sampled_from(["ABANDON", "ABANDON", "CONTINUE"]),
+    poll_interval=st.sampled_from([5.0, 5.0, 2.0, 1.0]),
+    action_timeout=st.sampled_from([900.0, 900.0, 900.0, 45.0]),  # 1 s is the default; longer keeps runs cheap
+)
+
+step = st.one_of(
+    st.tuples(st.just("scale"), st.integers(0, 4)),
+    st.tuples(st.just("scale"), st.integers(1, 4)),
+    st.tuples(st.just("advance"), st.sampled_from([0.5, 2.0, 5.0, 15.0, 40.0, 90.0, 200.0])),
+    st.tuples(st.just("terminate"), st.integers(0, 3), st.booleans()),
+    st.tuples(st.just("kill"), st.integers(0, 3)),
+    st.tuples(st.just("reconcile")),
+    st.builds(lambda f, n: ("fault", f[0], f[1], n), st.sampled_from(FAULTS), st.integers(1, 4)),
+    st.builds(lambda f, n: ("fault", f[0], f[1], n), st.sampled_from(FAULTS), st.integers(1, 4)),
+    st.tuples(st.just("slow"), st.just(20.0), st.just(60.0)),
+    st.tuples(st.just("prior"), st.sampled_from([0.0, 5.0])),
+    st.tuples(st.just("delivery"), st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from([0.0, 30.0])),
+    st.tuples(st.just("killlambda"), st.sampled_from([0.6, 1.0, 2.5, 6.0, 20.0])),
+)
+steps_lists = st.lists(step, min_size=1, max_size=7).map(tuple)
+
+TOTALS: Counter[str] = Counter()
+LAST_FAILURE: list[tuple[Config, tuple]] = []
+
+
+def check(config: Config, steps: tuple) -> None:
+    result = run_schedule(config, steps)
+    TOTALS.update(result.counts)
+    if result.violations:
+        LAST_FAILURE[:] = [(config, steps)]
+        raise AssertionError("\n".join(result.violations))
+
+
+# Schedules that once broke an invariant (see the report in GUARANTEES.md), replayed on every run.
+REGRESSIONS: list[tuple[Config, tuple]] = [
+    # A launch scaled in before its event arrived: the coordinator called the event "unconfirmed"
+    # and failed it, so SQS redelivered it for hours and it ended in the DLQ (never quiescent).
+    # Fixed in coordinator._judge: a launch whose instance EC2 reports terminated is already done.
+    (Config(mode="sqs"), (("scale", 1), ("scale", 0))),
+    # A batch invocation killed mid-wait: SQS redelivers it after the visibility timeout (30 min) and
+    # the redelivery settles nothing new. (It once read as "never quiescent": a harness bug, since
+    # fixed, that took an idle queue poll for work; kept for the kill-and-redeliver path.)
+    (Config(mode="sqs", poll_interval=5.0), (("scale", 4), ("killlambda", 0.6), ("scale", 0), ("scale", 2))),
+]
+
+
+def schedule_property(examples: int, worker_seed: int):
+    """The hypothesis test for one worker: ``examples`` schedules from a fixed seed (reproducible)."""
+
+    @seed(worker_seed)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    @given(config=configs, steps=steps_lists)
+    def schedules_hold(config: Config, steps: tuple) -> None:
+        check(config, steps)
+
+    for config, steps in REGRESSIONS:
+        schedules_hold = example(config=config, steps=steps)(schedules_hold)
+    return schedules_hold
+
+
+def _worker(args: tuple[int, int]) -> dict:
+    examples, worker_seed = args
+    quiet_logs()
+    TOTALS.clear()
+    failure = None
+    try:
+        schedule_property(examples, worker_seed)()
+    except Exception:  # noqa: BLE001 - reported to the parent with the shrunk schedule
+        failure = {"traceback": traceback.format_exc()[-6000:], "schedule": repr(LAST_FAILURE[:1])}
+    finally:
+        POOL.close()
+    return {"totals": dict(TOTALS), "failure": failure}
+
+
+def run_parallel(total: int, workers: int, base_seed: int = 6) -> tuple[Counter[str], list[dict], float]:
+    """``total`` schedules over ``workers`` processes; returns totals, failures and wall seconds."""
+    start = time.monotonic()
+    share = [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+    jobs = [(n, base_seed * 1000 + i) for i, n in enumerate(share) if n]
+    if workers == 1:
+        outputs = [_worker(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+            outputs = pool.map(_worker, jobs)
+    totals: Counter[str] = Counter()
+    failures = []
+    for out in outputs:
+        totals.update(out["totals"])
+        if out["failure"]:
+            failures.append(out["failure"])
+    return totals, failures, time.monotonic() - start
+
+
+def test_regression_schedules_hold_invariants() -> None:
+    """Every schedule that once found a bug, replayed on its own so its failure is easy to read."""
+    restore = quiet_logs()
+    try:
+        for config, steps in REGRESSIONS:
+            check(config, steps)
+    finally:
+        POOL.close()
+        restore()
+
+
+def test_a_thousand_random_schedules_hold_invariants() -> None:
+    """≥ 1,000 randomized schedules (two processes), no invariant broken after any step."""
+    totals, failures, wall = run_parallel(SCHEDULES, WORKERS)
+    print(f"\nschedules: {totals['schedules']} in {wall:.1f}s; " + json.dumps(dict(sorted(totals.items()))))
+    assert not failures, "\n\n".join(f["schedule"] + "\n" + f["traceback"] for f in failures)
+    assert totals["schedules"] >= SCHEDULES
+    assert totals["violations"] == 0
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not os.environ.get("SOAK_SCHEDULES"), reason="make soak (SOAK_SCHEDULES=20000)")
+def test_soak() -> None:
+    """The long run: ``SOAK_SCHEDULES`` schedules; counts printed and written to soak-results.json."""
+    total = int(os.environ["SOAK_SCHEDULES"])
+    totals, failures, wall = run_parallel(total, WORKERS, base_seed=int(os.environ.get("SOAK_SEED", "20")))
+    figures = {
+        "command": f"make soak  (SOAK_SCHEDULES={total} SOAK_SEED={os.environ.get('SOAK_SEED', '20')})",
+        "wall_seconds": round(wall, 1),
+        "schedules": totals["schedules"],
+        "events_delivered": totals["events_delivered"],
+        "invocations": totals["invocations"],
+        "faults_injected": totals["faults_injected"],
+        "throttled_by_rate_limit": totals["throttled"],
+        "lambda_kills": totals["lambda_kills"],
+        "lambda_timeouts": totals["lambda_timeouts"],
+        "route53_changes": totals["route53_changes"],
+        "api_calls": totals["api_calls"],
+        "actions": totals["actions"],
+        "actions_completed": totals["actions_completed"],
+        "actions_timed_out": totals["actions_timed_out"],
+        "fallback_completions": totals["fallback_completions"],
+        "unproven_completions": totals["unproven_completions"],
+        "dead_letters": totals["dead_letters"],
+        "violations": totals["violations"] + len(failures),
+    }
+    SOAK_RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    print("\n" + json.dumps(figures, indent=2))
+    assert not failures, "\n\n".join(f["schedule"] + "\n" + f["traceback"] for f in failures)
