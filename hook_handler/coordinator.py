@@ -30,6 +30,7 @@ from hook_handler.srv import SrvValue
 from hook_handler.telemetry import MetricUnit
 
 MAX_CAS_ATTEMPTS = 8
+FOLLOWER_POLL_SECONDS = 5.0
 
 
 @dataclass
@@ -322,6 +323,15 @@ class Coordinator:
             self._tag_change(change_id, actions, obs, deadline)
         else:
             proofs = self._existing_proofs(plan, obs, actions, deadline)
+        # A pass waiting on a change another pass wrote (its tag names it) follows at a slower pace:
+        # the writer polls and completes these actions too; the follower only covers for a writer
+        # that died, and so does not double the account's Route 53 polling.
+        follower = (
+            change_id is None and bool(proofs) and proofs <= {obs.instances[i].tags.get(CHANGE_TAG) for i in actions}
+        )
+        interval = self.settings.poll_interval_seconds
+        if follower:
+            interval = max(interval, FOLLOWER_POLL_SECONDS)
         last_beat = self.clock.now()
 
         def beat() -> None:
@@ -336,7 +346,7 @@ class Coordinator:
                 proof,
                 deadline=deadline,
                 initial_delay=self.settings.poll_initial_delay_seconds,
-                interval=self.settings.poll_interval_seconds,
+                interval=interval,
                 while_waiting=beat,
             )
             self.metrics.add_metric(name="PropagationSeconds", unit=MetricUnit.Seconds, value=waited)
@@ -371,8 +381,18 @@ class Coordinator:
                 extra={"instance": iid, "group": action["group"], "hook": action["hook"], "result": "CONTINUE"},
             )
             event = by_instance.pop(iid, None)
-            if event is not None:
-                report.outcomes.append(Outcome(event, "completed" if done else "already-done", action["transition"]))
+            if event is None:
+                continue
+            if not done and action.get("token") and self.asg.heartbeat({**action, "token": ""}, deadline):
+                # Our hook still has an active action for this instance, under another token: the
+                # event is stale or forged. Its token completes nothing; the real action's own
+                # delivery (or the reconcile) settles it.
+                why = "the event's token is not the instance's active lifecycle action (stale or forged event)"
+                self.log.error("event refused", extra={"instance": iid, "group": action["group"], "why": why})
+                self.metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
+                report.outcomes.append(Outcome(event, "rejected", why))
+                continue
+            report.outcomes.append(Outcome(event, "completed" if done else "already-done", action["transition"]))
         for event in by_instance.values():
             report.outcomes.append(Outcome(event, "already-done", "not covered by the record; nothing to complete"))
 

@@ -379,3 +379,17 @@ def test_simulated_time_only(aws):
     aws.clock.run()
     aws.clock.advance(3600)
     assert aws.clock.now() - EPOCH >= 3600
+
+
+def test_a_second_concurrent_batch_follows_the_writers_change_without_doubling_the_polls(aws):
+    stack = deploy(aws, mode="sqs")  # two batches of 10 run at once (maximum concurrency 2)
+    grow(stack, 3)
+    mark, writes = len(aws.calls), len(aws.route53_changes)
+    stack.scale(23)
+    aws.clock.run()
+    assert len(stack.targets()) == 23 and len(aws.route53_changes) - writes == 1
+    batches = [i for i in aws.invocations if i.source == "sqs" and i.time >= aws.calls[mark].time]
+    assert len(batches) >= 2
+    polls = [c for c in aws.calls[mark:] if c.operation == "GetChange"]
+    # the writer polls once a second through the 30 s propagation; the follower once every 5 s
+    assert len(polls) <= 30 + 30 / 5 + 2

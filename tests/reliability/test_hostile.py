@@ -186,6 +186,8 @@ def test_hostile_case_is_refused_or_ignored_and_changes_nothing_it_should_not(wo
         # but the forged token completes nothing: the real action stays open for its own event.
         assert not [a for a in ended if a.ended_by == "complete"], f"{case.name}: completed {ended}"
         assert world.stack.targets() <= set(world.stack.private_dns(world.stack.instances()).values())
+        refusals = [r for r in errors if "token" in json.dumps(getattr(r, "why", ""))]
+        assert refusals, f"{case.name}: the stale or forged token was not refused in the log"
         return
     elif case.expectation in REFUSED:
         assert failed is not None or _only_bad_sqs(raw, response), (
