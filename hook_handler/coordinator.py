@@ -183,10 +183,7 @@ class Coordinator:
             problems.append(f"group {event.group!r} is not served (asg_names={','.join(self.settings.asg_names)})")
         if not problems:
             return None
-        detail = "; ".join(problems)
-        self.log.error("event refused", extra={"instance": event.instance_id, "group": event.group, "why": detail})
-        self.metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
-        return Outcome(event, "rejected", detail, ok=False)
+        return self._reject(event, "; ".join(problems))
 
     def _judge(self, events: Sequence[LifecycleEvent], obs: Observation, report: Report) -> list[LifecycleEvent]:
         """Check each action against what the APIs say; keep those still waiting for us."""
@@ -206,11 +203,8 @@ class Coordinator:
                     # Retrying would only walk a settled event to the dead-letter queue.
                     report.outcomes.append(Outcome(event, "already-done", f"instance is {inst.ec2_state}"))
                 else:
-                    report.outcomes.append(
-                        self._reject(
-                            event, "the Auto Scaling API does not place this instance in a served group", ok=False
-                        )
-                    )
+                    why = "the Auto Scaling API does not place this instance in a served group"
+                    report.outcomes.append(self._reject(event, why, status="unconfirmed"))
             elif event.group and inst.group != event.group:
                 report.outcomes.append(self._reject(event, f"instance belongs to {inst.group!r}, not {event.group!r}"))
             elif event.kind is Kind.JOIN:
@@ -231,10 +225,10 @@ class Coordinator:
                 pending.append(event)
         return pending
 
-    def _reject(self, event: LifecycleEvent, why: str, *, ok: bool = False) -> Outcome:
+    def _reject(self, event: LifecycleEvent, why: str, *, status: str = "rejected", ok: bool = False) -> Outcome:
+        """Log and count a refused event. ``ok=False`` fails it (retry, then the dead-letter queue)."""
         self.log.error("event refused", extra={"instance": event.instance_id, "group": event.group, "why": why})
         self.metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
-        status = "unconfirmed" if "does not place" in why else "rejected"
         return Outcome(event, status, why, ok=ok)
 
     def _publish(
@@ -388,9 +382,7 @@ class Coordinator:
                 # event is stale or forged. Its token completes nothing; the real action's own
                 # delivery (or the reconcile) settles it.
                 why = "the event's token is not the instance's active lifecycle action (stale or forged event)"
-                self.log.error("event refused", extra={"instance": iid, "group": action["group"], "why": why})
-                self.metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
-                report.outcomes.append(Outcome(event, "rejected", why))
+                report.outcomes.append(self._reject(event, why, ok=True))
                 continue
             report.outcomes.append(Outcome(event, "completed" if done else "already-done", action["transition"]))
         for event in by_instance.values():

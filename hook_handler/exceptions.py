@@ -24,17 +24,5 @@ class EventError(CoordinatorError):
         super().__init__(f"unusable event{where}: {problem}")
 
 
-class RejectedEvent(CoordinatorError):
-    """A well-formed event that the coordinator refuses to act on (foreign group, wrong account, ...)."""
-
-
-class NotConfirmed(CoordinatorError):
-    """The AWS APIs do not (yet) confirm what an event claims; retrying later may succeed."""
-
-
-class GuardRefused(CoordinatorError):
-    """The removal guard refused a change that would drop members no event explains."""
-
-
 class DeadlineReached(CoordinatorError):
     """Not enough invocation time is left to finish safely; the work is handed to a retry."""

@@ -41,7 +41,7 @@ class Instance:
 
 @dataclass(frozen=True)
 class Group:
-    """A served Auto Scaling group: its desired capacity and lifecycle hooks by transition."""
+    """A served Auto Scaling group: its desired capacity and its instances."""
 
     name: str
     desired_capacity: int

@@ -56,7 +56,6 @@ class Route53:
         self.zone_id = zone_id
         self.retry = retry
         self.clock = clock
-        self.calls = 0
 
     def read(self, keys: Iterable[Key], deadline: float) -> dict[Key, RecordSet]:
         """The current record sets among ``keys`` (absent sets are absent from the result)."""
@@ -138,11 +137,7 @@ class Route53:
             pause = interval
 
     def _call(self, fn: Callable[..., Any], deadline: float, what: str, **kwargs: Any) -> Any:
-        def once() -> Any:
-            self.calls += 1
-            return fn(**kwargs)
-
-        return self.retry.call(once, deadline=deadline, what=what)
+        return self.retry.call(fn, deadline=deadline, what=what, **kwargs)
 
 
 def _values(rrs: Mapping[str, Any]) -> list[str]:

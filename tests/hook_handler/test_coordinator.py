@@ -10,7 +10,6 @@ import pytest
 from hook_handler.app import InvocationFailed, Runtime
 from hook_handler.settings import load_settings
 from infra.local import LocalAWS, SimClock
-from infra.local.clock import EPOCH
 from infra.local.delivery import LambdaContext
 from infra.local.stack import Stack, deploy
 
@@ -371,14 +370,6 @@ def test_bad_setting_fails_before_any_aws_call(aws, monkeypatch):
         app.lambda_handler({"action": "reconcile"}, None)
     assert aws.calls[before:] == []
 
-
-def test_simulated_time_only(aws):
-    """The suite runs on simulated time: an hour of emulated waiting costs no real time."""
-    stack = deploy(aws, mode="eventbridge")
-    stack.scale(1)
-    aws.clock.run()
-    aws.clock.advance(3600)
-    assert aws.clock.now() - EPOCH >= 3600
 
 
 def test_a_second_concurrent_batch_follows_the_writers_change_without_doubling_the_polls(aws):
