@@ -206,13 +206,17 @@ def test_last_instance_termination_deletes_the_record(aws):
 def test_scale_in_removes_the_member_before_its_termination_completes(aws):
     stack = deploy(aws, mode="eventbridge")
     grow(stack, 3)
+    dns = stack.private_dns(set(stack.instances()))
+    before = stack.targets()
     stack.scale(2)
     aws.clock.run()
     (action,) = completions(aws, TERMINATE)
-    target = next(iter(set(aws.route53_changes[-1].changes[0]["ResourceRecordSet"]["ResourceRecords"][0].values())))
-    assert target  # the DELETE named the old values
-    assert len(stack.targets()) == 2
-    assert action.ended_at >= aws.route53_changes[-1].insync_at
+    last = aws.route53_changes[-1]
+    assert [c["Action"] for c in last.changes] == ["DELETE", "CREATE"]
+    deleted = {r["Value"].split()[-1] for r in last.changes[0]["ResourceRecordSet"]["ResourceRecords"]}
+    assert deleted == before  # the compare-and-swap named the values it replaced
+    assert before - stack.targets() == {dns[action.instance_id]}
+    assert action.ended_at >= last.insync_at
 
 
 def test_slow_propagation_is_bridged_with_heartbeats(aws):
