@@ -59,7 +59,15 @@ class Runtime:
         >>> # runtime.handle(event, context)
     """
 
-    def __init__(self, settings: Settings, clients: Clients, clock: Clock, *, region: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: Clients,
+        clock: Clock,
+        *,
+        region: str | None = None,
+        etcd_transport: Any | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -86,18 +94,18 @@ class Runtime:
             logger=logger,
             metrics=metrics,
             region=self.region,
-            membership=self._membership(settings, clock),
+            membership=self._membership(settings, clock, etcd_transport),
         )
         for warning in settings.warnings:
             logger.warning(warning)
 
     @staticmethod
-    def _membership(settings: Settings, clock: Clock) -> Any:
+    def _membership(settings: Settings, clock: Clock, transport: Any | None) -> Any:
         if not settings.membership_enabled:
             return None
-        from hook_handler.etcd import Membership  # imported only when membership is on (cold start)
+        from hook_handler.etcd import HttpTransport, Membership  # imported only when membership is on
 
-        return Membership(clock)
+        return Membership(clock, transport or HttpTransport())
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, clock: Clock | None = None) -> Runtime:

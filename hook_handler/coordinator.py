@@ -1,36 +1,81 @@
-"""One coordination pass: observe → plan → apply → tag → wait → complete.
+"""One coordination pass: observe → remove departed members → plan → apply → tag → wait → join → complete.
 
 A pass takes every event of an invocation together (one for EventBridge/SNS, a batch for SQS,
-none for a reconcile), so a burst costs one write and one poll loop. Correctness rests on three
-rules: membership comes from the APIs, never from the event; every write is a compare-and-swap;
-an action completes only after a change whose record says the right thing is INSYNC.
+none for a reconcile), so a burst costs one write and one poll loop. Correctness rests on four
+rules: membership comes from the APIs and etcd's member list, never from the event; every write is a
+compare-and-swap; an action completes only after a change whose record says the right thing is
+INSYNC; etcd's membership changes one member at a time, each checked against quorum first.
+
+``Coordinator.run`` reads as the sequence (see ``hook_handler.membership`` for the phases):
+  1. judge the events against the APIs (``_judge``)
+  2. etcd: remove members whose instances are gone or leaving, when quorum allows (``_reconfigure``)
+  3. the record: plan and compare-and-swap (``_publish``), tag the change on the instances
+  4. wait INSYNC, heartbeating every action the pass holds (``Keeper``)
+  5. complete leaves; joiners: ``member add`` → go signal → started → promoted → healthy → complete
+     (``_join``), founding members: go signal → started and healthy → complete (``_found``)
+  6. the next queued joiner, or done
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
 from hook_handler.clock import Clock
-from hook_handler.etcd import MembershipError, peer_url
+from hook_handler.etcd import (
+    LEARNER_NOT_READY,
+    NOT_ENOUGH_STARTED,
+    UNHEALTHY,
+    EtcdRefused,
+    EtcdUnavailable,
+    Member,
+    Membership,
+    MembershipError,
+    peer_url,
+)
 from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
-from hook_handler.lifecycle import CHANGE_TAG, LAUNCHING, STATE_TAG, TERMINATING, AutoScaling
-from hook_handler.members import LEAVING_STATES, MEMBER_STATES, leaving_explained
+from hook_handler.lifecycle import (
+    CHANGE_TAG,
+    LAUNCHING,
+    LEAVE_CHANGE_TAG,
+    STATE_TAG,
+    TERMINATING,
+    Action,
+    AutoScaling,
+)
+from hook_handler.members import LEAVING_STATES, MEMBER_STATES, SERVING_STATES, Instance
+from hook_handler.membership import (
+    ADDED,
+    ADDING,
+    MEMBER_ID_TAG,
+    PHASE_TAG,
+    SINCE_TAG,
+    EtcdView,
+    Identity,
+    identify,
+    is_instance_id,
+    join_step,
+    leader_target,
+    quorum_after,
+    removals,
+)
 from hook_handler.plan import Observation, Plan, RecordSet, build_plan, peer_targets, record_keys, target_of
 from hook_handler.retry import error_code, error_message
 from hook_handler.route53 import Conflict, Route53
-from hook_handler.settings import Settings, fqdn
-from hook_handler.srv import SrvValue
+from hook_handler.settings import Settings
 from hook_handler.telemetry import MetricUnit
 
 MAX_CAS_ATTEMPTS = 8
+PENDING = "pending"  # etcd-leave-change value between marking a leaver and naming the change that drops it
 FOLLOWER_POLL_SECONDS = 5.0
+MEMBER_POLL_SECONDS = 1.0  # between looks at a joiner's member while it starts
+VIEW_READ_SECONDS = 15.0  # how long a look at etcd may take before the pass treats etcd as unreachable
+_PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
 
 
 @dataclass
@@ -38,7 +83,7 @@ class Outcome:
     """What became of one event. ``ok=False`` asks the caller to retry (or dead-letter) it."""
 
     event: LifecycleEvent
-    status: str  # completed | already-done | held | ignored | rejected | unconfirmed | handoff | fallback
+    status: str  # completed | already-done | held | ignored | rejected | unconfirmed | handoff | fallback | abandoned
     detail: str = ""
     ok: bool = True
 
@@ -53,6 +98,9 @@ class Report:
     after: tuple[str, ...] = ()
     completed: list[tuple[str, str]] = field(default_factory=list)  # (instance id, result)
     held: tuple[str, ...] = ()
+    quorum_held: list[str] = field(default_factory=list)  # instance ids whose member removal quorum refused
+    members_removed: list[str] = field(default_factory=list)  # hex member ids
+    members_added: list[str] = field(default_factory=list)
     dry_run: bool = False
     plan: Plan | None = None
 
@@ -63,6 +111,9 @@ class Report:
             "after": list(self.after),
             "completed": [list(c) for c in self.completed],
             "held": list(self.held),
+            "quorum_held": list(self.quorum_held),
+            "members_removed": list(self.members_removed),
+            "members_added": list(self.members_added),
             "dry_run": self.dry_run,
             "outcomes": [
                 {"instance": o.event.instance_id, "kind": o.event.kind.value, "status": o.status, "detail": o.detail}
@@ -71,8 +122,34 @@ class Report:
         }
 
 
+class Keeper:
+    """Heartbeats for every action a pass holds: the ones it settles, queued joiners, quorum holds."""
+
+    def __init__(self, asg: AutoScaling, clock: Clock, interval: float, deadline: float) -> None:
+        self.asg = asg
+        self.clock = clock
+        self.interval = interval
+        self.deadline = deadline
+        self.actions: dict[str, Action] = {}
+        self.last = clock.now()
+
+    def hold(self, action: Action) -> None:
+        self.actions.setdefault(action.instance_id, action)
+
+    def release(self, instance_id: str) -> None:
+        self.actions.pop(instance_id, None)
+
+    def beat(self, *, force: bool = False) -> None:
+        if not force and self.clock.now() - self.last < self.interval:
+            return
+        self.last = self.clock.now()
+        for iid, action in sorted(self.actions.items()):
+            if not self.asg.heartbeat(action, self.deadline):
+                self.actions.pop(iid, None)  # it ended (completed elsewhere, or its instance went)
+
+
 class Coordinator:
-    """Runs passes. Clients, clock, logger and metrics are passed in (see ``app``)."""
+    """Runs passes. Clients, clock, logger, metrics and etcd are passed in (see ``app``)."""
 
     def __init__(
         self,
@@ -85,7 +162,7 @@ class Coordinator:
         metrics: Any,
         account: str | None = None,
         region: str | None = None,
-        membership: Any | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self.settings = settings
         self.route53 = route53
@@ -96,6 +173,7 @@ class Coordinator:
         self.account = account
         self.region = region
         self.membership = membership
+        self._learners: bool | None = None  # cluster version supports learners (asked once per cold start)
 
     # -- the pass ---------------------------------------------------------------------------
     def run(self, events: Sequence[LifecycleEvent], deadline: float, *, dry_run: bool = False) -> Report:
@@ -111,22 +189,32 @@ class Coordinator:
         if events and not live:
             return report
 
+        # 1. Judge the events against what the APIs say.
         observation = self.asg.observe({e.instance_id for e in live if e.instance_id}, deadline)
         pending = self._judge(live, observation, report)
         if not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live):
             return report  # every action was already settled (a duplicate or a late delivery): nothing to do
+        keeper = Keeper(self.asg, self.clock, self.settings.heartbeat_interval_seconds, deadline)
         reconcile = not pending
         # One round per joiner while launches queue for a running cluster (``Plan.queued``: etcd takes one new
         # member at a time); otherwise a single round. Each round completes at least one action or stops.
         while True:
             try:
+                # 2. etcd: members whose instances left go first (each only if quorum allows).
+                view, held_hosts = None, frozenset[str]()
+                if self.membership is not None:
+                    view = self._view(observation, deadline)
+                    if view is not None:
+                        observation, view, held_hosts = self._reconfigure(observation, view, keeper, deadline, report)
+                # 3. The record.
                 plan, change_id, observation = self._publish(
-                    observation, pending, deadline, report, reconcile=reconcile
+                    observation, pending, deadline, report, keep_hosts=held_hosts, running=_running(view)
                 )
-            except (DeadlineReached, MembershipError, ClientError) as exc:
+            except _PASS_ERRORS as exc:
                 if not pending:
                     raise  # a reconcile that cannot finish must fail loudly (the Errors alarm)
                 self._hand_off(pending, _why(exc), deadline, report)
+                keeper.beat(force=True)
                 return report
             report.plan = plan
             if dry_run:
@@ -135,8 +223,8 @@ class Coordinator:
                 return report
 
             held, queued = set(plan.held), set(plan.queued)
-            if held and not pending:
-                self._keep_alive(plan, observation, deadline)
+            self._hold(plan.held, LAUNCHING, observation, keeper, deadline)
+            self._hold(plan.queued, LAUNCHING, observation, keeper, deadline)
             settle = [e for e in pending if not (e.kind is Kind.JOIN and e.instance_id in held | queued)]
             waiting = [e for e in pending if e.kind is Kind.JOIN and e.instance_id in queued]
             for event in pending:
@@ -148,27 +236,27 @@ class Coordinator:
                     )
             completed = len(report.completed)
             try:
-                self._wait_and_complete(plan, observation, settle, change_id, deadline, report)
-            except (DeadlineReached, MembershipError, ClientError) as exc:
+                # 4-5. Wait INSYNC, complete the leaves, bring the joiners in.
+                self._settle(plan, observation, settle, change_id, keeper, deadline, report)
+            except _PASS_ERRORS as exc:
                 self._hand_off([*settle, *waiting], _why(exc), deadline, report)
+                keeper.beat(force=True)
                 return report
             if not queued:
+                keeper.beat(force=True)  # held terminations and launches outlive this pass
                 return report
             if len(report.completed) == completed:
                 self._hand_off(waiting, "an earlier joiner is not settled yet", deadline, report)
+                keeper.beat(force=True)
                 return report
-            if self.membership is not None:
-                # The joiner just completed must start before the record lists the next one (see Plan.queued).
-                try:
-                    self.membership.wait_started(self._endpoints(plan, exclude=set()), deadline)
-                except MembershipError as exc:
-                    self._hand_off(waiting, _why(exc), deadline, report)
-                    return report
+            # 6. The next joiner.
             self.log.info("next joiner", extra={"queued": sorted(queued)})
             observation = self.asg.observe({e.instance_id for e in waiting if e.instance_id}, deadline)
             pending = self._judge(waiting, observation, report)
+            if not pending and not reconcile:
+                return report
 
-    # -- steps ------------------------------------------------------------------------------
+    # -- 1. events ----------------------------------------------------------------------------
     def _refuse_early(self, event: LifecycleEvent) -> Outcome | None:
         """Refusals that need no API call: ignored kinds, wrong account/region, unserved group."""
         if event.kind is Kind.IGNORE:
@@ -231,6 +319,157 @@ class Coordinator:
         self.metrics.add_metric(name="RejectedEvents", unit=MetricUnit.Count, value=1)
         return Outcome(event, status, why, ok=ok)
 
+    # -- 2. etcd: look, and remove departed members ----------------------------------------------
+    def _endpoints(self, obs: Observation) -> list[str]:
+        """Client URLs to reach etcd: configured ones, else every running served instance's private IP
+        (in service first; a member being founded or joining answers too, or is skipped)."""
+        s = self.settings
+        if s.etcd_endpoints:
+            return list(s.etcd_endpoints)
+        order = {"InService": 0, "Standby": 1}
+        running = sorted(
+            (i for i in obs.instances.values() if i.group in obs.served and not i.gone and i.private_ip),
+            key=lambda i: (order.get(i.lifecycle_state or "", 2), i.instance_id),
+        )
+        return [f"{s.etcd_peer_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
+
+    def _view(self, obs: Observation, deadline: float) -> EtcdView | None:
+        """etcd's member list and each member's own health; None when there is no cluster to ask yet.
+
+        No answer while an instance is in service (or on standby) is an error: the pass cannot judge
+        quorum or add a member, so it stops and a retry tries again. No answer and nothing in service
+        is a cluster not founded yet (or gone with all its instances): the record bootstraps a new one.
+        """
+        assert self.membership is not None
+        endpoints = self._endpoints(obs)
+        serving = any(i.lifecycle_state in SERVING_STATES for i in obs.instances.values() if i.group in obs.served)
+        if not endpoints:
+            if serving:
+                raise EtcdUnavailable("(none)", "no endpoint: instances in service have no private IP")
+            return None
+        try:
+            if serving:
+                members = self.membership.members(endpoints, min(deadline, self.clock.now() + VIEW_READ_SECONDS))
+            else:  # a cluster being founded (or none yet): one look, no retries
+                members = self.membership.members(endpoints, deadline, once=True)
+        except EtcdUnavailable:
+            if serving:
+                raise
+            return None
+        healthy: set[str] = set()
+        leaders: dict[str, int] = {}
+        index: dict[str, int] = {}
+        for member in members:
+            if not member.client_urls:
+                continue
+            status = self.membership.status(member.client_urls[0], deadline)
+            if status is None:
+                continue
+            index[member.id] = status.raft_index
+            if status.has_leader and not status.errors:
+                healthy.add(member.id)
+                leaders[status.leader] = leaders.get(status.leader, 0) + 1
+        leader = max(leaders, key=lambda k: leaders[k]) if leaders else None
+        if self._learners is None and healthy:
+            self._learners = _supports_learners(self.membership.version(endpoints, deadline))
+        return EtcdView(
+            members=tuple(members),
+            healthy=frozenset(healthy),
+            leader=leader,
+            raft_index=index,
+            learners=bool(self._learners),
+        )
+
+    def _with_owners(self, obs: Observation, view: EtcdView, deadline: float) -> Observation:
+        """Add to the observation every instance a member names (by id) or that carries a member-ID tag,
+        so identity and departure are judged on what EC2 says about *that* instance."""
+        named = {m.name for m in view.members if is_instance_id(m.name)} - set(obs.instances)
+        found = self.asg.describe_instances(named, deadline) if named else {}
+        tagged_ids = {m.hex_id for m in view.members} - {i.tags.get(MEMBER_ID_TAG, "") for i in obs.instances.values()}
+        if tagged_ids:
+            found.update(self.asg.describe_instances(tagged_ids, deadline, by=f"tag:{MEMBER_ID_TAG}"))
+        extra = {iid: found.get(iid, Instance(iid)) for iid in named} | {
+            iid: inst for iid, inst in found.items() if iid not in obs.instances
+        }
+        if not extra:
+            return obs
+        return Observation(groups=obs.groups, instances={**extra, **obs.instances}, now=obs.now)
+
+    def _reconfigure(
+        self, obs: Observation, view: EtcdView, keeper: Keeper, deadline: float, report: Report
+    ) -> tuple[Observation, EtcdView, frozenset[str]]:
+        """Remove, one at a time, the members whose instances the APIs say are gone or leaving, each only
+        when the voters left keep a healthy quorum; hold the others. Returns the peer hosts of members
+        whose removal is held (the record keeps listing them)."""
+        obs = self._with_owners(obs, view, deadline)
+        done: set[str] = set()
+        while True:
+            identity = identify(view, obs.instances)
+            todo = [r for r in removals(view, identity, obs.instances) if r.member.id not in done]
+            allowed = [r for r in todo if r.allowed]
+            if not allowed:
+                break
+            removal = allowed[0]
+            done.add(removal.member.id)
+            if report.dry_run:
+                self.log.info("would remove etcd member", extra={"member": removal.member.hex_id, "why": removal.why})
+                continue
+            self._remove_member(removal.member, removal.instance_id, removal.why, view, obs, deadline, report)
+            view = self._view(obs, deadline) or replace(view, members=())
+        held_hosts: set[str] = set()
+        identity = identify(view, obs.instances)
+        for removal in removals(view, identity, obs.instances):
+            if removal.allowed or removal.member.id in done:
+                continue
+            held_hosts |= removal.member.peer_hosts
+            iid = removal.instance_id
+            inst = obs.instances.get(iid or "")
+            self.log.error(
+                "quorum guard: member removal held",
+                extra={"instance": iid, "member": removal.member.hex_id, "why": removal.why, "quorum": removal.quorum},
+            )
+            self.metrics.add_metric(name="QuorumHold", unit=MetricUnit.Count, value=1)
+            if inst is not None and inst.lifecycle_state == "Terminating:Wait" and iid:
+                report.quorum_held.append(iid)
+                self._hold([iid], TERMINATING, obs, keeper, deadline)
+        return obs, view, frozenset(held_hosts)
+
+    def _remove_member(
+        self,
+        member: Member,
+        instance_id: str | None,
+        why: str,
+        view: EtcdView,
+        obs: Observation,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        """``member remove``, leadership handed to a healthy voter first when the member leads."""
+        assert self.membership is not None
+        endpoints = [e for e in self._endpoints(obs) if e not in member.client_urls] or self._endpoints(obs)
+        # Only a live leader can hand over (a dead one may still be named leader by members that have not
+        # noticed yet); bounded, best effort: removing the leader is safe, only slower for clients.
+        if view.leader == member.id and member.client_urls and member.id in view.healthy:
+            target = leader_target(view, [member.id])
+            if target is None:
+                self.log.warning("leader leaves with no healthy voter to take over", extra={"member": member.hex_id})
+            else:
+                try:
+                    self.membership.move_leader(member.client_urls[0], target.id, min(deadline, self.clock.now() + 10))
+                    self.log.info("leadership moved", extra={"from": member.hex_id, "to": target.hex_id})
+                    self.metrics.add_metric(name="LeaderMoves", unit=MetricUnit.Count, value=1)
+                except MembershipError as exc:  # best effort: removing the leader is safe, only slower
+                    self.log.warning("could not move leadership", extra={"member": member.hex_id, "error": str(exc)})
+        try:
+            self.membership.remove(member.id, endpoints, deadline)
+        except EtcdRefused as exc:
+            if "not found" not in exc.message.lower():
+                raise
+        report.members_removed.append(member.hex_id)
+        self.metrics.add_metric(name="MembersRemoved", unit=MetricUnit.Count, value=1)
+        self.log.info("etcd member removed", extra={"member": member.hex_id, "instance": instance_id, "why": why})
+
+    # -- 3. the record ----------------------------------------------------------------------------
     def _publish(
         self,
         obs: Observation,
@@ -238,9 +477,11 @@ class Coordinator:
         deadline: float,
         report: Report,
         *,
-        reconcile: bool = False,
+        keep_hosts: Iterable[str] = (),
+        running: bool = False,
     ) -> tuple[Plan, str | None, Observation]:
         """Plan and write with compare-and-swap; on a conflict, observe and read again."""
+        hosts = {h.lower().rstrip(".") for h in keep_hosts}
         for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
             targets = {t for i in obs.instances.values() if (t := target_of(i, self.settings))}
             current = self.route53.read(record_keys(self.settings, targets), deadline)
@@ -249,20 +490,23 @@ class Coordinator:
                 old = peer_targets(current.get((self.settings.srv_fqdn, "SRV")))
                 missing = record_keys(self.settings, old) - record_keys(self.settings, targets)
                 current = {**current, **self.route53.read(missing, deadline)} if missing else current
-            plan = build_plan(self.settings, obs, current, pending)
-            report.before = tuple(sorted(peer_targets(current.get((self.settings.srv_fqdn, "SRV")))))
+            old_targets = peer_targets(current.get((self.settings.srv_fqdn, "SRV")))
+            keep = {t for t in old_targets if t.rstrip(".") in hosts}
+            plan = build_plan(self.settings, obs, current, pending, keep=keep, running=running)
+            report.before = tuple(sorted(old_targets))
             report.after = plan.targets
             report.held = plan.held
             self._log_plan(plan, pending)
             if plan.guard_kept:
                 self.log.error("removal guard refused", extra={"kept": plan.guard_kept, "why": plan.guard_reasons})
                 self.metrics.add_metric(name="GuardRefused", unit=MetricUnit.Count, value=len(plan.guard_kept))
-            if report.dry_run:
+            if report.dry_run or not plan.changes:
                 return plan, None, obs
-            if self.membership is not None:
-                self._remove_members(plan, obs, deadline, drift=reconcile)
-            if not plan.changes:
-                return plan, None, obs
+            # Write before mutate: every leaver this change drops is marked first, so a pass that later finds
+            # the record already without it (or deleted) knows a change is on its way and waits for its id.
+            marks = {iid: {LEAVE_CHANGE_TAG: PENDING} for iid in plan.leaves if iid in obs.instances}
+            if marks:
+                self.asg.tag(marks, deadline)
             try:
                 change = self.route53.apply(plan.changes, _comment(plan), deadline)
             except Conflict as exc:
@@ -287,165 +531,125 @@ class Coordinator:
     def _resolve_unknown_targets(
         self, obs: Observation, current: Mapping[Any, RecordSet], deadline: float
     ) -> Observation:
-        """Look up record targets no observed instance owns, so the guard can judge their removal."""
+        """Look up record targets no observed instance owns, so the guard can judge their removal: by
+        instance id when the target's first label is one (a-record mode), else by private DNS name."""
         known = {t for i in obs.instances.values() if (t := target_of(i, self.settings))}
         unknown = peer_targets(current.get((self.settings.srv_fqdn, "SRV"))) - known
-        if not unknown or self.settings.target_mode == "a-record":
+        if not unknown:
             return obs
-        names = [t.rstrip(".") for t in unknown]
-        found = self.asg.describe_instances(names, deadline, by="private-dns-name")
+        by_id = {t.split(".")[0]: t for t in unknown if is_instance_id(t.split(".")[0])}
+        found: dict[str, Instance] = {}
+        if by_id:
+            found.update(self.asg.describe_instances(list(by_id), deadline))
+        names = [t.rstrip(".") for t in unknown if t.split(".")[0] not in by_id]
+        if names and self.settings.target_mode == "private-dns":
+            found.update(self.asg.describe_instances(names, deadline, by="private-dns-name"))
         if not found:
             return obs
         return Observation(groups=obs.groups, instances={**found, **obs.instances}, now=obs.now)
 
-    def _wait_and_complete(
+    # -- 4-5. wait, complete, join --------------------------------------------------------------
+    def _settle(
         self,
         plan: Plan,
         obs: Observation,
         settle: Sequence[LifecycleEvent],
         change_id: str | None,
+        keeper: Keeper,
         deadline: float,
         report: Report,
     ) -> None:
         actions = self._actions(plan, obs, settle, deadline)
+        by_instance = {e.instance_id: e for e in settle}
         if not actions:
             for event in settle:
                 report.outcomes.append(Outcome(event, "already-done", "no action waits"))
             return
-        if change_id is not None:
-            proofs = {change_id}
-            self._tag_change(change_id, actions, obs, deadline)
-        else:
-            proofs = self._existing_proofs(plan, obs, actions, deadline)
-        # A pass waiting on a change another pass wrote (its tag names it) follows at a slower pace:
-        # the writer polls and completes these actions too; the follower only covers for a writer
-        # that died, and so does not double the account's Route 53 polling.
-        follower = (
-            change_id is None and bool(proofs) and proofs <= {obs.instances[i].tags.get(CHANGE_TAG) for i in actions}
-        )
+        for action in actions.values():
+            keeper.hold(action)
+        leaves = {iid: a for iid, a in actions.items() if iid not in plan.launches}
+        launches = {iid: a for iid, a in actions.items() if iid in plan.launches}
+        proven = self._proofs(plan, obs, launches, leaves, change_id, deadline)
+        if proven is None:
+            # The record is already gone and no change id proves when: the pass that deleted it tags its
+            # change right after writing. Wait for that proof (a retry), never complete on the absence.
+            self._hand_off(settle, "no change id proves the record's deletion yet", deadline, report)
+            return
+        proofs, follower = proven
         interval = self.settings.poll_interval_seconds
         if follower:
+            # A pass waiting on a change another pass wrote follows at a slower pace: the writer polls and
+            # completes these actions too; the follower only covers for a writer that died.
             interval = max(interval, FOLLOWER_POLL_SECONDS)
-        last_beat = self.clock.now()
-
-        def beat() -> None:
-            nonlocal last_beat
-            if self.clock.now() - last_beat >= self.settings.heartbeat_interval_seconds:
-                last_beat = self.clock.now()
-                for action in actions.values():
-                    self.asg.heartbeat(action, deadline)
-
         for proof in sorted(proofs):
             waited = self.route53.wait_insync(
                 proof,
                 deadline=deadline,
                 initial_delay=self.settings.poll_initial_delay_seconds,
                 interval=interval,
-                while_waiting=beat,
+                while_waiting=keeper.beat,
             )
             self.metrics.add_metric(name="PropagationSeconds", unit=MetricUnit.Seconds, value=waited)
             self.log.info("change insync", extra={"change_id": proof, "waited": round(waited, 3)})
         self.metrics.add_metric(name="Members", unit=MetricUnit.Count, value=len(plan.targets))
 
-        by_instance = {e.instance_id: e for e in settle}
-        if self.membership is not None and plan.cluster_state == "existing":
-            for iid in self._add_members(plan, obs, [i for i in actions if i in plan.launches], deadline):
-                del actions[iid]
-                event = by_instance.pop(iid, None)
-                if event is not None:
-                    report.outcomes.append(Outcome(event, "handoff", "etcd member add did not succeed yet", ok=False))
+        # Leaves and warm-pool moves: the record without them is INSYNC (their members are out of etcd).
+        self._complete(leaves, "CONTINUE", by_instance, keeper, deadline, report)
+        if not launches:
+            self._not_covered(by_instance, report)
+            return
+        if self.membership is None:
+            # DNS only: a founding member is told 'new'; a joiner into a running cluster is told nothing
+            # (whatever manages membership must add it), never 'existing' without a member add.
+            if plan.cluster_state == "new":
+                self._go(launches, obs, "new", deadline)
+            self._complete(launches, "CONTINUE", by_instance, keeper, deadline, report)
+        elif plan.cluster_state == "new":
+            self._found(plan, obs, launches, by_instance, keeper, deadline, report)
+        else:
+            self._join(plan, obs, launches, by_instance, keeper, deadline, report)
+        self._not_covered(by_instance, report)
 
-        # The go signal for the instance: written only now, when the record that lists it is
-        # INSYNC (and, joining a running cluster, its member added). IMDS's target lifecycle
-        # state already says InService during Pending:Wait, so it cannot be the signal.
-        go = {
-            iid: {STATE_TAG: plan.cluster_state}
-            for iid in actions
-            if iid in plan.launches and STATE_TAG not in obs.instances[iid].tags
-        }
-        if go:
-            self.asg.tag(go, deadline)
+    def _proofs(
+        self,
+        plan: Plan,
+        obs: Observation,
+        launches: Mapping[str, Action],
+        leaves: Mapping[str, Action],
+        change_id: str | None,
+        deadline: float,
+    ) -> tuple[set[str], bool] | None:
+        """The changes to wait for, and whether they are another pass's (follower); None: nothing proves
+        the record's state yet (it was deleted, and the deleting pass has not tagged its change).
 
-        for iid, action in sorted(actions.items()):
-            done = self.asg.complete(action, "CONTINUE", deadline)
-            if done:
-                report.completed.append((iid, "CONTINUE"))
-            self.log.info(
-                "lifecycle action completed" if done else "lifecycle action already finished",
-                extra={"instance": iid, "group": action["group"], "hook": action["hook"], "result": "CONTINUE"},
-            )
-            event = by_instance.pop(iid, None)
-            if event is None:
-                continue
-            if not done and action.get("token") and self.asg.heartbeat({**action, "token": ""}, deadline):
-                # Our hook still has an active action for this instance, under another token: the
-                # event is stale or forged. Its token completes nothing; the real action's own
-                # delivery (or the reconcile) settles it.
-                why = "the event's token is not the instance's active lifecycle action (stale or forged event)"
-                report.outcomes.append(self._reject(event, why, ok=True))
-                continue
-            report.outcomes.append(Outcome(event, "completed" if done else "already-done", action["transition"]))
-        for event in by_instance.values():
-            report.outcomes.append(Outcome(event, "already-done", "not covered by the record; nothing to complete"))
-
-    def _actions(
-        self, plan: Plan, obs: Observation, settle: Sequence[LifecycleEvent], deadline: float
-    ) -> dict[str, dict[str, str]]:
-        """Every action this pass settles: the events' own, and the others the change covers."""
-        actions: dict[str, dict[str, str]] = {}
-        for event in settle:
-            if event.instance_id and event.group and event.hook_name:
-                if event.kind is Kind.JOIN and event.instance_id not in plan.launches:
-                    continue
-                if event.kind is Kind.LEAVE and event.instance_id not in plan.leaves:
-                    continue
-                actions[event.instance_id] = {
-                    "group": event.group,
-                    "hook": event.hook_name,
-                    "token": event.token or "",
-                    "instance_id": event.instance_id,
-                    "transition": event.transition or "",
-                }
-        for ids, transition, configured in (
-            (plan.launches, LAUNCHING, self.settings.launch_hook_name),
-            (plan.leaves, TERMINATING, self.settings.terminate_hook_name),
-        ):
-            for iid in ids:
-                group = obs.instances[iid].group
-                if iid in actions or group is None:
-                    continue
-                hook = self.asg.hook_name(group, transition, configured, deadline)
-                if hook:
-                    actions[iid] = {"group": group, "hook": hook, "instance_id": iid, "transition": transition}
-        return actions
-
-    def _keep_alive(self, plan: Plan, obs: Observation, deadline: float) -> None:
-        """A reconcile heartbeats the launches the bootstrap barrier holds, so they outlive the wait."""
-        for iid in plan.held:
-            group = obs.instances[iid].group
-            hook = group and self.asg.hook_name(group, LAUNCHING, self.settings.launch_hook_name, deadline)
-            if group and hook:
-                alive = self.asg.heartbeat({"group": group, "hook": hook, "instance_id": iid}, deadline)
-                self.log.info("held launch kept alive", extra={"instance": iid, "active": alive})
-
-    def _tag_change(self, change_id: str, actions: Mapping[str, Any], obs: Observation, deadline: float) -> None:
-        """Name the change on every instance it settles, before waiting: a retry that finds the
-        record already right waits on this change instead of writing again."""
-        tags = {iid: {CHANGE_TAG: change_id} for iid in actions if obs.instances[iid].tags.get(CHANGE_TAG) != change_id}
-        if tags:
-            self.asg.tag(tags, deadline)
-
-    def _existing_proofs(self, plan: Plan, obs: Observation, actions: Mapping[str, Any], deadline: float) -> set[str]:
-        """The records are already right: find the change that made them so, or rewrite to get one."""
-        ids = {obs.instances[i].tags.get(CHANGE_TAG) for i in actions}
-        if ids and None not in ids:
-            return {i for i in ids if i}
+        A launch's proof is a change whose record lists it (tag ``etcd-srv-change``); a leave's, a change
+        submitted after its termination began (tag ``etcd-leave-change``, written only by a pass that saw
+        it leaving, ``pending`` from just before its change is sent). Without either, the record is
+        rewritten with its own values to get a fresh change. When the record is gone, a leaver marked
+        ``pending`` waits for the deleting pass's id; one never marked was not in the record when it was
+        deleted (every change marks the leavers it drops first) and needs no proof.
+        """
+        if change_id is not None:
+            self._tag_proof(change_id, launches, CHANGE_TAG, obs, deadline)
+            self._tag_proof(change_id, leaves, LEAVE_CHANGE_TAG, obs, deadline)
+            return {change_id}, False
+        launch_tags = {obs.instances[i].tags.get(CHANGE_TAG) for i in launches}
+        leave_tags = {obs.instances[i].tags.get(LEAVE_CHANGE_TAG) for i in leaves}
+        tags = launch_tags | leave_tags
+        if tags and not tags & {None, PENDING}:
+            return {t for t in tags if t}, True
         peer = plan.current.get((self.settings.srv_fqdn, "SRV"))
         if peer is None:
-            # Nothing left to rewrite (the record was deleted): the removal already happened.
-            self.log.warning("no change id proves the deletion; completing on the record's absence")
-            self.metrics.add_metric(name="UnprovenCompletions", unit=MetricUnit.Count, value=1)
-            return set()
+            if launches or PENDING in leave_tags:
+                # The record was deleted by a pass that has not named its change yet: wait for its tag.
+                self.log.warning("no change id proves the deletion yet; waiting for the deleting pass's tag")
+                self.metrics.add_metric(name="UnprovenDeletions", unit=MetricUnit.Count, value=1)
+                return None
+            proofs = {t for t in leave_tags if t}
+            if proofs:
+                return proofs, True
+            self.log.info("leavers were not in the record when it was deleted", extra={"instances": sorted(leaves)})
+            return set(), False
         rewrite = [
             {"Action": "DELETE", "ResourceRecordSet": peer.to_route53()},
             {"Action": "CREATE", "ResourceRecordSet": peer.to_route53()},
@@ -454,98 +658,288 @@ class Coordinator:
             change = self.route53.apply(rewrite, "etcd-asg-coordinator: prove propagation", deadline)
         except Conflict:
             raise DeadlineReached("record changed while proving propagation; retrying") from None
-        self._tag_change(change.id, actions, obs, deadline)
-        return {change.id}
+        self._tag_proof(change.id, launches, CHANGE_TAG, obs, deadline)
+        self._tag_proof(change.id, leaves, LEAVE_CHANGE_TAG, obs, deadline)
+        return {change.id}, False
 
-    # -- etcd membership ---------------------------------------------------------------------
-    def _endpoints(self, plan: Plan, exclude: set[str]) -> list[str]:
-        """Client URLs of members that stay: configured, from the client SRV record, or in service."""
-        s = self.settings
-        if s.etcd_endpoints:
-            return list(s.etcd_endpoints)
-        urls: list[str] = []
-        if s.etcd_client_srv:
-            record = plan.current.get((fqdn(s.etcd_client_srv, s.domain_name), "SRV"))
-            for value in record.values if record else ():
-                try:
-                    srv = SrvValue.parse(value)
-                except ValueError:
-                    continue
-                if srv.target not in exclude:
-                    urls.append(f"{s.etcd_peer_scheme}://{srv.target.rstrip('.')}:{srv.port}")
-        if not urls:
-            urls = [
-                f"{s.etcd_peer_scheme}://{m.private_ip}:{s.etcd_client_port}"
-                for m in plan.members
-                if m.lifecycle_state == "InService" and m.private_ip and target_of(m, s) not in exclude
-            ]
-        return urls
+    def _tag_proof(
+        self, change_id: str, actions: Mapping[str, Action], key: str, obs: Observation, deadline: float
+    ) -> None:
+        """Name the change on every instance it settles, before waiting: a retry that finds the record
+        already right waits on this change instead of writing again."""
+        tags = {iid: {key: change_id} for iid in actions if obs.instances[iid].tags.get(key) != change_id}
+        if tags:
+            self.asg.tag(tags, deadline)
 
-    def _remove_members(self, plan: Plan, obs: Observation, deadline: float, *, drift: bool) -> None:
-        """Remove the leaving instances' etcd members before the record drops them.
+    def _go(self, launches: Iterable[str], obs: Observation, state: str, deadline: float) -> None:
+        """The go signal: ``etcd-cluster-state`` on each launching instance that lacks it."""
+        go = {
+            iid: {STATE_TAG: state, SINCE_TAG: f"{self.clock.now():.0f}"}
+            for iid in launches
+            if STATE_TAG not in obs.instances[iid].tags
+        }
+        if go:
+            self.asg.tag(go, deadline)
 
-        Only members whose peer URL names a target the APIs explain as gone or leaving; on a
-        reconcile (``drift``) also members no record lists whose instance the APIs say is gone.
-        """
-        s = self.settings
-        gone = set(plan.removed) | {t for iid in plan.leaves if (t := target_of(obs.instances[iid], s))}
-        endpoints = self._endpoints(plan, exclude=gone)
-        if not endpoints:
-            return
-        if drift:
-            listed = set(plan.targets)
-            by_target = {t: i for i in obs.instances.values() if (t := target_of(i, s))}
-            for member in self.membership.members(endpoints, deadline):
-                for url in member.peer_urls:
-                    host = (urlsplit(url).hostname or "") + "."
-                    if host in listed or host in gone:
-                        continue
-                    instance = by_target.get(host)
-                    if instance is None and s.target_mode == "private-dns":
-                        found = self.asg.describe_instances([host.rstrip(".")], deadline, by="private-dns-name")
-                        instance = next(iter(found.values()), None)
-                    if leaving_explained(instance, obs.served):
-                        gone.add(host)
-        for target in sorted(gone):
-            url = peer_url(target, s.etcd_port, s.etcd_peer_scheme)
-            if self.membership.remove(url, endpoints, deadline):
-                self.metrics.add_metric(name="MembersRemoved", unit=MetricUnit.Count, value=1)
-                self.log.info("etcd member removed", extra={"peer_url": url})
+    def _found(
+        self,
+        plan: Plan,
+        obs: Observation,
+        launches: Mapping[str, Action],
+        by_instance: dict[str | None, LifecycleEvent],
+        keeper: Keeper,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        """A new cluster: every founding member is told 'new', then each completes once it has started
+        and is healthy; one that has not within the start timeout is abandoned (the group replaces it,
+        and the replacement joins the running cluster)."""
+        self._go(launches, obs, "new", deadline)
+        tagged = {iid: self.clock.now() for iid in launches}
+        for iid in launches:
+            since = _float(obs.instances[iid].tags.get(SINCE_TAG))
+            if since is not None:
+                tagged[iid] = since
+        left = dict(launches)
+        while left:
+            view = self._view(obs, deadline)
+            ready = {m.name for m in view.members if m.started and m.id in view.healthy} if view else set()
+            for iid in sorted(set(left) & ready):
+                self._complete({iid: left.pop(iid)}, "CONTINUE", by_instance, keeper, deadline, report)
+            for iid in sorted(left):
+                if self.clock.now() - tagged[iid] > self.settings.member_start_timeout_seconds:
+                    self._abandon(left.pop(iid), "founding member did not start in time", by_instance, report)
+            if not left:
+                return
+            self._pause(keeper, deadline, "founding members have not started")
 
-    def _add_members(self, plan: Plan, obs: Observation, launches: Sequence[str], deadline: float) -> list[str]:
-        """``member add`` each joining instance; return those not added (retried by a later pass)."""
-        s = self.settings
-        targets = {iid: target_of(obs.instances[iid], s) or "" for iid in launches}
-        endpoints = self._endpoints(plan, exclude=set(targets.values()))
-        for n, iid in enumerate(sorted(launches)):
-            url = peer_url(targets[iid], s.etcd_port, s.etcd_peer_scheme)
+    def _join(
+        self,
+        plan: Plan,
+        obs: Observation,
+        launches: Mapping[str, Action],
+        by_instance: dict[str | None, LifecycleEvent],
+        keeper: Keeper,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        """Bring each listed joiner into the running cluster, one at a time (see ``membership.join_step``)."""
+        assert self.membership is not None
+        for iid in sorted(launches, key=lambda i: (obs.instances[i].launch_time or 0.0, i)):
+            action = launches[iid]
+            tags = dict(obs.instances[iid].tags)
+            while True:
+                view = self._view(obs, deadline)
+                if view is None:
+                    raise EtcdUnavailable("(none)", "no etcd member answers: cannot add a joiner")
+                instance = replace(obs.instances[iid], tags=tags)
+                identity = identify(view, {**obs.instances, iid: instance})
+                member = identity.member_of(iid, view)
+                step = join_step(
+                    instance,
+                    member,
+                    view,
+                    now=self.clock.now(),
+                    start_timeout=self.settings.member_start_timeout_seconds,
+                    go_written=STATE_TAG in tags,
+                )
+                self.log.info("join step", extra={"instance": iid, "step": step.step, "detail": step.detail})
+                if step.step == "complete":
+                    self._complete({iid: action}, "CONTINUE", by_instance, keeper, deadline, report)
+                    break
+                if step.step == "timeout":
+                    if step.member is not None:
+                        self._drop_joiner(step.member, iid, view, identity, obs, deadline, report)
+                    self._abandon(action, step.detail, by_instance, report)
+                    break
+                self._join_once(step.step, instance, step.member, view, tags, obs, keeper, deadline, report)
+
+    def _join_once(
+        self,
+        step: str,
+        instance: Instance,
+        member: Member | None,
+        view: EtcdView,
+        tags: dict[str, str],
+        obs: Observation,
+        keeper: Keeper,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        """One idempotent step of a joiner (``tags`` is updated with what was written)."""
+        assert self.membership is not None
+        iid = instance.instance_id
+
+        def write(values: dict[str, str]) -> None:
+            self.asg.tag({iid: values}, deadline)
+            tags.update(values)
+
+        if step == "add":
+            if tags.get(PHASE_TAG) != ADDING or SINCE_TAG not in tags:
+                write({PHASE_TAG: ADDING, SINCE_TAG: f"{self.clock.now():.0f}"})  # write before mutate
+            target = target_of(instance, self.settings) or ""
+            url = peer_url(target, self.settings.etcd_port, self.settings.etcd_peer_scheme)
             try:
-                added = self.membership.add(url, endpoints, deadline)
-            except MembershipError as exc:
-                self.log.error("etcd member add failed", extra={"instance": iid, "peer_url": url, "error": str(exc)})
-                self.metrics.add_metric(name="MembershipErrors", unit=MetricUnit.Count, value=1)
-                return sorted(launches)[n:]
-            self.log.info("etcd member added" if added else "etcd member already present", extra={"peer_url": url})
-        return []
+                added = self.membership.add([url], self._endpoints(obs), deadline, learner=view.learners)
+            except EtcdRefused as exc:
+                if _waitable(exc):
+                    self.log.info("member add refused for now", extra={"instance": iid, "why": exc.message})
+                    self._pause(keeper, deadline, f"etcd refuses member add: {exc.message}")
+                    return
+                raise
+            report.members_added.append(added.hex_id)
+            self.metrics.add_metric(name="MembersAdded", unit=MetricUnit.Count, value=1)
+            self.log.info("etcd member added", extra={"instance": iid, "member": added.hex_id, "peer_url": url})
+            write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED})
+        elif step == "tag-id" and member is not None:
+            write({MEMBER_ID_TAG: member.hex_id, PHASE_TAG: ADDED})
+        elif step == "go":
+            # The go signal, only now: the record that lists the instance is INSYNC and its member added.
+            write({STATE_TAG: "existing"})
+        elif step == "promote" and member is not None:
+            try:
+                self.membership.promote(member.id, self._endpoints(obs), deadline)
+                self.log.info("learner promoted", extra={"instance": iid, "member": member.hex_id})
+            except EtcdRefused as exc:
+                if not _waitable(exc) and "not a learner" not in exc.message:
+                    raise
+                self._pause(keeper, deadline, f"learner {member.hex_id} not promotable yet: {exc.message}")
+        else:  # wait-start
+            self._pause(keeper, deadline, f"member of {iid} has not started and become healthy yet")
+
+    def _drop_joiner(
+        self,
+        member: Member,
+        iid: str,
+        view: EtcdView,
+        identity: Identity,
+        obs: Observation,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        """Remove a joiner that never became a healthy voter, before its launch is abandoned (no
+        added-but-unstarted member is left behind). Learners and unstarted members never count toward
+        quorum; a started voter is removed only if quorum allows, else the removal happens on termination."""
+        ok, detail = quorum_after(view, [member.id])
+        if member.learner or not member.started or ok:
+            self._remove_member(member, iid, "did not start in time", view, obs, deadline, report)
+        else:
+            self.log.error("quorum guard: joiner kept until termination", extra={"instance": iid, "quorum": detail})
+
+    def _pause(self, keeper: Keeper, deadline: float, why: str) -> None:
+        """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""
+        if self.clock.now() + MEMBER_POLL_SECONDS >= deadline:
+            raise DeadlineReached(why)
+        self.clock.sleep(MEMBER_POLL_SECONDS)
+        keeper.beat()
+
+    def _complete(
+        self,
+        actions: Mapping[str, Action],
+        result: str,
+        by_instance: dict[str | None, LifecycleEvent],
+        keeper: Keeper,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        for iid, action in sorted(actions.items()):
+            keeper.release(iid)
+            done = self.asg.complete(action, result, deadline)
+            if done:
+                report.completed.append((iid, result))
+            self.log.info(
+                "lifecycle action completed" if done else "lifecycle action already finished",
+                extra={"instance": iid, "group": action.group, "hook": action.hook, "result": result},
+            )
+            event = by_instance.pop(iid, None)
+            if event is None:
+                continue
+            if not done and action.token and self.asg.heartbeat(action.by_instance(), deadline):
+                # Our hook still has an active action for this instance, under another token: the event
+                # is stale or forged. Its token completes nothing; the real action's own delivery (or the
+                # reconcile) settles it.
+                why = "the event's token is not the instance's active lifecycle action (stale or forged event)"
+                report.outcomes.append(self._reject(event, why, ok=True))
+                continue
+            report.outcomes.append(Outcome(event, "completed" if done else "already-done", action.transition))
+
+    def _abandon(self, action: Action, why: str, by_instance: dict[str | None, LifecycleEvent], report: Report) -> None:
+        done = self.asg.complete(action, "ABANDON", self.clock.now() + self.settings.deadline_margin_seconds)
+        self.metrics.add_metric(name="MemberStartTimeouts", unit=MetricUnit.Count, value=1)
+        self.metrics.add_metric(name="AbandonedActions", unit=MetricUnit.Count, value=1)
+        self.log.error("launch abandoned: member did not start", extra={"instance": action.instance_id, "why": why})
+        if done:
+            report.completed.append((action.instance_id, "ABANDON"))
+        event = by_instance.pop(action.instance_id, None)
+        if event is not None:
+            report.outcomes.append(Outcome(event, "abandoned", why))
+
+    @staticmethod
+    def _not_covered(by_instance: dict[str | None, LifecycleEvent], report: Report) -> None:
+        for event in by_instance.values():
+            report.outcomes.append(Outcome(event, "already-done", "not covered by the record; nothing to complete"))
+        by_instance.clear()
+
+    def _actions(
+        self, plan: Plan, obs: Observation, settle: Sequence[LifecycleEvent], deadline: float
+    ) -> dict[str, Action]:
+        """Every action this pass settles: the events' own, and the others the change covers."""
+        actions: dict[str, Action] = {}
+        for event in settle:
+            if event.instance_id and event.group and event.hook_name:
+                if event.kind is Kind.JOIN and event.instance_id not in plan.launches:
+                    continue
+                if event.kind is Kind.LEAVE and event.instance_id not in plan.leaves:
+                    continue
+                actions[event.instance_id] = Action(
+                    event.group, event.hook_name, event.instance_id, event.transition or "", event.token or ""
+                )
+        for ids, transition in ((plan.launches, LAUNCHING), (plan.leaves, TERMINATING)):
+            for iid in ids:
+                if iid in actions:
+                    continue
+                action = self._action_for(iid, transition, obs, deadline)
+                if action is not None:
+                    actions[iid] = action
+        return actions
+
+    def _action_for(self, iid: str, transition: str, obs: Observation, deadline: float) -> Action | None:
+        group = obs.instances[iid].group if iid in obs.instances else None
+        if group is None:
+            return None
+        configured = self.settings.launch_hook_name if transition == LAUNCHING else self.settings.terminate_hook_name
+        hook = self.asg.hook_name(group, transition, configured, deadline)
+        return Action(group, hook, iid, transition) if hook else None
+
+    def _hold(self, ids: Iterable[str], transition: str, obs: Observation, keeper: Keeper, deadline: float) -> None:
+        """Keep actions this pass cannot settle yet alive (bootstrap barrier, join queue, quorum guard)."""
+        for iid in ids:
+            action = self._action_for(iid, transition, obs, deadline)
+            if action is not None:
+                keeper.hold(action)
+                self.log.info("held action kept alive", extra={"instance": iid, "transition": transition})
 
     def _hand_off(self, settle: Sequence[LifecycleEvent], why: str, deadline: float, report: Report) -> None:
-        """Out of time: give up on actions past their own timeout, hand the rest to a retry."""
+        """Out of time: give up on actions past their own timeout, hand the rest to a retry.
+
+        A termination whose member removal quorum holds never falls back: the hook's global timeout ends it
+        (see README, Failure behaviour). A launch abandoned here first loses its etcd member, if any, on its
+        termination pass (the member is identified by the tag recorded at ``member add``).
+        """
         now = self.clock.now()
         for event in settle:
             if any(o.event == event for o in report.outcomes):
                 continue
             started = _parse_time(event.time) or now
-            if now - started < self.settings.action_timeout_seconds or not event.hook_name or not event.group:
+            held = event.instance_id in report.quorum_held
+            if held or now - started < self.settings.action_timeout_seconds or not event.hook_name or not event.group:
                 self.log.warning("handing off to a retry", extra={"instance": event.instance_id, "why": why})
-                report.outcomes.append(Outcome(event, "handoff", why, ok=False))
+                report.outcomes.append(Outcome(event, "held" if held else "handoff", why, ok=held))
                 continue
             result = self.settings.launch_failure_result if event.kind is Kind.JOIN else "CONTINUE"
-            action = {
-                "group": event.group,
-                "hook": event.hook_name,
-                "token": event.token or "",
-                "instance_id": event.instance_id or "",
-            }
+            action = Action(
+                event.group, event.hook_name, event.instance_id or "", event.transition or "", event.token or ""
+            )
             done = self.asg.complete(action, result, deadline + self.settings.deadline_margin_seconds)
             if result == "ABANDON":
                 self.metrics.add_metric(name="AbandonedActions", unit=MetricUnit.Count, value=1)
@@ -574,6 +968,36 @@ class Coordinator:
                 "notes": plan.notes,
             },
         )
+
+
+def _running(view: EtcdView | None) -> bool:
+    return view is not None and any(m.started for m in view.members)
+
+
+def _supports_learners(version: str) -> bool:
+    """etcd 3.4 introduced learners.
+
+    >>> _supports_learners("3.5.0"), _supports_learners("3.3.25"), _supports_learners("")
+    (True, False, False)
+    """
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (3, 4)
+
+
+def _waitable(exc: EtcdRefused) -> bool:
+    """etcd refusing for now, for the cluster's safety: the caller waits for the cluster to change."""
+    text = exc.message.lower()
+    return any(t in text for t in (UNHEALTHY, NOT_ENOUGH_STARTED, LEARNER_NOT_READY, "too many learner"))
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _comment(plan: Plan) -> str:

@@ -1,36 +1,163 @@
-"""etcd membership through its v3 JSON gateway (etcd3gw): add a joining member, remove a leaving one.
+"""etcd at the edge: its v3 JSON gateway (member list/add/remove/promote, status, leadership), read and
+written through a ``Transport`` so the same code runs against real etcd and the simulated-time model
+(``infra.local.etcd_model``).
 
-Optional (``etcd_endpoints`` or ``etcd_client_srv``). A member is identified only by its peer URL,
-``<scheme>://<srv target>:<etcd_port>``, the same URL the instance advertises, so the coordinator
-never removes a member that is not the leaving instance.
+Nothing here decides anything: ``hook_handler.membership`` decides (pure), the coordinator applies.
+Member IDs travel as etcd's gateway writes them: uint64 in decimal strings. Logs show them in hex,
+as ``etcdctl`` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, retry_if_result, wait_fixed, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from hook_handler.clock import Clock
 
-# etcd answers these while a just-formed cluster settles or a new member has not started yet;
-# they clear by themselves, so they are retried until the deadline.
-_TRANSIENT = ("unhealthy cluster", "not enough started members", "leader changed", "too many requests", "timed out")
+# etcd answers these while a just-formed cluster settles, a leader is being elected or a new member has not
+# started yet; they clear by themselves, so they are retried until the deadline.
+TRANSIENT = ("leader changed", "too many requests", "timed out", "no leader", "request timed out")
+# etcd refusing a reconfiguration for the cluster's own safety (strict reconfig check): not retried within
+# a call, the decision layer waits for the cluster to change (a member to start, a learner to catch up).
+UNHEALTHY = "unhealthy cluster"
+NOT_ENOUGH_STARTED = "not enough started members"
+LEARNER_NOT_READY = "can only promote a learner member which is in sync with leader"
+TOO_MANY_LEARNERS = "too many learner members in cluster"
+ID_NOT_FOUND = "member not found"
+ID_NOT_FOUND_MEMBERSHIP = "ID not found"
+PEER_URL_EXISTS = "Peer URLs already exists"
+NOT_LEADER = "not leader"
 
 
 class MembershipError(Exception):
     """etcd could not be reached or refused a change; the message says which member and why."""
 
 
+class EtcdUnavailable(MembershipError):
+    """No answer from an endpoint (connection refused, timeout, DNS): try another, or later."""
+
+    def __init__(self, endpoint: str, detail: str) -> None:
+        super().__init__(f"etcd at {endpoint} did not answer: {detail}")
+        self.endpoint = endpoint
+        self.detail = detail
+
+
+class EtcdRefused(MembershipError):
+    """etcd answered with an error (``message`` as etcd words it, ``code`` the gRPC code)."""
+
+    def __init__(self, endpoint: str, message: str, code: int = 0) -> None:
+        super().__init__(f"etcd at {endpoint}: {message}")
+        self.endpoint = endpoint
+        self.message = message
+        self.code = code
+
+
+class Transport(Protocol):
+    """HTTP to one etcd endpoint. ``path`` is absolute (``/v3/cluster/member/list``, ``/version``).
+
+    Raises ``EtcdUnavailable`` when the endpoint does not answer and ``EtcdRefused`` when etcd answers
+    an error; returns the decoded JSON object otherwise.
+    """
+
+    def post(self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]: ...
+
+    def get(self, endpoint: str, path: str, timeout: float) -> dict[str, Any]: ...
+
+
+class HttpTransport:
+    """The real thing: ``requests`` against etcd's gateway (the library etcd3gw itself uses)."""
+
+    def __init__(self, *, verify: bool | str = True, cert: tuple[str, str] | None = None) -> None:
+        import requests
+
+        self._requests = requests
+        self.session = requests.Session()
+        self.session.verify = verify
+        if cert is not None:
+            self.session.cert = cert
+
+    def post(self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        return self._send("POST", endpoint, path, timeout, json=dict(body))
+
+    def get(self, endpoint: str, path: str, timeout: float) -> dict[str, Any]:
+        return self._send("GET", endpoint, path, timeout)
+
+    def _send(self, method: str, endpoint: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        url = endpoint.rstrip("/") + path
+        try:
+            response = self.session.request(method, url, timeout=timeout, **kwargs)
+        except self._requests.RequestException as exc:
+            raise EtcdUnavailable(endpoint, type(exc).__name__ + ": " + str(exc)[:200]) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if response.status_code >= 400 or (isinstance(data, dict) and "error" in data and "code" in data):
+            message = (
+                (data.get("message") or data.get("error") or response.text[:200]) if isinstance(data, dict) else ""
+            )
+            if response.status_code in (502, 503, 504) and not message:
+                raise EtcdUnavailable(endpoint, f"HTTP {response.status_code}")
+            raise EtcdRefused(endpoint, str(message), int(data.get("code", 0)) if isinstance(data, dict) else 0)
+        return data if isinstance(data, dict) else {}
+
+
 @dataclass(frozen=True)
 class Member:
-    id: str
+    """One entry of etcd's member list. ``name`` is empty (or an SRV placeholder) until the member starts."""
+
+    id: str  # uint64, decimal, as the gateway writes it
     name: str
     peer_urls: tuple[str, ...]
     client_urls: tuple[str, ...]
+    learner: bool = False
+
+    @property
+    def started(self) -> bool:
+        """Published itself (its client URLs). Not the name: under SRV discovery etcd lists a founding member
+        that never started under a placeholder name ("0", "1", ...) taken from the SRV order."""
+        return bool(self.client_urls)
+
+    @property
+    def hex_id(self) -> str:
+        return hex_id(self.id)
+
+    @property
+    def peer_hosts(self) -> frozenset[str]:
+        """Host parts of the peer URLs, lower case, no trailing dot (a DNS name or an IP address)."""
+        return frozenset((urlsplit(u).hostname or "").lower().rstrip(".") for u in self.peer_urls)
+
+
+@dataclass(frozen=True)
+class Status:
+    """``/v3/maintenance/status`` of one member, as it answered on its own client URL."""
+
+    endpoint: str
+    member_id: str
+    leader: str  # "0" or "" when it sees no leader
+    raft_index: int
+    learner: bool
+    errors: tuple[str, ...] = ()
+
+    @property
+    def has_leader(self) -> bool:
+        return self.leader not in ("", "0")
+
+
+def hex_id(member_id: str) -> str:
+    """etcd's decimal member ID as etcdctl shows it.
+
+    >>> hex_id("10501334649042878790")
+    '91bc3c398fb3c146'
+    """
+    try:
+        return format(int(member_id), "x")
+    except ValueError:
+        return member_id
 
 
 def peer_url(target: str, port: int, scheme: str = "http") -> str:
@@ -42,103 +169,114 @@ def peer_url(target: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://{target.rstrip('.')}:{port}"
 
 
-def _transient(exc: BaseException) -> bool:
-    from etcd3gw import exceptions as ex
+def _member(raw: Mapping[str, Any]) -> Member:
+    return Member(
+        id=str(raw.get("ID", "")),
+        name=str(raw.get("name", "") or ""),
+        peer_urls=tuple(raw.get("peerURLs", []) or ()),
+        client_urls=tuple(raw.get("clientURLs", []) or ()),
+        learner=bool(raw.get("isLearner", False)),
+    )
 
-    if isinstance(exc, ex.ConnectionFailedError | ex.ConnectionTimeoutError):
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, EtcdUnavailable):
         return True
-    text = f"{getattr(exc, 'detail_text', '')} {exc}".lower()
-    return isinstance(exc, ex.Etcd3Exception) and any(t in text for t in _TRANSIENT)
+    return isinstance(exc, EtcdRefused) and any(t in exc.message.lower() for t in TRANSIENT)
 
 
 class Membership:
-    """Member list, add and remove against whichever endpoint answers first."""
+    """etcd's member list and its changes, against whichever endpoint answers first.
 
-    def __init__(self, clock: Clock, *, timeout: float = 5.0, client: Callable[[str], Any] | None = None) -> None:
+    Every call retries what clears by itself (no answer, leader changes) with jittered backoff until
+    ``deadline``; a refusal (``EtcdRefused``) is raised at once for the caller to judge.
+    """
+
+    def __init__(self, clock: Clock, transport: Transport | None = None, *, timeout: float = 5.0) -> None:
         self.clock = clock
+        self.transport = transport or HttpTransport()
         self.timeout = timeout
-        self._client = client or self._gateway
 
-    def _gateway(self, endpoint: str) -> Any:
-        import etcd3gw
-
-        url = urlsplit(endpoint)
-        return etcd3gw.client(
-            host=url.hostname or "localhost",
-            port=url.port or 2379,
-            protocol=url.scheme or "http",
-            timeout=self.timeout,
-            api_path="/v3/",
-        )
-
-    def members(self, endpoints: Sequence[str], deadline: float) -> list[Member]:
-        out = self._call(endpoints, deadline, lambda c: c.post(c.get_url("/cluster/member/list"), json={}))
-        return [
-            Member(
-                id=str(m.get("ID", "")),
-                name=m.get("name", ""),
-                peer_urls=tuple(m.get("peerURLs", [])),
-                client_urls=tuple(m.get("clientURLs", [])),
-            )
-            for m in out.get("members", [])
-        ]
-
-    def add(self, url: str, endpoints: Sequence[str], deadline: float) -> bool:
-        """Add a member by peer URL. False when it was already a member (idempotent)."""
-        if any(url in m.peer_urls for m in self.members(endpoints, deadline)):
-            return False
-        self._call(endpoints, deadline, lambda c: c.post(c.get_url("/cluster/member/add"), json={"peerURLs": [url]}))
-        return True
-
-    def remove(self, url: str, endpoints: Sequence[str], deadline: float) -> bool:
-        """Remove the member advertising exactly ``url``. False when there is none (idempotent)."""
-        matches = [m for m in self.members(endpoints, deadline) if url in m.peer_urls]
-        if not matches:
-            return False
-        for member in matches:
-            self._call(
-                endpoints,
-                deadline,
-                lambda c, mid=member.id: c.post(c.get_url("/cluster/member/remove"), json={"ID": mid}),
-            )
-        return True
-
-    def wait_started(self, endpoints: Sequence[str], deadline: float, *, interval: float = 0.5) -> None:
-        """Return once every member has started (published its name); MembershipError at the deadline.
-
-        etcd admits the next voting member only after the previous one started and stayed connected, and a
-        member that starts from the SRV record must find it listing exactly the members: so the coordinator
-        lists the next joiner only after this.
-        """
-
-        def unstarted() -> list[Member]:
-            return [m for m in self.members(endpoints, deadline) if not m.name]
-
-        def stop(state: RetryCallState) -> bool:
-            return self.clock.now() + interval >= deadline
-
-        left = Retrying(
-            sleep=self.clock.sleep,
-            stop=stop,
-            wait=wait_fixed(interval),
-            retry=retry_if_result(bool),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
-        )(unstarted)
-        if left:
-            urls = ", ".join(u for m in left for u in m.peer_urls)
-            raise MembershipError(f"etcd members {urls} were added but have not started")
-
-    def _call(self, endpoints: Iterable[str], deadline: float, op: Callable[[Any], Any]) -> Any:
-        endpoints = list(endpoints)
-        if not endpoints:
-            raise MembershipError("no etcd endpoint to talk to (no member in service and no etcd_endpoints set)")
-
-        def attempt() -> Any:
-            last: BaseException | None = None
+    # -- reads --------------------------------------------------------------------------------
+    def members(self, endpoints: Sequence[str], deadline: float, *, once: bool = False) -> list[Member]:
+        """The member list from the first endpoint that answers. ``once``: ask each endpoint one time
+        (``EtcdUnavailable`` if none answers) instead of retrying until ``deadline``."""
+        if once:
+            last: MembershipError | None = None
             for endpoint in endpoints:
                 try:
-                    return op(self._client(endpoint))
-                except Exception as exc:
+                    out = self.transport.post(endpoint, "/v3/cluster/member/list", {}, self._timeout(deadline))
+                    return [_member(m) for m in out.get("members", []) or []]
+                except EtcdUnavailable as exc:
+                    last = exc
+            raise last or EtcdUnavailable("(none)", "no etcd endpoint to talk to")
+        out = self._call(endpoints, deadline, "/v3/cluster/member/list", {})
+        return [_member(m) for m in out.get("members", []) or []]
+
+    def status(self, endpoint: str, deadline: float) -> Status | None:
+        """One member's own view (leader, raft index), or None when it does not answer. Not retried."""
+        try:
+            out = self.transport.post(endpoint, "/v3/maintenance/status", {}, min(2.0, self._timeout(deadline)))
+        except MembershipError:
+            return None
+        header = out.get("header", {}) or {}
+        return Status(
+            endpoint=endpoint,
+            member_id=str(header.get("member_id", "")),
+            leader=str(out.get("leader", "") or ""),
+            raft_index=int(out.get("raftIndex", 0) or 0),
+            learner=bool(out.get("isLearner", False)),
+            errors=tuple(out.get("errors", []) or ()),
+        )
+
+    def version(self, endpoints: Sequence[str], deadline: float) -> str:
+        """The cluster version (``etcdcluster`` of ``/version``), e.g. ``3.5.0``."""
+
+        def op(endpoint: str) -> dict[str, Any]:
+            return self.transport.get(endpoint, "/version", self._timeout(deadline))
+
+        out = self._retry(endpoints, deadline, op)
+        return str(out.get("etcdcluster", "") or out.get("etcdserver", ""))
+
+    # -- changes (each one etcd request; idempotence is the caller's, checked on the member list) ----
+    def add(self, peer_urls: Sequence[str], endpoints: Sequence[str], deadline: float, *, learner: bool) -> Member:
+        body: dict[str, Any] = {"peerURLs": list(peer_urls)}
+        if learner:
+            body["isLearner"] = True
+        out = self._call(endpoints, deadline, "/v3/cluster/member/add", body)
+        return _member(out.get("member", {}) or {})
+
+    def remove(self, member_id: str, endpoints: Sequence[str], deadline: float) -> None:
+        self._call(endpoints, deadline, "/v3/cluster/member/remove", {"ID": member_id})
+
+    def promote(self, member_id: str, endpoints: Sequence[str], deadline: float) -> None:
+        self._call(endpoints, deadline, "/v3/cluster/member/promote", {"ID": member_id})
+
+    def move_leader(self, leader_endpoint: str, target_id: str, deadline: float) -> None:
+        """Hand leadership to ``target_id``; sent to the leader itself, as etcd requires."""
+        self._call([leader_endpoint], deadline, "/v3/maintenance/transfer-leadership", {"targetID": target_id})
+
+    # -- internals ----------------------------------------------------------------------------
+    def _timeout(self, deadline: float) -> float:
+        return max(0.5, min(self.timeout, deadline - self.clock.now()))
+
+    def _call(self, endpoints: Sequence[str], deadline: float, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        def op(endpoint: str) -> dict[str, Any]:
+            return self.transport.post(endpoint, path, body, self._timeout(deadline))
+
+        return self._retry(endpoints, deadline, op)
+
+    def _retry(self, endpoints: Sequence[str], deadline: float, op: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        endpoints = list(endpoints)
+        if not endpoints:
+            raise EtcdUnavailable("(none)", "no etcd endpoint to talk to: no member in service and none configured")
+
+        def attempt() -> dict[str, Any]:
+            last: MembershipError | None = None
+            for endpoint in endpoints:
+                try:
+                    return op(endpoint)
+                except MembershipError as exc:
                     last = exc
                     if not _transient(exc):
                         raise
@@ -148,15 +286,10 @@ class Membership:
         def stop(state: RetryCallState) -> bool:
             return self.clock.now() + (state.upcoming_sleep or 0.0) >= deadline
 
-        retrying = Retrying(
+        return Retrying(
             sleep=self.clock.sleep,
             stop=stop,
             wait=wait_random_exponential(multiplier=0.5, max=5.0),
             retry=retry_if_exception(_transient),
             reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except Exception as exc:
-            detail = getattr(exc, "detail_text", "") or str(exc)
-            raise MembershipError(f"etcd at {', '.join(endpoints)}: {detail}".strip()) from exc
+        )(attempt)

@@ -8,6 +8,7 @@ names, so an event about a foreign instance is judged on what the APIs say about
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,28 @@ TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 STATE_TAG = "etcd-cluster-state"
 CHANGE_TAG = "etcd-srv-change"
 
+LEAVE_CHANGE_TAG = "etcd-leave-change"
+
 _NO_ACTION = "No active Lifecycle Action found"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One lifecycle action: the group's hook waiting on one instance (by token when an event gave one)."""
+
+    group: str
+    hook: str
+    instance_id: str
+    transition: str = ""
+    token: str = ""
+
+    @property
+    def launching(self) -> bool:
+        return self.transition == LAUNCHING
+
+    def by_instance(self) -> Action:
+        """The same action named by instance id (what a pass without the event's token uses)."""
+        return Action(self.group, self.hook, self.instance_id, self.transition, "")
 
 
 class AutoScaling:
@@ -118,8 +140,8 @@ class AutoScaling:
         return self._hooks[key]
 
     # -- writes -----------------------------------------------------------------------------
-    def complete(self, action: Mapping[str, str], result: str, deadline: float) -> bool:
-        """Complete one action (``action``: group, hook, and token or instance id).
+    def complete(self, action: Action, result: str, deadline: float) -> bool:
+        """Complete one action (by its token, else by instance id).
 
         Returns False when no such action is active any more (someone finished it, or it
         expired): for a duplicate delivery that is success, not an error.
@@ -138,7 +160,7 @@ class AutoScaling:
                 return False
             raise
 
-    def heartbeat(self, action: Mapping[str, str], deadline: float) -> bool:
+    def heartbeat(self, action: Action, deadline: float) -> bool:
         """Restart the action's heartbeat timeout. False when the action is no longer active."""
         try:
             self._call(
@@ -190,12 +212,12 @@ class AutoScaling:
         return self.retry.call(fn, deadline=deadline, what=what, **kwargs)
 
 
-def _action_params(action: Mapping[str, str]) -> dict[str, str]:
-    params = {"AutoScalingGroupName": action["group"], "LifecycleHookName": action["hook"]}
-    if action.get("token"):
-        params["LifecycleActionToken"] = action["token"]
+def _action_params(action: Action) -> dict[str, str]:
+    params = {"AutoScalingGroupName": action.group, "LifecycleHookName": action.hook}
+    if action.token:
+        params["LifecycleActionToken"] = action.token
     else:
-        params["InstanceId"] = action["instance_id"]
+        params["InstanceId"] = action.instance_id
     return params
 
 

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 JOINING_STATES = frozenset({"Pending:Wait", "Pending:Proceed"})
-MEMBER_STATES = JOINING_STATES | {"InService"}
+# Standby keeps its etcd member and its place in the record: the instance still runs etcd (EnterStandby and
+# ExitStandby run no hooks), and dropping it would shrink the cluster for good.
+SERVING_STATES = frozenset({"InService", "Standby"})
+MEMBER_STATES = JOINING_STATES | SERVING_STATES
 LEAVING_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated"})
 RUNNING_EC2_STATES = frozenset({"pending", "running"})
 

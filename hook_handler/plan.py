@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hook_handler.events import Kind, LifecycleEvent
-from hook_handler.members import Group, Instance, is_member, leaving_explained
+from hook_handler.events import LifecycleEvent
+from hook_handler.members import SERVING_STATES, Group, Instance, is_member
+from hook_handler.membership import departure
 from hook_handler.settings import Settings, fqdn
 from hook_handler.srv import SrvValue, a_record_name, absolute
 
@@ -121,10 +122,16 @@ def build_plan(
     observation: Observation,
     current: Mapping[Key, RecordSet],
     events: Iterable[LifecycleEvent] = (),
+    *,
+    keep: Iterable[str] = (),
+    running: bool = False,
 ) -> Plan:
     """Decide the records and the change. See the module docstring.
 
-    ``current`` holds the record sets the zone has now (missing key = no such set).
+    ``current`` holds the record sets the zone has now (missing key = no such set). ``keep``: targets that
+    stay listed whatever the instances say (members whose removal from etcd is held: the record must go on
+    listing exactly etcd's members). ``running``: etcd says a cluster runs (started members), so nothing is
+    being founded even if no instance is in service yet.
     """
     served = observation.served
     selector = settings.instance_tags
@@ -139,7 +146,7 @@ def build_plan(
     by_target = {t: i for i in instances.values() if (t := target_of(i, settings))}
 
     # A cluster with no member in service is being founded: its first record's members are told 'new'.
-    founding = not any(m.lifecycle_state == "InService" for m in members)
+    founding = not running and not any(m.lifecycle_state in SERVING_STATES for m in members)
     # The bootstrap barrier: a new cluster is published whole, or not at all.
     bootstrap = settings.bootstrap_barrier and founding
     expected = settings.cluster_size or sum(g.desired_capacity for g in observation.groups.values())
@@ -177,25 +184,30 @@ def build_plan(
 
     new_targets = {t for m in listed if (t := target_of(m, settings))}
 
-    # The removal guard: drop only what an event or the APIs explain.
-    leaving_ids = {e.instance_id for e in events if e.kind is Kind.LEAVE and e.instance_id}
+    # The removal guard: drop only what the APIs explain (terminating, terminated, stopped, gone). A target
+    # no instance can be found for, or whose instance still runs (a selector, group or naming setting
+    # changed), is kept and reported: a setting mistake may change what is added, never what is removed.
+    pinned = {absolute(t) for t in keep}
     removed: list[str] = []
     kept: list[str] = []
     reasons: list[str] = []
-    for target in sorted(old_targets - new_targets):
+    for target in sorted(old_targets - new_targets - pinned):
         instance = by_target.get(target)
-        why = leaving_explained(instance, served)
-        if why is None and instance is not None and instance.instance_id in leaving_ids:
-            why = "terminating (event)"
+        why = departure(instance) if instance is not None else None
         if why is None:
             kept.append(target)
-            reasons.append(f"{target}: {instance.instance_id if instance else '?'} still runs in a served group")
+            if instance is None:
+                reasons.append(f"{target}: no instance found for it (a changed target naming, or not ours)")
+            else:
+                reasons.append(
+                    f"{target}: {instance.instance_id} still runs ({instance.lifecycle_state or 'no group'})"
+                )
         else:
             removed.append(target)
     if len(kept) <= settings.max_unexplained_removals:
         removed.extend(kept)
         kept, reasons = [], []
-    final_targets = new_targets | set(kept)
+    final_targets = new_targets | set(kept) | (pinned & old_targets)
 
     desired: dict[Key, RecordSet | None] = {}
     for name, port in settings.srv_records:

@@ -110,8 +110,25 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
     ),
     Spec("launch_hook_name", "", "Launch hook name, to complete other instances' actions. Empty: discovered."),
     Spec("terminate_hook_name", "", "Terminate hook name, to complete other instances' actions. Empty: discovered."),
-    # -- etcd membership (optional) ---------------------------------------------------------
-    Spec("etcd_endpoints", "", "etcd client URLs (comma-separated) for member add/remove. Empty: membership off."),
+    # -- etcd membership ------------------------------------------------------------------------
+    Spec(
+        "etcd_membership",
+        "true",
+        "Manage etcd's member list: `member add` (as a learner, then promoted) before a joiner's go signal, "
+        "`member remove` before a leaver leaves the record, never below quorum. `false`: DNS only (see README).",
+    ),
+    Spec(
+        "member_start_timeout_seconds",
+        "300",
+        "A member added to etcd that has not started and become healthy this long after `member add` is removed "
+        "again and its launch ABANDONed, so the group replaces it.",
+    ),
+    Spec(
+        "etcd_endpoints",
+        "",
+        "etcd client URLs (comma-separated) to reach the cluster. Empty: the client SRV record, else the members' "
+        "private IPs on `etcd_client_port`.",
+    ),
     Spec(
         "etcd_client_srv",
         "",
@@ -172,6 +189,8 @@ class Settings:
     max_unexplained_removals: int = 0
     launch_hook_name: str = ""
     terminate_hook_name: str = ""
+    etcd_membership: bool = True
+    member_start_timeout_seconds: float = 300.0
     etcd_endpoints: tuple[str, ...] = ()
     etcd_client_srv: str = ""
     etcd_client_port: int = 2379
@@ -204,7 +223,7 @@ class Settings:
 
     @property
     def membership_enabled(self) -> bool:
-        return bool(self.etcd_endpoints or self.etcd_client_srv)
+        return self.etcd_membership
 
 
 def fqdn(name: str, domain: str) -> str:
@@ -333,6 +352,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_unexplained_removals=_int("max_unexplained_removals", get("max_unexplained_removals"), 0, 1000),
         launch_hook_name=get("launch_hook_name"),
         terminate_hook_name=get("terminate_hook_name"),
+        etcd_membership=_bool("etcd_membership", get("etcd_membership")),
+        member_start_timeout_seconds=_float(
+            "member_start_timeout_seconds", get("member_start_timeout_seconds"), 30, 172_800
+        ),
         etcd_endpoints=endpoints,
         etcd_client_srv=client_srv.rstrip("."),
         etcd_client_port=_int("etcd_client_port", get("etcd_client_port"), 1, 65535),

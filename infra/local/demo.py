@@ -217,7 +217,16 @@ class Cluster:
                     instance_ips=INSTANCE_IPS,
                 )
             )
-            self.stack = deploy(self.aws, mode="eventbridge", domain=DOMAIN, group=GROUP, settings=self.settings)
+            from hook_handler.etcd import HttpTransport
+
+            self.stack = deploy(
+                self.aws,
+                mode="eventbridge",
+                domain=DOMAIN,
+                group=GROUP,
+                settings=self.settings,
+                etcd=HttpTransport(),
+            )
             self.dns = serve(
                 self.aws.client("route53"), self.stack.zone_id, ec2=self.aws.client("ec2"), address=NAMESERVER
             )

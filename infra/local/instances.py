@@ -43,9 +43,11 @@ TAG_CLUSTER_STATE = "etcd-cluster-state"
 CLUSTER_STATES = ("new", "existing")
 # Lifecycle states after which an instance never runs etcd again (the script exits without starting etcd).
 _NOT_JOINING = ("Terminat", "Detach", "Warmed")
+_TARGET_IN_SERVICE = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
 _EC2_GONE = {"shutting-down", "terminated", "stopping", "stopped"}
 # An instance runs through Terminating:Wait (its terminate hook, e.g. the coordinator's member remove, acts on a
-# live member); it stops once the hook completes.
+# live member); it stops once the hook completes. Standby (EnterStandby) and the Pending states of ExitStandby are
+# not here: a VM in Standby keeps running, and so does its etcd.
 _STOPPED_STATES = {"Terminating:Proceed", "Terminated"}
 
 
@@ -131,14 +133,28 @@ def srv_targets(name: str, *, nameservers: list[str] | None = None, timeout: flo
     return []
 
 
+def wal_exists(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds a member's WAL (a ``*.wal`` file in ``member/wal``): what etcd itself checks
+    (``wal.Exist``) to tell a restart of a member from a first start.
+
+    Example:
+        >>> wal_exists(Path("/var/lib/etcd"))   # member/wal/0000000000000000-0000000000000000.wal
+        True
+    """
+    return any((Path(data_dir) / "member" / "wal").glob("*.wal"))
+
+
 class Launcher:
     """Runs one instance's etcd the way the bootstrap script would; ``kill()`` is the instance dying.
 
     ``state`` moves through ``describing`` → ``waiting-in-service`` → ``waiting-tag`` → ``waiting-srv`` →
     ``running``, and ends in ``exited`` (etcd stopped by itself), ``not-joining`` (the instance left before
     etcd started), ``failed`` (the instance cannot run etcd here) or ``killed``. ``restart=True`` restarts an
-    exited etcd after ``restart_delay`` seconds, as a systemd unit with ``Restart=on-failure`` would; a
-    restart with a member in the data dir starts without discovery flags, as the script does.
+    exited etcd after ``restart_delay`` seconds, as a systemd unit with ``Restart=on-failure`` would. Each start
+    decides as the script does, by the WAL (etcd's own test): a data dir with a WAL is a joined member, restarted
+    without discovery flags and with its data; ``member/`` without a WAL is what a failed first start leaves
+    (e.g. ``member count is unequal``), so it is cleared and the first start (tag, SRV check, discovery) runs again.
+    The lifecycle state is read only before a first start: Standby and ExitStandby never stop or restart etcd.
 
     Example:
         >>> launcher = Launcher("i-0abc", settings, autoscaling=asg, ec2=ec2, workdir=Path("/tmp/fleet")).start()
@@ -242,9 +258,18 @@ class Launcher:
         """One pass of the script: the exit status of etcd, or None when etcd was not (or no longer) to run."""
         if not self._wait("describing", self._describe_instance):
             return None
-        if (self.data_dir / "member").is_dir():
-            self.log("restart: the data dir holds a member; starting without discovery")
+        if wal_exists(self.data_dir):
+            self.log("restart: the data dir holds a member's WAL; starting without discovery, keeping the data")
             return self._exec([])
+        if (self.data_dir / "member").exists():
+            # etcd creates member/snap/db before it checks the cluster, and the WAL only once it has joined:
+            # this is what a failed first start leaves. Started again without discovery it would bootstrap a
+            # one-member cluster of its own, so clear it and do the first start again.
+            self.log(
+                f"leftover of a failed first start: {self.data_dir}/member has no WAL; clearing the data dir "
+                "and starting as a first start again"
+            )
+            shutil.rmtree(self.data_dir)
         if not self._wait_in_service() or not self._wait_cluster_state() or not self._wait_srv_lists():
             return None
         discovery = ["--discovery-srv", self.settings.domain.rstrip(".")]
@@ -304,8 +329,10 @@ class Launcher:
         def in_service() -> bool | None:
             found = self.autoscaling.describe_auto_scaling_instances(InstanceIds=[self.instance_id])
             states = [i["LifecycleState"] for i in found["AutoScalingInstances"]]
-            if states and states[0] == "InService":
-                self.log("lifecycle state: InService")
+            # IMDS autoscaling/target-lifecycle-state is where the instance is *going*: it reads InService from
+            # the start of a launch (Pending, Pending:Wait, Pending:Proceed), as the script sees it.
+            if states and states[0] in _TARGET_IN_SERVICE:
+                self.log(f"target lifecycle state: InService (lifecycle state {states[0]})")
                 return True
             if not states or states[0].startswith(_NOT_JOINING):
                 self.log(f"lifecycle state is {states[0] if states else 'gone'}: not joining, etcd not started")
@@ -409,7 +436,8 @@ class Fleet:
 
     Every ``poll`` seconds: instances new to the group get a launcher; instances gone from the group, in a
     ``Terminating:Proceed``/``Terminated`` state (not ``Terminating:Wait``: the instance runs until its
-    terminate hook completes), or stopped/terminated in EC2 have their etcd killed. ``close()``
+    terminate hook completes), or stopped/terminated in EC2 have their etcd killed; an instance in ``Standby``
+    (or leaving it) keeps its etcd running untouched. ``close()``
     kills everything. Logs (timestamped) go to ``workdir/logs``; data dirs to ``workdir/data`` and are removed.
 
     Example:
@@ -615,4 +643,5 @@ __all__ = [
     "member_list",
     "put",
     "srv_targets",
+    "wal_exists",
 ]

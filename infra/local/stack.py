@@ -114,11 +114,15 @@ def deploy(
     max_concurrency: int | None = 2,
     max_size: int = 200,
     handler: Any = None,
+    etcd: Any = None,
 ) -> Stack:
     """Create zone, group, hooks, function and wiring in ``aws``. See the module docstring.
 
     ``mode``: ``eventbridge`` (rule → function), ``sqs`` (rule → queue → function, batched),
     ``sns`` (hooks notify a topic → function) or ``none`` (no wiring; tests invoke by hand).
+    ``etcd``: the coordinator's ``hook_handler.etcd.Transport`` (``EtcdModel.transport()`` on simulated
+    time, ``HttpTransport()`` for real etcd). Without one, and unless ``settings`` says otherwise, the
+    coordinator runs DNS-only (``etcd_membership=false``): there is no etcd in such a world to manage.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -165,6 +169,7 @@ def deploy(
         "asg_names": group,
         "launch_hook_name": "etcd-launch",
         "terminate_hook_name": "etcd-terminate",
+        **({} if etcd is not None else {"etcd_membership": "false"}),
         **(settings or {}),
     }
     runtime = Runtime(
@@ -172,6 +177,7 @@ def deploy(
         Clients(route53=r53, autoscaling=asg, ec2=ec2),
         aws.clock,
         region=aws.region,
+        etcd_transport=etcd,
     )
     function_arn = aws.register_function(
         "etcd-asg-coordinator",

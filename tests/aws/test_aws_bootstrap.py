@@ -177,9 +177,13 @@ def test_discovery_srv_name_and_peer_host_template(imds, fake_etcd, tmp_path):
     assert args[args.index("--initial-advertise-peer-urls") + 1] == "http://i-0abc123.example.com:2380"
 
 
-def test_restart_with_a_member_in_the_data_dir_skips_discovery_and_waits(imds, fake_etcd, tmp_path):
+def test_restart_with_a_wal_in_the_data_dir_skips_discovery_and_waits_and_keeps_the_data(imds, fake_etcd, tmp_path):
     etcd, out = fake_etcd
-    (tmp_path / "data" / "member").mkdir(parents=True)
+    wal = tmp_path / "data" / "member" / "wal" / "0000000000000000-0000000000000000.wal"
+    wal.parent.mkdir(parents=True)
+    wal.write_bytes(b"raft log")
+    (tmp_path / "data" / "member" / "snap").mkdir()
+    (tmp_path / "data" / "member" / "snap" / "db").write_bytes(b"keys")
     imds.lifecycle = [None]  # would time out if it waited
     imds.tags["etcd-cluster-state"] = [None]
     result = run(imds, etcd, tmp_path, BOOTSTRAP_LIFECYCLE_TIMEOUT="0", BOOTSTRAP_TAG_TIMEOUT="0")
@@ -193,6 +197,37 @@ def test_restart_with_a_member_in_the_data_dir_skips_discovery_and_waits(imds, f
         "--data-dir", "DATA",
     ]  # fmt: skip
     assert "restart" in result.stderr
+    assert wal.read_bytes() == b"raft log" and (tmp_path / "data" / "member" / "snap" / "db").read_bytes() == b"keys"
+
+
+@pytest.mark.parametrize("state", ["existing", "new"])
+def test_a_data_dir_left_by_a_failed_first_start_is_cleared_and_the_first_start_runs_again(
+    imds, fake_etcd, tmp_path, state
+):
+    """Defect 1 of issue 10: a failed first start becomes a rogue cluster. What etcd 3.5.1 leaves after a failed
+    first start (``member count is unequal``): member/snap/db and no member/wal. Started again without discovery it
+    would bootstrap a one-member cluster; the script clears it and does the first start (tag, discovery) again."""
+    etcd, out = fake_etcd
+    data = tmp_path / "data"
+    (data / "member" / "snap").mkdir(parents=True)
+    (data / "member" / "snap" / "db").write_bytes(b"\0" * 64)
+    (data / "member" / "wal.tmp").mkdir()  # a WAL etcd had not finished creating is no WAL either
+    imds.tags["etcd-cluster-state"] = [None, state]
+    result = run(imds, etcd, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert etcd_args(out, tmp_path) == expected_args(state)  # --discovery-srv and --initial-cluster-state
+    assert "leftover of a failed first start" in result.stderr and "restart:" not in result.stderr
+    assert data.is_dir() and list(data.iterdir()) == []  # the dir stays (it may be a mount point), emptied
+    paths = [p for _, p, _ in imds.requests]
+    assert paths.count("/latest/meta-data/tags/instance/etcd-cluster-state") == 2  # it waited for the go tag
+
+
+@pytest.mark.parametrize("data_dir", ["/", "//", "var/lib/etcd"])
+def test_refuses_a_data_dir_it_could_not_safely_clear(imds, fake_etcd, tmp_path, data_dir):
+    etcd, out = fake_etcd
+    result = run(imds, etcd, tmp_path, ETCD_DATA_DIR=data_dir)
+    assert result.returncode == 1 and "is not an absolute path below /" in result.stderr
+    assert imds.requests == [] and not out.exists()
 
 
 def test_times_out_with_a_clear_error_when_never_in_service(imds, fake_etcd, tmp_path):

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import boto3
 import pytest
-from aws_helpers import COORDINATOR, load_template
+from aws_helpers import CLUSTER, COORDINATOR, load_template
 
 moto = pytest.importorskip("moto")
 from moto.cloudformation.parsing import get_model_map  # noqa: E402
@@ -46,12 +46,13 @@ def test_moto_skips_exactly_the_types_we_expect(template):
     assert {t for t in types if t not in get_model_map()} == SKIPPED_BY_MOTO
 
 
-def _for_moto(template: dict[str, Any], mode: str) -> dict[str, Any]:
+def _for_moto(template: dict[str, Any], mode: str, in_vpc: bool) -> dict[str, Any]:
     """The template with the code in S3, and without outputs of other modes: moto resolves an
     output's value even when the output's condition is false (real CloudFormation does not)."""
     t = copy.deepcopy(template)
     t["Resources"]["Function"]["Properties"]["Code"] = {"S3Bucket": "code", "S3Key": "coordinator.zip"}
-    t["Outputs"] = {k: v for k, v in t["Outputs"].items() if v.get("Condition") in (None, *MODES[mode])}
+    conditions = (None, *MODES[mode], *(["InVpc"] if in_vpc else []))
+    t["Outputs"] = {k: v for k, v in t["Outputs"].items() if v.get("Condition") in conditions}
     return t
 
 
@@ -75,11 +76,14 @@ def _policy_document(iam: Any, role: str, name: str) -> dict[str, Any]:
     return json.loads(doc) if doc.lstrip().startswith('{"') else ast.literal_eval(doc)
 
 
-def _deploy(template: dict[str, Any], mode: str) -> tuple[str, dict[str, str]]:
+def _deploy(template: dict[str, Any], mode: str, *, membership: bool = True) -> tuple[str, dict[str, str]]:
+    """Deploy the stack; with membership (the default) in the default VPC's first subnet, as documented."""
     r53 = boto3.client("route53")
     zone = r53.create_hosted_zone(Name="example.com", CallerReference="smoke")["HostedZone"]["Id"].split("/")[-1]
     ec2 = boto3.client("ec2")
-    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    subnet = ec2.describe_subnets()["Subnets"][0]
+    vpc_params = {"VpcId": subnet["VpcId"], "SubnetIds": subnet["SubnetId"]} if membership else {}
+    subnet = subnet["SubnetId"]
     ec2.create_launch_template(LaunchTemplateName="etcd", LaunchTemplateData={"ImageId": "ami-12c6146b"})
     asg = boto3.client("autoscaling")
     for name in GROUPS:
@@ -97,13 +101,14 @@ def _deploy(template: dict[str, Any], mode: str) -> tuple[str, dict[str, str]]:
     params = {
         "HostedZoneId": zone, "DomainName": "example.com", "AsgNames": ",".join(GROUPS),
         "GroupName": GROUPS[0], "NotificationPath": mode, "AlarmTopicArn": "",
+        "EtcdMembership": "true" if membership else "false", **vpc_params,
     }  # fmt: skip
     cfn = boto3.client("cloudformation")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # moto warns about each type it skips
         cfn.create_stack(
             StackName="coordinator",
-            TemplateBody=json.dumps(_for_moto(template, mode)),
+            TemplateBody=json.dumps(_for_moto(template, mode, in_vpc=membership)),
             Capabilities=["CAPABILITY_IAM"],
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
         )
@@ -130,10 +135,22 @@ def test_coordinator_stack_deploys_and_wires_the_function(aws, template, mode):
     assert env["asg_names"] == "etcd-a,etcd-b" and env["srv_record_name"] == "_etcd-server._tcp"
     assert env["POWERTOOLS_SERVICE_NAME"] == "coordinator"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "EtcdAsgCoordinator"
+    assert (
+        env["etcd_membership"] == "true" and str(env["member_start_timeout_seconds"]) == "300"
+    )  # moto keeps Number types
+
+    # Membership on: in the VPC, with the stack's own security group (its egress: see below).
+    ec2 = boto3.client("ec2")
+    (subnet,) = conf["VpcConfig"]["SubnetIds"]
+    assert conf["VpcConfig"]["SecurityGroupIds"] == [res["FunctionSecurityGroup"]]
+    (group,) = ec2.describe_security_groups(GroupIds=[res["FunctionSecurityGroup"]])["SecurityGroups"]
+    assert group["VpcId"] == ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"]
+    # (moto's CloudFormation ignores SecurityGroupEgress and keeps the default rule: the egress rules are
+    # checked in the template, tests/aws/test_template_agrees.py.)
 
     # The log group with its retention.
-    (group,) = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/etcd-asg-coordinator/")["logGroups"]
-    assert group["retentionInDays"] == 30
+    (log_group,) = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/etcd-asg-coordinator/")["logGroups"]
+    assert log_group["retentionInDays"] == 30
 
     # The role, resolved: completion scoped to both served groups, Route 53 to the zone.
     iam = boto3.client("iam")
@@ -204,3 +221,47 @@ def test_coordinator_stack_deploys_and_wires_the_function(aws, template, mode):
     assert exports["coordinator-DomainName"] == "example.com"
     assert exports["coordinator-LaunchHookName"] == "etcd-coordinator-launch"
     assert ("coordinator-HookTopicArn" in exports) == (mode == "SNS")
+    assert exports["coordinator-FunctionSecurityGroupId"] == res["FunctionSecurityGroup"]
+
+
+def test_dns_only_deploys_outside_the_vpc_without_a_security_group(aws, template):
+    _, res = _deploy(template, "EventBridge", membership=False)
+    conf = boto3.client("lambda").get_function(FunctionName=res["Function"])["Configuration"]
+    assert conf["Environment"]["Variables"]["etcd_membership"] == "false"
+    assert not conf.get("VpcConfig", {}).get("SubnetIds")
+    assert "FunctionSecurityGroup" not in res
+    exports = {e["Name"] for e in boto3.client("cloudformation").list_exports()["Exports"]}
+    assert "coordinator-FunctionSecurityGroupId" not in exports
+
+
+def test_cluster_stack_admits_the_coordinators_security_group_on_the_client_port(aws, template):
+    """The default deployment: coordinator.yaml (membership on, in the VPC), then etcd-cluster.yaml with its
+    defaults. The members' group admits the coordinator's own security group on 2379 and itself on 2380."""
+    _, coordinator = _deploy(template, "EventBridge")
+    subnet = boto3.client("ec2").describe_subnets()["Subnets"][0]
+    params = {
+        "CoordinatorStackName": "coordinator", "GroupName": "etcd", "VpcId": subnet["VpcId"],
+        "SubnetIds": subnet["SubnetId"],
+        # moto knows this public parameter, not the template's default al2023 one
+        "ImageId": "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2",
+    }  # fmt: skip
+    cfn = boto3.client("cloudformation")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfn.create_stack(
+            StackName="etcd",
+            TemplateBody=json.dumps(load_template(CLUSTER), default=str),
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        )
+    stack = cfn.describe_stacks(StackName="etcd")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    res = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName="etcd")["StackResourceSummaries"]
+    }
+    (group,) = boto3.client("ec2").describe_security_groups(GroupIds=[res["SecurityGroup"]])["SecurityGroups"]
+    sources = {
+        (p["FromPort"], pair["GroupId"]) for p in group["IpPermissions"] for pair in p.get("UserIdGroupPairs", [])
+    }
+    assert (2379, coordinator["FunctionSecurityGroup"]) in sources
+    assert {(2379, res["SecurityGroup"]), (2380, res["SecurityGroup"])} <= sources

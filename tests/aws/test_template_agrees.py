@@ -92,11 +92,75 @@ def test_metrics_namespace_is_the_one_the_alarms_watch(coordinator_template):
     custom = {
         a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == "EtcdAsgCoordinator"
     }
-    assert custom == {"AbandonedActions", "GuardRefused"}
+    assert custom == {"AbandonedActions", "GuardRefused", "QuorumHold", "MemberStartTimeouts"}
     for alarm in alarms.values():
         if alarm["Properties"]["Namespace"] == "EtcdAsgCoordinator":
             # powertools Metrics adds exactly one dimension: service = POWERTOOLS_SERVICE_NAME
             assert alarm["Properties"]["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+
+
+def test_quorum_holds_and_member_start_timeouts_alarm_like_guard_refusals(coordinator_template):
+    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in _alarms(coordinator_template)}
+    guard = alarms["GuardRefused"]
+    for metric in ("QuorumHold", "MemberStartTimeouts"):
+        alarm = alarms[metric]
+        for key in ("Namespace", "Dimensions", "Statistic", "Threshold", "ComparisonOperator", "TreatMissingData"):
+            assert alarm[key] == guard[key], f"{metric}: {key}"
+        assert alarm["AlarmActions"] == guard["AlarmActions"] and alarm["OKActions"] == guard["OKActions"]
+
+
+def _alarms(t: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(_resources(t, "AWS::CloudWatch::Alarm").values())
+
+
+def test_membership_is_on_by_default_and_cannot_deploy_outside_the_vpc(coordinator_template):
+    t = coordinator_template
+    params, env = t["Parameters"], _env(t)
+    assert params["EtcdMembership"]["Default"] == "true" and env["etcd_membership"] == {"Ref": "EtcdMembership"}
+    rule = t["Rules"]["MembershipNeedsSubnets"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "EtcdMembership"}, "true"]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::EachMemberEquals": [{"Ref": "SubnetIds"}, ""]}]}
+    assert "SubnetIds" in assertion["AssertDescription"] and "EtcdMembership=false" in assertion["AssertDescription"]
+    own = t["Rules"]["OwnSecurityGroupNeedsVpcId"]
+    assert own["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "VpcId"}, ""]}]}
+
+
+def test_in_the_vpc_the_function_gets_its_own_security_group_and_exports_it(coordinator_template):
+    t = coordinator_template
+    res = t["Resources"]
+    vpc = res["Function"]["Properties"]["VpcConfig"]["Fn::If"]
+    assert vpc[0] == "InVpc" and vpc[1]["SubnetIds"] == {"Ref": "SubnetIds"}
+    assert vpc[1]["SecurityGroupIds"] == {
+        "Fn::If": ["CreateSecurityGroup", [{"Ref": "FunctionSecurityGroup"}], {"Ref": "SecurityGroupIds"}]
+    }
+    group = res["FunctionSecurityGroup"]
+    assert group["Condition"] == "CreateSecurityGroup" and group["Properties"]["VpcId"] == {"Ref": "VpcId"}
+    port = {"Ref": "EtcdClientPort"}
+    egress = [(e["IpProtocol"], e["FromPort"], e["ToPort"]) for e in group["Properties"]["SecurityGroupEgress"]]
+    assert egress == [("tcp", port, port), ("tcp", 443, 443)]  # etcd, then the AWS APIs; nothing else
+    output = t["Outputs"]["FunctionSecurityGroupId"]
+    assert output["Condition"] == "InVpc"
+    assert output["Export"]["Name"] == {"Fn::Sub": "${AWS::StackName}-FunctionSecurityGroupId"}
+    # ENIs of a VPC function: the managed policy, in the VPC only.
+    managed = res["FunctionRole"]["Properties"]["ManagedPolicyArns"]["Fn::If"]
+    assert managed[0] == "InVpc"
+    assert managed[1] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}
+    ]
+
+
+def test_cluster_admits_the_coordinator_on_the_client_port_and_peers_on_the_peer_port(cluster_template):
+    res = cluster_template["Resources"]
+    client = res["ClientIngressFromCoordinator"]
+    assert cluster_template["Parameters"]["CoordinatorInVpc"]["Default"] == "true"
+    assert (client["Properties"]["FromPort"], client["Properties"]["ToPort"]) == (2379, 2379)
+    assert client["Properties"]["SourceSecurityGroupId"] == {
+        "Fn::ImportValue": {"Fn::Sub": "${CoordinatorStackName}-FunctionSecurityGroupId"}
+    }
+    peers = res["PeerIngress"]["Properties"]
+    assert (peers["FromPort"], peers["ToPort"]) == (2380, 2380)
+    assert peers["SourceSecurityGroupId"] == peers["GroupId"] == {"Ref": "SecurityGroup"}
 
 
 def test_role_allows_exactly_the_operations_the_code_calls(coordinator_template, operations):
@@ -210,7 +274,16 @@ def test_function_runs_the_package_entry_point(coordinator_template):
 
 
 @pytest.mark.parametrize(
-    "export", ["DomainName", "EtcdPort", "LaunchHookName", "TerminateHookName", "HeartbeatTimeout", "HookTopicArn"]
+    "export",
+    [
+        "DomainName",
+        "EtcdPort",
+        "LaunchHookName",
+        "TerminateHookName",
+        "HeartbeatTimeout",
+        "HookTopicArn",
+        "FunctionSecurityGroupId",
+    ],
 )
 def test_cluster_stack_imports_only_what_the_coordinator_exports(coordinator_template, cluster_template, export):
     exports = {

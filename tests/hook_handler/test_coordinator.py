@@ -85,7 +85,22 @@ def test_launch_completes_only_after_the_change_listing_it_is_insync(aws):
     insync_at = next(i for i, (op, r) in enumerate(ops) if op == "GetChange" and r.endswith("INSYNC"))
     complete_at = next(i for i, (op, _) in enumerate(ops) if op == "CompleteLifecycleAction")
     assert change_at < insync_at < complete_at
-    assert stack.tags(new)["etcd-cluster-state"] == "existing"
+
+
+def test_dns_only_never_tells_a_joiner_existing_without_a_member_add(aws):
+    """Defect 2 of issue 10: with membership off, a joiner into a running cluster was still tagged
+    `existing` although no `member add` happened, so its etcd start failed (member count is unequal)
+    and left a data dir behind. DNS-only mode lists it and completes, and leaves the go tag unset."""
+    stack = deploy(aws, mode="eventbridge", settings={"etcd_membership": "false"})
+    grow(stack, 3)
+    founders = set(stack.instances())
+    stack.scale(4)
+    aws.clock.run()
+    (new,) = set(stack.instances()) - founders
+    assert stack.instances()[new] == "InService"
+    assert stack.private_dns([new])[new] in stack.targets()
+    assert "etcd-cluster-state" not in stack.tags(new)
+    assert {stack.tags(i)["etcd-cluster-state"] for i in founders} == {"new"}
 
 
 def test_fresh_group_lists_all_three_before_any_completes(aws):
@@ -373,7 +388,6 @@ def test_bad_setting_fails_before_any_aws_call(aws, monkeypatch):
     with pytest.raises(SettingsError, match="r53_zone_id"):
         app.lambda_handler({"action": "reconcile"}, None)
     assert aws.calls[before:] == []
-
 
 
 def test_a_second_concurrent_batch_follows_the_writers_change_without_doubling_the_polls(aws):

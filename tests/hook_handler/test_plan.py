@@ -85,7 +85,7 @@ def test_ttl_drift_is_repaired_with_the_current_ttl_in_the_delete():
     assert plan.changes[1]["ResourceRecordSet"]["TTL"] == 60
 
 
-def test_excluded_states_and_stopped_instances_are_not_members():
+def test_excluded_states_and_stopped_instances_are_not_members_but_standby_keeps_its_place():
     obs = observe(
         inst(1),
         inst(2, "Standby"),
@@ -95,7 +95,16 @@ def test_excluded_states_and_stopped_instances_are_not_members():
         inst(6, "Pending:Proceed"),
     )
     plan = build_plan(make_settings(), obs, {})
-    assert plan.targets == ("ip-10-0-0-1.ec2.internal.", "ip-10-0-0-6.ec2.internal.")
+    assert plan.targets == ("ip-10-0-0-1.ec2.internal.", "ip-10-0-0-2.ec2.internal.", "ip-10-0-0-6.ec2.internal.")
+
+
+def test_standby_neither_drops_nor_re_adds_a_member():
+    """Defect 6 of issue 10: EnterStandby dropped the instance from the record (and its etcd member), and
+    ExitStandby listed it again without a member add. Standby now keeps its place: no change either way."""
+    plan = build_plan(make_settings(), observe(inst(1), inst(2, "Standby"), inst(3)), srv(1, 2, 3))
+    assert plan.changes == () and plan.removed == () and plan.guard_kept == ()
+    back = build_plan(make_settings(), observe(inst(1), inst(2), inst(3)), srv(1, 2, 3))
+    assert back.changes == () and back.added == ()
 
 
 def test_tag_selector_and_seed_tags_filter_members():
@@ -117,16 +126,29 @@ def test_guard_keeps_members_that_a_wrong_tag_selector_would_drop():
     plan = build_plan(settings, observe(inst(1), inst(2), inst(3)), srv(1, 2, 3))
     assert plan.changes == ()
     assert len(plan.guard_kept) == 3
-    assert "still runs in a served group" in plan.guard_reasons[0]
+    assert "still runs" in plan.guard_reasons[0]
 
 
-def test_guard_lets_explained_removals_through():
+def test_guard_lets_explained_removals_through_and_keeps_targets_no_instance_is_found_for():
+    """Defects 3 and 4 of issue 10: a target whose instance could not be found (an IP-form target, a
+    changed target naming) counted as "instance does not exist" and was removed. Only what the APIs say
+    of a known instance explains a removal; an unknown target is kept and reported."""
     # instance 2 is terminated (bypassing hooks); instance 3 is not known to EC2 at all
     obs = observe(inst(1), inst(2, ec2="terminated"))
     plan = build_plan(make_settings(), obs, srv(1, 2, 3))
-    assert plan.removed == ("ip-10-0-0-2.ec2.internal.", "ip-10-0-0-3.ec2.internal.")
-    assert plan.targets == ("ip-10-0-0-1.ec2.internal.",)
-    assert plan.guard_kept == ()
+    assert plan.removed == ("ip-10-0-0-2.ec2.internal.",)
+    assert plan.targets == ("ip-10-0-0-1.ec2.internal.", "ip-10-0-0-3.ec2.internal.")
+    assert plan.guard_kept == ("ip-10-0-0-3.ec2.internal.",)
+    assert "no instance found" in plan.guard_reasons[0]
+
+
+def test_changing_the_target_naming_adds_the_new_form_and_removes_nothing():
+    """Defect 4 of issue 10: switching `target_mode` made every old-form target an explained removal."""
+    obs = observe(inst(1), inst(2), inst(3))
+    plan = build_plan(make_settings(target_mode="a-record"), obs, srv(1, 2, 3))
+    assert plan.removed == ()
+    assert set(plan.guard_kept) == {f"ip-10-0-0-{n}.ec2.internal." for n in (1, 2, 3)}
+    assert {f"ip-10-0-0-{n}.ec2.internal." for n in (1, 2, 3)} <= set(plan.targets)
 
 
 def test_guard_allows_configured_number_of_unexplained_removals():
@@ -175,12 +197,22 @@ def test_extra_srv_records_and_a_record_mode_change_in_one_batch():
     assert created[(SRV, "SRV")]["ResourceRecordSet"]["ResourceRecords"] == [{"Value": f"0 0 2380 {target}"}]
 
 
-def test_leave_event_explains_removal_even_while_api_still_lists_member_state():
+def test_a_leave_event_alone_never_explains_a_removal():
+    """Events say which action waits, never who leaves: an instance the APIs still place in service stays."""
     leaving = inst(2, "InService")
     event = LifecycleEvent(kind=Kind.LEAVE, source="eventbridge", group="etcd", instance_id=leaving.instance_id)
     settings = make_settings(tag_selector="Role=etcd")
     obs = observe(inst(1, tags={"Role": "etcd"}), leaving)
-    assert build_plan(settings, obs, srv(1, 2), [event]).removed == ("ip-10-0-0-2.ec2.internal.",)
+    plan = build_plan(settings, obs, srv(1, 2), [event])
+    assert plan.removed == () and plan.guard_kept == ("ip-10-0-0-2.ec2.internal.",)
+
+
+def test_targets_whose_member_removal_is_held_stay_listed():
+    obs = observe(inst(1), inst(2), inst(3, "Terminating:Wait"))
+    plan = build_plan(make_settings(), obs, srv(1, 2, 3), keep=["ip-10-0-0-3.ec2.internal."])
+    assert plan.changes == () and plan.leaves == ()
+    free = build_plan(make_settings(), obs, srv(1, 2, 3))
+    assert free.removed == ("ip-10-0-0-3.ec2.internal.",) and free.leaves == (inst(3).instance_id,)
 
 
 states = st.sampled_from(["Pending", "Pending:Wait", "Pending:Proceed", "InService", "Standby", "Terminating:Wait"])
@@ -212,7 +244,7 @@ def test_plan_properties(rows, listed):
 
 
 def test_with_membership_a_running_cluster_grows_one_joiner_at_a_time():
-    settings = make_settings(etcd_endpoints="http://10.0.0.1:2379")
+    settings = make_settings()  # membership is the default
     obs = observe(inst(1), inst(2), inst(3), inst(4, "Pending:Wait"), inst(5, "Pending:Wait"))
     plan = build_plan(settings, obs, srv(1, 2, 3))
     assert plan.launches == (inst(4).instance_id,)
@@ -222,7 +254,7 @@ def test_with_membership_a_running_cluster_grows_one_joiner_at_a_time():
     again = build_plan(settings, obs, srv(1, 2, 3, 4))
     assert again.changes == () and again.queued == (inst(5).instance_id,)
     # membership off: both join in one change
-    both = build_plan(make_settings(), obs, srv(1, 2, 3))
+    both = build_plan(make_settings(etcd_membership="false"), obs, srv(1, 2, 3))
     assert both.queued == () and len(both.launches) == 2
 
 

@@ -15,8 +15,14 @@
 #      record exactly once, on first start: a missing or stale answer here would make it exit or,
 #      worse, bootstrap from an incomplete record.
 #   5. exec etcd with DNS discovery, --initial-cluster-state from the tag.
-# A restart with a member in the data dir skips 2-4 and all discovery flags: etcd ignores them
-# and the record may have changed since.
+# Restart or first start: decided as etcd decides it, by the WAL (server: wal.Exist(member/wal)).
+#   - A *.wal file in $ETCD_DATA_DIR/member/wal: a member that has joined. Skip 2-4 and every
+#     discovery flag (etcd ignores them and the record may have changed since); keep the data.
+#   - member/ but no WAL: what a failed first start leaves. Seen with etcd 3.5.1: a joiner started
+#     with --initial-cluster-state existing whose record lists a member etcd does not have exits 1
+#     with "member count is unequal" and leaves member/snap/db (bbolt, 20 KB) and no member/wal;
+#     started again on that dir without discovery flags it bootstraps a one-member cluster of its
+#     own (new cluster ID, empty keyspace). So: log it, clear the data dir, do 2-5 again.
 #
 # Settings (environment variables):
 #   ETCD_DOMAIN                 required: the domain of the SRV record (--discovery-srv)
@@ -71,6 +77,8 @@ check_settings() {
     is_number "${!name}" || die "$name='${!name}' is not a number of seconds"
   done
   case $BOOTSTRAP_SRV_CHECK in auto | 0 | 1) ;; *) die "BOOTSTRAP_SRV_CHECK='$BOOTSTRAP_SRV_CHECK' is not auto, 0 or 1" ;; esac
+  # The script may clear it (a failed first start): never "/" or a relative path.
+  [[ $ETCD_DATA_DIR == /* && -n ${ETCD_DATA_DIR//\//} ]] || die "ETCD_DATA_DIR='$ETCD_DATA_DIR' is not an absolute path below /"
   [[ -x $ETCD_BIN ]] || die "ETCD_BIN=$ETCD_BIN is not an executable etcd binary"
 }
 
@@ -187,6 +195,18 @@ wait_srv_lists() {
   log "$(srv_name) lists $host:$ETCD_PEER_PORT"
 }
 
+# -- the data dir ------------------------------------------------------------------------------
+# wal_exists: the data dir holds a member's WAL (what etcd's wal.Exist checks).
+wal_exists() {
+  compgen -G "$ETCD_DATA_DIR/member/wal/*.wal" >/dev/null
+}
+
+# clear_data_dir: empty the data dir but keep it (it may be a mount point, with its mode and owner).
+clear_data_dir() {
+  find "$ETCD_DATA_DIR" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + ||
+    die "cannot clear $ETCD_DATA_DIR (left by a failed first start); clear it by hand"
+}
+
 main() {
   check_settings
   imds_token
@@ -206,9 +226,14 @@ main() {
     --advertise-client-urls "http://$ip:$ETCD_CLIENT_PORT"
   )
 
-  if [[ -d $ETCD_DATA_DIR/member ]]; then
-    log "restart: $ETCD_DATA_DIR already holds a member; starting without discovery"
+  if wal_exists; then
+    log "restart: $ETCD_DATA_DIR/member/wal holds a WAL; starting without discovery, keeping the data"
     exec "$ETCD_BIN" --name "$id" "${urls[@]}" --data-dir "$ETCD_DATA_DIR" "$@"
+  fi
+  if [[ -e $ETCD_DATA_DIR/member ]]; then
+    log "leftover of a failed first start: $ETCD_DATA_DIR/member has no WAL; clearing $ETCD_DATA_DIR" \
+      "and starting as a first start again"
+    clear_data_dir
   fi
 
   wait_in_service

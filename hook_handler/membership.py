@@ -1,0 +1,289 @@
+"""The membership decision, on plain values: which etcd member is which instance, which members may go,
+and the next step of each joining or leaving member. No I/O here (``coordinator`` applies).
+
+A member *is* an instance. The start script names every member after its instance id, and the
+coordinator records the etcd member ID on the instance (tag ``etcd-member-id``) right after
+``member add``, with the phase recorded *before* it (``etcd-member-phase=adding``). So a member is
+identified, in this order, by: its name (an instance id), the ID recorded on an instance, an
+unstarted member whose peer host is an instance in phase ``adding`` (an add whose answer was lost),
+and finally by peer host (a DNS name or an IP address) of a running instance — for clusters attached
+with members named otherwise. A URL match never outranks a name: a replacement that reuses a dead
+instance's IP is not the dead member.
+
+A member may be removed only when the APIs say its instance is terminating, terminated, stopped or
+gone (``departure``) — never because a setting changed, a lookup failed or a URL did not match.
+
+Phases of a joiner (each step idempotent, checked against the member list):
+  1. listed in the record → INSYNC (``plan``/``route53``)
+  2. ``adding`` tag written (write before mutate) → ``member add`` (learner where etcd supports it)
+  3. ``etcd-member-id`` tag → go signal (``etcd-cluster-state=existing``)
+  4. member started (its name published) → promoted once in sync (learners) → healthy → CONTINUE
+  A member that has not become a healthy voter ``member_start_timeout_seconds`` after step 2 is
+  removed and its launch ABANDONed.
+Phases of a leaver: leadership moved off it → ``member remove`` (only if quorum allows) → record
+change without it → INSYNC → CONTINUE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from hook_handler.etcd import Member
+from hook_handler.members import Instance
+
+PHASE_TAG = "etcd-member-phase"
+MEMBER_ID_TAG = "etcd-member-id"
+SINCE_TAG = "etcd-member-since"
+ADDING = "adding"
+ADDED = "added"
+
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+_STOPPED_EC2 = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+
+
+def is_instance_id(name: str) -> bool:
+    """
+    >>> is_instance_id("i-0123456789abcdef0"), is_instance_id("etcd-0")
+    (True, False)
+    """
+    return bool(_INSTANCE_ID.match(name))
+
+
+def departure(instance: Instance | None) -> str | None:
+    """Why the APIs say this instance is leaving for good, or None when they do not.
+
+    Only terminating, terminated, stopped or gone (unknown to EC2 by id, ids are never reused) count.
+    Not being in a served group, a tag that no longer matches or a lookup by address that finds nothing
+    are *not* departures: they are what a wrong setting looks like.
+
+    >>> departure(Instance("i-1", group="g", lifecycle_state="InService", ec2_state="running")) is None
+    True
+    >>> departure(Instance("i-1", group="g", lifecycle_state="Terminating:Wait", ec2_state="running"))
+    'instance is Terminating:Wait'
+    >>> departure(Instance("i-1"))
+    'instance is gone (EC2 does not know it)'
+    """
+    if instance is None or instance.ec2_state is None:
+        return "instance is gone (EC2 does not know it)"
+    if instance.ec2_state in _STOPPED_EC2:
+        return f"instance is {instance.ec2_state}"
+    state = instance.lifecycle_state or ""
+    if state.startswith("Terminating") or state == "Terminated" or state.startswith("Warmed:"):
+        return f"instance is {state}"
+    return None
+
+
+def member_id_of(instance: Instance) -> str | None:
+    """The etcd member ID recorded on the instance (decimal), if any."""
+    raw = instance.tags.get(MEMBER_ID_TAG, "")
+    try:
+        return str(int(raw, 16)) if raw else None
+    except ValueError:
+        return None
+
+
+def hosts_of(instance: Instance) -> frozenset[str]:
+    """Every host an instance's peer URL may name: its private DNS name and its private IP."""
+    return frozenset(h.lower().rstrip(".") for h in (instance.private_dns, instance.private_ip) if h)
+
+
+@dataclass(frozen=True)
+class EtcdView:
+    """What etcd said in this pass. ``healthy``: member IDs whose own endpoint answered with a leader."""
+
+    members: tuple[Member, ...]
+    healthy: frozenset[str] = frozenset()
+    leader: str | None = None
+    raft_index: Mapping[str, int] = field(default_factory=dict)
+    learners: bool = True  # the cluster version supports learners (3.4+)
+
+    def voters(self) -> list[Member]:
+        return [m for m in self.members if not m.learner]
+
+    def lag(self, member_id: str) -> int | None:
+        """Raft index behind the leader (None when either did not answer)."""
+        if self.leader is None or self.leader not in self.raft_index or member_id not in self.raft_index:
+            return None
+        return max(0, self.raft_index[self.leader] - self.raft_index[member_id])
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which instance each member is (None: unknown — never removed on that basis)."""
+
+    owner: Mapping[str, str | None]  # member id -> instance id
+    how: Mapping[str, str]  # member id -> "name" | "tag" | "adopt" | "host" | "unknown"
+
+    def member_of(self, instance_id: str, view: EtcdView) -> Member | None:
+        for member in view.members:
+            if self.owner.get(member.id) == instance_id:
+                return member
+        return None
+
+
+def identify(view: EtcdView, instances: Mapping[str, Instance]) -> Identity:
+    """Map every member to its instance (see the module docstring for the order).
+
+    ``instances`` must include the instances named by members (looked up by id, so a gone one is an
+    ``Instance`` with ``ec2_state=None``) and those carrying a member-ID tag.
+    """
+    owner: dict[str, str | None] = {}
+    how: dict[str, str] = {}
+    by_tag = {mid: i.instance_id for i in instances.values() if (mid := member_id_of(i))}
+    running = [i for i in instances.values() if not i.gone]
+    for member in view.members:
+        if member.name and is_instance_id(member.name):
+            owner[member.id], how[member.id] = member.name, "name"
+        elif member.id in by_tag:
+            owner[member.id], how[member.id] = by_tag[member.id], "tag"
+        else:
+            host_match = [i for i in running if hosts_of(i) & member.peer_hosts]
+            adopting = [i for i in host_match if i.tags.get(PHASE_TAG) == ADDING and not member_id_of(i)]
+            if not member.started and len(adopting) == 1:
+                owner[member.id], how[member.id] = adopting[0].instance_id, "adopt"
+            elif len(host_match) == 1 and not _named_elsewhere(member, host_match[0]):
+                owner[member.id], how[member.id] = host_match[0].instance_id, "host"
+            else:
+                owner[member.id], how[member.id] = None, "unknown"
+    return Identity(owner=owner, how=how)
+
+
+def _named_elsewhere(member: Member, instance: Instance) -> bool:
+    return bool(member.name) and is_instance_id(member.name) and member.name != instance.instance_id
+
+
+def quorum_after(view: EtcdView, removing: Iterable[str]) -> tuple[bool, str]:
+    """Whether the voters left after removing ``removing`` (member IDs) keep a healthy quorum.
+
+    >>> from hook_handler.etcd import Member
+    >>> v = EtcdView(tuple(Member(str(n), f"i-{n:08x}", (), ()) for n in (1, 2, 3)), healthy=frozenset({"1", "2"}))
+    >>> quorum_after(v, ["1"])
+    (False, '1 of 2 voters left would be healthy; quorum needs 2')
+    >>> quorum_after(v, ["3"])[0]
+    True
+    """
+    gone = set(removing)
+    left = [m for m in view.voters() if m.id not in gone]
+    if not left:
+        return True, "no voter left: the cluster ends with its last member"
+    healthy = sum(1 for m in left if m.id in view.healthy)
+    need = len(left) // 2 + 1
+    detail = f"{healthy} of {len(left)} voters left would be healthy; quorum needs {need}"
+    return healthy >= need, detail
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A member to remove, why, and whether quorum allows it now."""
+
+    member: Member
+    instance_id: str | None
+    why: str
+    allowed: bool
+    quorum: str
+
+
+def removals(
+    view: EtcdView,
+    identity: Identity,
+    instances: Mapping[str, Instance],
+    *,
+    targets_of_live: Iterable[str] = (),
+) -> list[Removal]:
+    """Members whose instances the APIs say are gone or leaving, in the order they should go.
+
+    Gone and unhealthy first (each makes the quorum arithmetic better), leaving-but-healthy last, each
+    judged against the cluster as it will be after the ones before it. An unstarted member nobody owns
+    and whose peer host no running instance has is removed too: nothing can ever start it, and as a
+    voter it blocks every later add.
+    """
+    live_hosts = {h.lower().rstrip(".") for h in targets_of_live}
+    for inst in instances.values():
+        if not inst.gone:
+            live_hosts |= hosts_of(inst)
+    found: list[tuple[int, Member, str | None, str]] = []
+    for member in view.members:
+        iid = identity.owner.get(member.id)
+        if iid is None:
+            if not member.started and not (member.peer_hosts & live_hosts):
+                found.append((0, member, None, "unstarted member no running instance owns"))
+            continue
+        why = departure(instances.get(iid))
+        if why is None:
+            continue
+        rank = 1 if member.id in view.healthy else 0
+        found.append((rank, member, iid, why))
+    found.sort(key=lambda f: (f[0], f[1].learner is False, f[2] or "", f[1].id))
+    out: list[Removal] = []
+    planned: list[str] = []
+    for _, member, iid, why in found:
+        ok, detail = quorum_after(view, [*planned, member.id])
+        if not ok and member.id not in view.healthy:
+            # Removing a member that is not healthy keeps every healthy voter: if the rest lack a quorum they
+            # lacked it before too. It never causes a loss (etcd may still refuse without a leader).
+            ok, detail = True, detail + " (the member is not healthy: removing it costs no healthy voter)"
+        out.append(Removal(member, iid, why, ok, detail))
+        if ok:
+            planned.append(member.id)
+    return out
+
+
+@dataclass(frozen=True)
+class JoinStep:
+    """The next step for one joining instance."""
+
+    instance_id: str
+    step: str  # add | tag-id | go | wait-start | promote | complete | timeout
+    member: Member | None
+    detail: str = ""
+
+
+def join_step(
+    instance: Instance,
+    member: Member | None,
+    view: EtcdView,
+    *,
+    now: float,
+    start_timeout: float,
+    go_written: bool,
+) -> JoinStep:
+    """Where a launch into a running cluster stands, from its tags and the live member list."""
+    iid = instance.instance_id
+    since = _since(instance)
+    if member is None:
+        if instance.tags.get(PHASE_TAG) in (ADDING, ADDED) and since is not None and now - since > start_timeout:
+            return JoinStep(iid, "timeout", None, f"no member {now - since:.0f}s after its add began")
+        return JoinStep(iid, "add", None, "not a member yet")
+    if member_id_of(instance) != member.id:
+        return JoinStep(iid, "tag-id", member, f"member {member.hex_id} not recorded on the instance")
+    ready = member.started and not member.learner and member.id in view.healthy
+    if not ready and since is not None and now - since > start_timeout:
+        state = "unstarted" if not member.started else ("a learner" if member.learner else "unhealthy")
+        return JoinStep(iid, "timeout", member, f"still {state} {now - since:.0f}s after member add")
+    if not go_written:
+        return JoinStep(iid, "go", member, "member added; the instance may start etcd")
+    if not member.started:
+        return JoinStep(iid, "wait-start", member, "waiting for etcd to start")
+    if member.learner:
+        return JoinStep(iid, "promote", member, "learner started; promote once in sync")
+    if member.id not in view.healthy:
+        return JoinStep(iid, "wait-start", member, "started, not healthy yet")
+    return JoinStep(iid, "complete", member, "healthy voting member")
+
+
+def _since(instance: Instance) -> float | None:
+    try:
+        return float(instance.tags[SINCE_TAG])
+    except (KeyError, ValueError):
+        return None
+
+
+def leader_target(view: EtcdView, leaving: Sequence[str]) -> Member | None:
+    """A healthy, caught-up voter to hand leadership to when the leader leaves (None: nobody fit)."""
+    candidates = [
+        m for m in view.voters() if m.id not in leaving and m.id in view.healthy and m.id != view.leader and m.started
+    ]
+    candidates.sort(key=lambda m: (view.lag(m.id) if view.lag(m.id) is not None else 1 << 62, m.id))
+    return candidates[0] if candidates else None

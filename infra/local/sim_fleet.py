@@ -1,0 +1,298 @@
+"""Simulated instances running the start protocol of ``infra/aws/bootstrap/etcd-bootstrap.sh`` on an ``EtcdModel``.
+
+The simulated-time counterpart of ``infra.local.instances.Fleet``: one periodic timer on the emulator's clock
+reads moto's backends directly (no API calls, so no call log, throttling or faults): the group's instances
+and lifecycle states, each instance's EC2 state and its tag ``etcd-cluster-state``, and the SRV record as
+DNS answers it (``LocalAWS.records``). Per instance it runs the script:
+
+1. data-dir rule (the fixed protocol): ``member/wal`` present → restart without discovery; ``member/``
+   without WAL → a failed first start: clear it and do the first start; empty → first start;
+2. wait until ``autoscaling/target-lifecycle-state`` is InService — IMDS reports the *target*, so Pending,
+   Pending:Wait and Pending:Proceed read InService too; Warmed:*/Terminat*/Detach* → not joining, exit;
+3. wait for the tag ``etcd-cluster-state`` (new | existing);
+4. wait until the SRV record lists its peer host on the peer port;
+5. start etcd with ``--discovery-srv`` on the model (targets and resolver read at that moment).
+
+Waits poll every ``poll_interval`` seconds, doubled per poll up to ``poll_max`` (the script's backoff).
+etcd that exits non-zero (or is killed by ``crash``) is restarted by systemd (``Restart=on-failure``) after
+``restart_delay`` and the script runs again; exit status 0 (removed from the cluster) is not restarted. The
+process is killed (SIGKILL) when its instance reaches Terminating:Proceed/Terminated, leaves the group, or
+EC2 stops/terminates it; Standby keeps it running.
+
+Example:
+    >>> fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
+    >>> stack.scale(3); aws.clock.advance(60)
+    >>> sorted(fleet.client_endpoints())
+    ['http://10.0.0.4:2379', ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from infra.local.aws import LocalAWS
+from infra.local.etcd_model import Discovery, EtcdModel
+
+TAG_CLUSTER_STATE = "etcd-cluster-state"
+_TARGET_IN_SERVICE = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+_NOT_JOINING = ("Warmed", "Terminat", "Detach")
+_STOPPED_STATES = {"Terminating:Proceed", "Terminated"}
+_EC2_GONE = {"shutting-down", "terminated", "stopping", "stopped"}
+_LIVE = {"pending", "running", "stopping", "stopped", "shutting-down"}
+
+Phase = Literal[
+    "waiting-in-service", "waiting-tag", "waiting-srv", "running", "restart-wait", "not-joining", "broken", "killed"
+]
+
+
+@dataclass
+class SimInstance:
+    """One instance's script: where it is, what it decided (``log``)."""
+
+    instance_id: str
+    ip: str
+    dns: str
+    phase: Phase = "waiting-in-service"
+    next_check: float = 0.0
+    delay: float = 1.0
+    cluster_state: str = ""
+    starts: int = 0
+    log: list[tuple[float, str]] = field(default_factory=list)
+
+
+class SimFleet:
+    """See the module docstring. ``peer_host``: ``"dns"`` advertises ``http://<private dns>:2380`` (default),
+    ``"ip"`` advertises ``http://<private ip>:2380``; ``never_start``: instances whose etcd never starts."""
+
+    def __init__(
+        self,
+        aws: LocalAWS,
+        model: EtcdModel,
+        group: str,
+        *,
+        zone_id: str,
+        domain: str,
+        srv_name: str | None = None,
+        token: str | None = None,
+        peer_host: Literal["dns", "ip"] = "dns",
+        never_start: Iterable[str] = (),
+        restart_delay: float = 5.0,
+        poll: float = 0.5,
+        poll_interval: float = 1.0,
+        poll_max: float = 10.0,
+        peer_port: int = 2380,
+        client_port: int = 2379,
+    ) -> None:
+        self.aws = aws
+        self.model = model
+        self.clock: Any = aws.clock
+        self.group = group
+        self.zone_id = zone_id
+        self.domain = domain.rstrip(".")
+        service = "_etcd-server" + (f"-{srv_name}" if srv_name else "")
+        self.srv_fqdn = f"{service}._tcp.{self.domain}.".lower()
+        self.token = token or f"etcd-{self.domain}"
+        self.peer_host = peer_host
+        self.never_start = set(never_start)
+        self.restart_delay = restart_delay
+        self.poll = poll
+        self.poll_interval = poll_interval
+        self.poll_max = poll_max
+        self.peer_port = peer_port
+        self.client_port = client_port
+        self.instances: dict[str, SimInstance] = {}
+        self._running = False
+
+    # -- control -------------------------------------------------------------------------------------
+    def start(self) -> SimFleet:
+        self._running = True
+        self.tick()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching and kill every etcd."""
+        self._running = False
+        for inst in self.instances.values():
+            self.model.kill(inst.instance_id)
+
+    def crash(self, instance_id: str) -> None:
+        """etcd dies (SIGKILL); the instance keeps running and systemd restarts etcd after ``restart_delay``."""
+        self.model.kill(instance_id)
+        self._note(self.instances[instance_id], "etcd crashed")
+
+    def client_endpoints(self) -> list[str]:
+        """Client URLs of running etcd processes, in instance-id order."""
+        return [p.client_url for iid, p in sorted(self.model.processes.items()) if p.running and iid in self.instances]
+
+    def peer_url(self, inst: SimInstance) -> str:
+        host = inst.dns if self.peer_host == "dns" else inst.ip
+        return f"http://{host}:{self.peer_port}"
+
+    # -- one look ------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if not self._running:
+            return
+        try:
+            self._sync()
+        finally:
+            self.clock.call_later(self.poll, self.tick)
+
+    def _backends(self) -> tuple[Any, Any]:
+        from moto.autoscaling.models import autoscaling_backends
+        from moto.ec2.models import ec2_backends
+
+        return (
+            autoscaling_backends[self.aws.account][self.aws.region],
+            ec2_backends[self.aws.account][self.aws.region],
+        )
+
+    def _sync(self) -> None:
+        asg, ec2 = self._backends()
+        group = asg.autoscaling_groups.get(self.group)
+        states = {s.instance.id: s for s in group.instance_states} if group is not None else {}
+        ec2_instances = {i.id: i for r in ec2.reservations.values() for i in r.instances}
+        now = self.clock.now()
+        for iid, state in states.items():
+            if iid not in self.instances and state.lifecycle_state not in _STOPPED_STATES:
+                inst = state.instance
+                self.instances[iid] = SimInstance(iid, inst.private_ip or "", (inst.private_dns_name or "").lower())
+                self._note(self.instances[iid], f"booted ({state.lifecycle_state})")
+                self._begin(self.instances[iid], now)
+        for iid, inst in self.instances.items():
+            if inst.phase == "killed":
+                continue
+            lifecycle = states[iid].lifecycle_state if iid in states else None
+            ec2_state = getattr(ec2_instances.get(iid), "state", None)
+            if lifecycle is None or lifecycle in _STOPPED_STATES or ec2_state in _EC2_GONE:
+                self.model.kill(iid)
+                inst.phase = "killed"
+                self._note(inst, f"instance stops ({lifecycle or 'gone from the group'}, EC2 {ec2_state}): etcd killed")
+                continue
+            if now >= inst.next_check:
+                self._step(inst, lifecycle, ec2, now)
+
+    # -- the script ---------------------------------------------------------------------------------
+    def _begin(self, inst: SimInstance, now: float) -> None:
+        """The script starts (boot, or systemd's restart): the data-dir rule first."""
+        proc = self.model.processes.get(inst.instance_id)
+        state = proc.data.state if proc is not None else "empty"
+        if state == "wal":
+            self._note(inst, "member/wal present: restart without discovery")
+            self._exec(inst, None)
+            return
+        if state == "partial" and proc is not None:
+            self._note(inst, "member/ without WAL: a failed first start, data dir cleared")
+            self.model.clear_data(inst.instance_id)
+        inst.phase, inst.delay, inst.next_check = "waiting-in-service", self.poll_interval, now
+
+    def _wait(self, inst: SimInstance, now: float) -> None:
+        inst.next_check = now + inst.delay
+        inst.delay = min(inst.delay * 2, self.poll_max)
+
+    def _advance(self, inst: SimInstance, phase: Phase, now: float) -> None:
+        inst.phase, inst.delay, inst.next_check = phase, self.poll_interval, now
+
+    def _step(self, inst: SimInstance, lifecycle: str | None, ec2: Any, now: float) -> None:
+        if inst.phase == "waiting-in-service":
+            if lifecycle in _TARGET_IN_SERVICE:
+                self._note(inst, "target lifecycle state: InService")
+                self._advance(inst, "waiting-tag", now)
+            elif lifecycle is not None and lifecycle.startswith(_NOT_JOINING):
+                inst.phase = "not-joining"
+                self._note(inst, f"target lifecycle state is {lifecycle}: not joining")
+                return
+            else:
+                self._wait(inst, now)
+                return
+        if inst.phase == "waiting-tag":
+            value = ec2.tags.get(inst.instance_id, {}).get(TAG_CLUSTER_STATE)
+            if value in ("new", "existing"):
+                inst.cluster_state = value
+                self._note(inst, f"{TAG_CLUSTER_STATE}: {value}")
+                self._advance(inst, "waiting-srv", now)
+            elif value:
+                inst.phase = "broken"
+                self._note(inst, f"tag {TAG_CLUSTER_STATE}={value!r} is neither 'new' nor 'existing'")
+                return
+            else:
+                self._wait(inst, now)
+                return
+        if inst.phase == "waiting-srv":
+            host = (inst.dns if self.peer_host == "dns" else inst.ip).rstrip(".").lower()
+            targets = self.srv_targets()
+            # With IP peer URLs the record still names hosts (RFC 2782): the check, like etcd, resolves them.
+            listed = (host, self.peer_port) in targets or any(
+                port == self.peer_port and self.resolve(t) == inst.ip for t, port in targets
+            )
+            if listed:
+                self._note(inst, f"SRV lists {host}:{self.peer_port}")
+                self._exec(inst, self.discovery())
+            else:
+                self._wait(inst, now)
+            return
+        if inst.phase == "running":
+            proc = self.model.processes.get(inst.instance_id)
+            if proc is not None and proc.status == "exited":
+                self._note(inst, f"etcd exited {proc.exit_code}: {proc.exit_reason}")
+                if proc.exit_code == 0:
+                    inst.phase = "broken"  # Restart=on-failure: a clean exit stays down
+                    return
+                inst.phase, inst.next_check = "restart-wait", now + self.restart_delay
+            return
+        if inst.phase == "restart-wait":
+            self._begin(inst, now)
+
+    def _exec(self, inst: SimInstance, discovery: Discovery | None) -> None:
+        if inst.instance_id in self.never_start:
+            inst.phase = "broken"
+            self._note(inst, "etcd does not start (broken image)")
+            return
+        inst.starts += 1
+        self.model.start(
+            inst.instance_id,
+            name=inst.instance_id,
+            ip=inst.ip,
+            peer_url=self.peer_url(inst),
+            client_url=f"http://{inst.ip}:{self.client_port}",
+            discovery=discovery,
+            cluster_state="existing" if inst.cluster_state == "existing" else "new",
+            token=self.token,
+        )
+        inst.phase = "running"
+        inst.next_check = self.clock.now()
+        self._note(inst, f"etcd started ({'discovery ' + inst.cluster_state if discovery else 'restart'})")
+
+    # -- DNS as the instances see it ---------------------------------------------------------------
+    def srv_targets(self) -> list[tuple[str, int]]:
+        """(target, port) of the SRV record as DNS answers it now."""
+        record = self.aws.records(self.zone_id).get((self.srv_fqdn, "SRV"))
+        out = []
+        for value in record[1] if record else ():
+            parts = value.split()
+            if len(parts) == 4:
+                out.append((parts[3].rstrip(".").lower(), int(parts[2])))
+        return out
+
+    def resolve(self, host: str) -> str | None:
+        """A record of the zone, else a live instance's private DNS name (the VPC resolver)."""
+        host = host.rstrip(".").lower()
+        record = self.aws.records(self.zone_id).get((host + ".", "A"))
+        if record and record[1]:
+            return str(record[1][0])
+        _, ec2 = self._backends()
+        for r in ec2.reservations.values():
+            for i in r.instances:
+                if (i.private_dns_name or "").lower() == host and i.state in _LIVE:
+                    return str(i.private_ip)
+        return None
+
+    def discovery(self) -> Discovery:
+        return Discovery(targets=self.srv_targets(), resolver=self.resolve)
+
+    def _note(self, inst: SimInstance, message: str) -> None:
+        inst.log.append((self.clock.now(), message))
+
+
+__all__ = ["SimFleet", "SimInstance"]

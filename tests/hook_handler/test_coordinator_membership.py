@@ -1,0 +1,333 @@
+"""The coordinator with etcd membership on, against the etcd 3.5 model on simulated time.
+
+Each world is the emulated stack (``infra.local.stack.deploy``, EventBridge → function, reserved
+concurrency 1), an ``EtcdModel`` the coordinator reaches through its ``Transport``, and a ``SimFleet``
+running the bootstrap script's protocol on every instance. Tests assert what etcd says (member list,
+started/learner, one cluster ID, quorum), what Route 53 says (the record) and what Auto Scaling says
+(lifecycle states, how each action ended). Defects of issue 10 are named in the docstrings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from hook_handler.etcd import EtcdRefused
+from infra.local import LocalAWS
+from infra.local.autoscaling import iso
+from infra.local.clock import SimClock
+from infra.local.etcd_model import EtcdModel
+from infra.local.sim_fleet import SimFleet
+from infra.local.stack import Stack, deploy
+
+LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATE = "autoscaling:EC2_INSTANCE_TERMINATING"
+
+
+@dataclass
+class World:
+    aws: LocalAWS
+    stack: Stack
+    model: EtcdModel
+    fleet: SimFleet
+
+    # -- etcd's view (no API call) -------------------------------------------------------------
+    def clusters(self) -> dict[int, list[Any]]:
+        return {cid: ms for cid, ms in self.model.clusters().items() if any(m.running for m in ms)}
+
+    def members(self) -> list[Any]:
+        clusters = self.clusters()
+        assert len(clusters) == 1, f"expected one running cluster, etcd has {len(clusters)}: {clusters}"
+        (members,) = clusters.values()
+        return members
+
+    def member_names(self) -> set[str]:
+        return {m.name for m in self.members()}
+
+    # -- the group's and the zone's view ----------------------------------------------------------
+    def in_service(self) -> set[str]:
+        return {i for i, s in self.stack.instances().items() if s in ("InService", "Standby")}
+
+    def record_ids(self) -> set[str]:
+        dns = self.stack.private_dns(set(self.stack.instances()))
+        by_target = {t: i for i, t in dns.items()}
+        return {by_target.get(t, t) for t in self.stack.targets()}
+
+    def assert_in_step(self) -> None:
+        """Member list = record = the group's serving instances; every member started, no learner left."""
+        members = self.members()
+        assert all(m.started and not m.learner for m in members), members
+        assert {m.name for m in members} == self.in_service() == self.record_ids()
+        (cid,) = self.clusters()
+        assert not self.model.quorum_lost(cid)
+
+    def reconcile(self) -> None:
+        event = {
+            "version": "0",
+            "id": self.aws._delivery.new_uuid(),  # type: ignore[attr-defined]
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": self.aws.account,
+            "time": iso(self.aws.clock.now()),
+            "region": self.aws.region,
+            "resources": [],
+            "detail": {},
+        }
+        self.aws._delivery.invoke_async(self.stack.function_arn, event, "eventbridge")  # type: ignore[attr-defined]
+
+    def actions(self, transition: str) -> list[Any]:
+        return [a for a in self.aws.lifecycle_actions if a.transition == transition]
+
+
+def make_world(aws: LocalAWS, *, settings=None, transport=None, seed: int = 1, **fleet_options) -> World:
+    model = EtcdModel(aws.clock, seed=seed, start_seconds=fleet_options.pop("start_seconds", (1.0, 3.0)))
+    stack = deploy(
+        aws,
+        mode="eventbridge",
+        etcd=transport(model) if transport else model.transport(),
+        settings={"poll_interval_seconds": "2", **(settings or {})},
+    )
+    fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, **fleet_options).start()
+    return World(aws, stack, model, fleet)
+
+
+@pytest.fixture
+def aws():
+    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
+        yield local
+
+
+def grow(world: World, n: int, wait: float = 300.0) -> None:
+    world.stack.scale(n)
+    world.aws.clock.advance(wait)
+
+
+def test_a_cluster_is_founded_grown_and_shrunk_with_member_list_record_and_group_in_step(aws):
+    world = make_world(aws)
+    grow(world, 3)
+    world.assert_in_step()
+    founders = world.member_names()
+    grow(world, 5, 600)
+    world.assert_in_step()
+    # every joiner was added as a learner and promoted; the founders were never re-added
+    adds = [r for r in world.model.history if r.kind == "add"]
+    assert len(adds) == 2 and all(r.learner for r in adds)
+    assert {r.kind for r in world.model.history} >= {"add", "promote"}
+    grow(world, 3, 300)
+    world.assert_in_step()
+    assert world.member_names() != founders or len(founders) == 3
+    launches = world.actions(LAUNCH)
+    assert all(a.ended_by in ("complete", "terminated") for a in launches)
+    assert all(a.result == "CONTINUE" for a in launches if a.ended_by == "complete")
+
+
+def test_a_launch_completes_only_once_its_member_is_started_and_healthy(aws):
+    """Health-gated completion: InService means a healthy etcd member (a voter)."""
+    world = make_world(aws, start_seconds=(20.0, 20.0))
+    grow(world, 3)
+    world.stack.scale(4)
+    joined_at = None
+    for _ in range(300):
+        aws.clock.advance(1.0)
+        members = {m.name: m for m in world.members()}
+        joiners = set(world.stack.instances()) - set(members) - {""}
+        action = next((a for a in world.actions(LAUNCH) if a.ended_by == "complete" and a.ended_at > 0), None)
+        del action, joiners
+        done = [a for a in world.actions(LAUNCH)[3:] if a.ended_by == "complete"]
+        if done:
+            joined_at = done[0].ended_at
+            member = members.get(done[0].instance_id)
+            assert member is not None and member.started and not member.learner
+            break
+    assert joined_at is not None
+    world.assert_in_step()
+
+
+def test_queued_joiners_are_kept_alive_while_the_earlier_ones_start(aws):
+    """Defect 7 of issue 10: joins queue one at a time, but heartbeats covered only the current one:
+    3 → 9 with a 40 s etcd start abandoned launches at the 300 s hook timeout."""
+    world = make_world(aws, start_seconds=(40.0, 40.0))
+    grow(world, 3, 200)
+    grow(world, 9, 1800)
+    assert [a.ended_by for a in world.actions(LAUNCH)] == ["complete"] * 9
+    assert not any(a.ended_by == "timeout" for a in aws.lifecycle_actions)
+    world.assert_in_step()
+    assert len(world.members()) == 9
+
+
+def test_scale_in_while_a_member_is_down_is_held_until_it_is_back(aws):
+    """Defect 8 of issue 10: when etcd refused the remove (another member down) the coordinator retried
+    without heartbeats until the hook timed out with CONTINUE: the instance died still a member. Now the
+    quorum guard holds the termination alive (heartbeats, QuorumHold) and completes it once quorum allows."""
+    world = make_world(aws)
+    grow(world, 3)
+    ids = sorted(world.in_service())
+    down, leaving = ids[0], ids[1]
+    world.fleet.restart_delay = 900.0
+    world.fleet.crash(down)
+    aws.clock.advance(10)
+    world.stack.terminate(leaving, decrement=True)
+    for _ in range(6):  # 12 minutes: far past the hook's 300 s heartbeat timeout
+        aws.clock.advance(110)
+        world.reconcile()
+        assert world.stack.instances().get(leaving) == "Terminating:Wait"
+        assert leaving in world.member_names()
+        (cid,) = world.clusters()
+        assert not world.model.quorum_lost(cid)
+    (action,) = [a for a in world.actions(TERMINATE) if a.instance_id == leaving]
+    assert action.active and action.heartbeats > 0
+    for _ in range(6):  # the crashed member restarts (systemd, 900 s); a reconcile then lets the termination go
+        aws.clock.advance(110)
+        world.reconcile()
+    aws.clock.advance(60)
+    assert action.ended_by == "complete" and action.result == "CONTINUE"
+    assert leaving not in world.member_names()
+    world.assert_in_step()
+
+
+def test_a_termination_completes_only_after_a_change_submitted_after_it_began_is_insync(aws):
+    """Defect 9 of issue 10: a retried termination trusted the instance's `etcd-srv-change` tag, which
+    still named the change that *listed* it at launch (the pass that dropped it failed before tagging),
+    and completed up to 139 s before the record without it was INSYNC."""
+    world = make_world(aws)
+    grow(world, 3)
+    aws.propagation = 200.0
+    leaving = sorted(world.in_service())[0]
+    target = world.stack.private_dns([leaving])[leaving]
+    aws.faults.fail_next("CreateTags", 1, code="UnauthorizedOperation")  # the tag after the write fails
+    world.stack.terminate(leaving, decrement=True)
+    aws.clock.advance(600)
+    (action,) = [a for a in world.actions(TERMINATE) if a.instance_id == leaving]
+    assert action.ended_by == "complete"
+    dropped = next(c for c in aws.route53_changes if target not in str(c.records_after) and c.submitted_at > 0)
+    assert action.ended_at >= dropped.insync_at
+
+
+def test_a_member_that_never_starts_is_removed_and_its_launch_abandoned_and_the_next_join_succeeds(aws):
+    world = make_world(aws, settings={"member_start_timeout_seconds": "120"})
+    grow(world, 3)
+    world.stack.scale(4)
+    aws.clock.advance(1)
+    (broken,) = set(world.stack.instances()) - world.in_service()
+    world.fleet.never_start.add(broken)
+    aws.clock.advance(900)
+    (action,) = [a for a in world.actions(LAUNCH) if a.instance_id == broken]
+    assert action.ended_by == "complete" and action.result == "ABANDON"
+    assert broken not in world.stack.instances()
+    world.assert_in_step()
+    assert len(world.members()) == 4  # the replacement joined
+    assert all(m.started for m in world.members())  # no added-but-unstarted member left behind
+
+
+def test_a_replacement_that_reuses_a_dead_instances_ip_is_not_the_dead_member():
+    """Defect 5 of issue 10: the replacement matched the dead member by URL, was told `existing`, took
+    over the dead member's raft ID and panicked; the dead member was never removed."""
+    ips = ["10.0.9.1", "10.0.9.2", "10.0.9.3", "10.0.9.1", "10.0.9.4", "10.0.9.5"]
+    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0), instance_ips=ips) as aws:
+        _ip_reuse(aws)
+
+
+def _ip_reuse(aws: LocalAWS) -> None:
+    world = make_world(aws)
+    grow(world, 3)
+    victim = next(i for i, d in world.stack.private_dns(world.in_service()).items() if d.startswith("ip-10-0-9-1."))
+    dead_member = next(m for m in world.members() if m.name == victim)
+    aws.kill_instance(victim)
+    aws.clock.advance(5)
+    (replacement,) = set(world.stack.instances()) - world.in_service() - {victim}
+    assert world.stack.private_dns([replacement])[replacement].startswith("ip-10-0-9-1.")
+    world.reconcile()
+    aws.clock.advance(400)
+    world.assert_in_step()
+    assert replacement in world.member_names() and victim not in world.member_names()
+    assert dead_member.id not in {m.id for m in world.members()}
+
+
+def test_a_standby_round_trip_changes_neither_the_member_list_nor_the_record(aws):
+    """Defect 6 of issue 10: EnterStandby removed the etcd member; ExitStandby listed it again without a
+    `member add`, so record and member list disagreed and the next joiner failed."""
+    world = make_world(aws)
+    grow(world, 3)
+    changes, history = len(aws.route53_changes), len(world.model.history)
+    iid = sorted(world.in_service())[0]
+    asg = aws.client("autoscaling")
+    asg.enter_standby(InstanceIds=[iid], AutoScalingGroupName=world.stack.group, ShouldDecrementDesiredCapacity=True)
+    world.reconcile()
+    aws.clock.advance(130)
+    assert iid in world.member_names() and world.stack.instances()[iid] == "Standby"
+    asg.exit_standby(InstanceIds=[iid], AutoScalingGroupName=world.stack.group)
+    world.reconcile()
+    aws.clock.advance(130)
+    assert len(aws.route53_changes) == changes and len(world.model.history) == history
+    world.assert_in_step()
+    grow(world, 4, 300)  # and the next joiner still gets in
+    world.assert_in_step()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"target_mode": "a-record"},
+        {"tag_selector": "Role=etcd"},
+        {"tag_selector": "Role=etcd", "max_unexplained_removals": "3"},
+    ],
+)
+def test_a_setting_mistake_removes_no_etcd_member(aws, change):
+    """Defects 4 and 10 of issue 10: changing `target_mode` made every old-form target an explained
+    removal and every one was `member remove`d; `max_unexplained_removals` ≥ 1 also removed healthy
+    members from etcd. A setting may change what is added, never who is removed from etcd."""
+    world = make_world(aws)
+    grow(world, 3)
+    members = {m.id for m in world.members()}
+    from hook_handler.app import Runtime
+    from hook_handler.settings import load_settings
+
+    wrong = Runtime(
+        load_settings({**world.stack.env, **change}),
+        world.stack.runtime.coordinator.route53.client and _clients(world),
+        aws.clock,
+        region=aws.region,
+        etcd_transport=world.model.transport(),
+    )
+    task = aws.clock.spawn(wrong.handle, {"action": "reconcile"}, None)
+    aws.clock.advance(120)
+    assert task.done
+    assert {m.id for m in world.members()} == members
+    assert not any(r.kind == "remove" for r in world.model.history)
+
+
+def _clients(world: World) -> Any:
+    from hook_handler.app import Clients
+
+    return Clients(
+        route53=world.aws.client("route53"), autoscaling=world.aws.client("autoscaling"), ec2=world.aws.client("ec2")
+    )
+
+
+class RefusingAdds:
+    """A transport whose `member add` etcd refuses for good (e.g. an auth error)."""
+
+    def __init__(self, model: EtcdModel) -> None:
+        self.inner = model.transport()
+
+    def post(self, endpoint: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
+        if path == "/v3/cluster/member/add":
+            raise EtcdRefused(endpoint, "etcdserver: permission denied", 7)
+        return self.inner.post(endpoint, path, body, timeout)
+
+    def get(self, endpoint: str, path: str, timeout: float) -> dict[str, Any]:
+        return self.inner.get(endpoint, path, timeout)
+
+
+def test_a_member_add_that_keeps_failing_falls_back_to_abandon_after_the_action_timeout(aws):
+    """Defect 10 of issue 10: `member add` failures skipped the `action_timeout_seconds` fallback (no
+    AbandonedActions): the launch waited out its hook instead of being abandoned and replaced."""
+    world = make_world(aws, transport=RefusingAdds, settings={"action_timeout_seconds": "60"})
+    grow(world, 3)
+    world.stack.scale(4)
+    aws.clock.advance(400)
+    joiner_actions = world.actions(LAUNCH)[3:]
+    assert joiner_actions and joiner_actions[0].ended_by == "complete" and joiner_actions[0].result == "ABANDON"
+    assert len(world.members()) == 3 and all(m.started for m in world.members())
