@@ -59,6 +59,7 @@ bench: setup
 # make build                        -> build/coordinator.zip (reproducible: same inputs, same bytes)
 # make package BUCKET=b             -> build/packaged.yaml (zip uploaded to s3://b)
 # make deploy BUCKET=b STACK=s ZONE_ID=Z... DOMAIN=example.com GROUP=etcd [HOOK_GROUP=] [NOTIFY=SNS] [PARAMS='K=V ...']
+#   (etcd membership, the default, needs PARAMS='VpcId=vpc-... SubnetIds=subnet-a,subnet-b'; or EtcdMembership=false)
 AWS ?= aws
 BUILD := build
 ZIP := $(BUILD)/coordinator.zip
@@ -76,7 +77,8 @@ package: build
 deploy: package
 	@test -n "$(STACK)" -a -n "$(ZONE_ID)" -a -n "$(DOMAIN)" -a -n "$(GROUP)" || { \
 	  echo "usage: make deploy BUCKET=<bucket> STACK=<stack> ZONE_ID=<hosted zone id> DOMAIN=<domain> GROUP=<group[,group]>" >&2; \
-	  echo "       [HOOK_GROUP=<group to put the hooks on; empty if it has them>] [NOTIFY=EventBridge|EventBridgeSQS|SNS] [PARAMS='Key=Value ...']" >&2; exit 2; }
+	  echo "       [HOOK_GROUP=<group to put the hooks on; empty if it has them>] [NOTIFY=EventBridge|EventBridgeSQS|SNS] [PARAMS='Key=Value ...']" >&2; \
+	  echo "       etcd membership (the default) runs in the VPC: PARAMS='VpcId=vpc-... SubnetIds=subnet-a,subnet-b' (or EtcdMembership=false)" >&2; exit 2; }
 	$(AWS) cloudformation deploy --template-file $(BUILD)/packaged.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
 	  --parameter-overrides HostedZoneId=$(ZONE_ID) DomainName=$(DOMAIN) AsgNames=$(GROUP) \

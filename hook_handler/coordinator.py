@@ -385,7 +385,10 @@ class Coordinator:
         so identity and departure are judged on what EC2 says about *that* instance."""
         named = {m.name for m in view.members if is_instance_id(m.name)} - set(obs.instances)
         found = self.asg.describe_instances(named, deadline) if named else {}
-        tagged_ids = {m.hex_id for m in view.members} - {i.tags.get(MEMBER_ID_TAG, "") for i in obs.instances.values()}
+        # Members not named after an instance (not started yet, or named otherwise): the ID recorded at add.
+        tagged_ids = {m.hex_id for m in view.members if not is_instance_id(m.name)} - {
+            i.tags.get(MEMBER_ID_TAG, "") for i in obs.instances.values()
+        }
         if tagged_ids:
             found.update(self.asg.describe_instances(tagged_ids, deadline, by=f"tag:{MEMBER_ID_TAG}"))
         extra = {iid: found.get(iid, Instance(iid)) for iid in named} | {
@@ -790,7 +793,9 @@ class Coordinator:
             report.members_added.append(added.hex_id)
             self.metrics.add_metric(name="MembersAdded", unit=MetricUnit.Count, value=1)
             self.log.info("etcd member added", extra={"instance": iid, "member": added.hex_id, "peer_url": url})
-            write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED})
+            # The member ID and, in the same CreateTags, the go signal: the record that lists the instance is
+            # INSYNC and its member is added, so its etcd may start now.
+            write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED, STATE_TAG: "existing"})
         elif step == "tag-id" and member is not None:
             write({MEMBER_ID_TAG: member.hex_id, PHASE_TAG: ADDED})
         elif step == "go":

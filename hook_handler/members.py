@@ -71,20 +71,3 @@ def is_member(instance: Instance, served_groups: Iterable[str], selector: Iterab
         and not instance.gone
         and tags_match(instance.tags, selector)
     )
-
-
-def leaving_explained(instance: Instance | None, served_groups: Iterable[str]) -> str | None:
-    """Why the APIs say this instance may leave the record, or None when they do not.
-
-    ``None`` for an instance that still runs in a served group in a member state: only a
-    selector or setting change would drop it, which the removal guard refuses.
-    """
-    if instance is None or instance.ec2_state is None:
-        return "instance does not exist"
-    if instance.gone:
-        return f"instance is {instance.ec2_state}"
-    if instance.group is None or instance.group not in set(served_groups):
-        return "instance is not in a served group"
-    if instance.lifecycle_state not in MEMBER_STATES:
-        return f"instance is {instance.lifecycle_state}"
-    return None

@@ -331,3 +331,54 @@ def test_a_member_add_that_keeps_failing_falls_back_to_abandon_after_the_action_
     joiner_actions = world.actions(LAUNCH)[3:]
     assert joiner_actions and joiner_actions[0].ended_by == "complete" and joiner_actions[0].result == "ABANDON"
     assert len(world.members()) == 3 and all(m.started for m in world.members())
+
+
+class Counting:
+    """A transport that counts etcd requests by path."""
+
+    def __init__(self, model: EtcdModel) -> None:
+        from collections import Counter
+
+        self.inner = model.transport()
+        self.counts: Counter[str] = Counter()
+
+    def post(self, endpoint: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
+        self.counts[path] += 1
+        return self.inner.post(endpoint, path, body, timeout)
+
+    def get(self, endpoint: str, path: str, timeout: float) -> dict[str, Any]:
+        self.counts[path] += 1
+        return self.inner.get(endpoint, path, timeout)
+
+
+def test_one_join_into_a_running_cluster_costs_the_calls_the_readme_lists(aws):
+    """README, "Calls per lifecycle event": the AWS calls of one join into a running cluster of three."""
+    transports: list[Counting] = []
+
+    def counting(model: EtcdModel) -> Counting:
+        transports.append(Counting(model))
+        return transports[-1]
+
+    world = make_world(aws, transport=counting)
+    grow(world, 3)
+    mark = len(aws.calls)
+    transports[0].counts.clear()
+    grow(world, 4)
+    calls: dict[str, int] = {}
+    for call in aws.calls[mark:]:
+        if call.operation != "SetDesiredCapacity":
+            calls[call.operation] = calls.get(call.operation, 0) + 1
+    world.assert_in_step()
+    polls = calls.pop("GetChange")
+    assert calls == {
+        "DescribeAutoScalingGroups": 1,
+        "DescribeInstances": 1,
+        "ListResourceRecordSets": 1,
+        "ChangeResourceRecordSets": 1,
+        "CreateTags": 3,
+        "CompleteLifecycleAction": 1,
+    }
+    assert 1 <= polls <= 16  # one per poll_interval_seconds (2 s here) of a 5-15 s propagation
+    etcd = transports[0].counts
+    assert etcd["/v3/cluster/member/add"] == 1 and etcd["/v3/cluster/member/promote"] >= 1
+    print("etcd requests for one join:", dict(etcd))

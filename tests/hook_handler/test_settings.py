@@ -84,3 +84,20 @@ def test_bad_value_names_the_variable_and_what_is_expected(override, variable, f
 def test_every_setting_is_documented():
     assert all(spec.doc for spec in SETTINGS_SPEC)
     assert len({s.name for s in SETTINGS_SPEC}) == len(SETTINGS_SPEC)
+
+
+def test_readme_settings_table_is_the_settings_spec_one_for_one():
+    """The README's Settings table lists every setting with its default and meaning, as SETTINGS_SPEC says."""
+    from pathlib import Path
+
+    from hook_handler.settings import SETTINGS_SPEC
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| `") and line.count("|") >= 4:
+            name, default, doc = (c.strip() for c in line.strip("|").split("|", 2))
+            rows[name.strip("`")] = (default, doc)
+    for spec in SETTINGS_SPEC:
+        default = "*required*" if spec.required else (f"`{spec.default}`" if spec.default else "(empty)")
+        assert rows.get(spec.name) == (default, spec.doc), spec.name
