@@ -23,12 +23,16 @@ from hook_handler.srv import absolute
 
 
 def route53_order(name: str) -> str:
-    """Sort key Route 53 uses for names: labels reversed (``www.example.com`` → ``com.example.www``).
+    """Sort key Route 53 uses for names: labels reversed, trailing dot included
+    (``www.example.com.`` → ``com.example.www.``). The dot matters: ``-`` sorts before ``.``, so
+    ``_etcd-server-ssl._tcp`` comes *before* ``_etcd-server._tcp``.
 
     >>> route53_order("_etcd-server._tcp.example.com.")
-    'com.example._tcp._etcd-server'
+    'com.example._tcp._etcd-server.'
+    >>> route53_order("_etcd-server-ssl._tcp.example.com") < route53_order("_etcd-server._tcp.example.com")
+    True
     """
-    return ".".join(reversed(absolute(name).rstrip(".").split(".")))
+    return ".".join(reversed(absolute(name).rstrip(".").split("."))) + "."
 
 
 class Conflict(Exception):

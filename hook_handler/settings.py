@@ -296,6 +296,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise SettingsError("a_record_template", f"{template!r} does not make a DNS label", "e.g. {instance_id}")
 
     extra = tuple(_parse_extra_srv(get("extra_srv_records")))
+    seen = {fqdn(srv_name, domain)}
+    for item in extra:
+        name = fqdn(item.name, domain)
+        if name in seen:
+            what = "the peer record (srv_record_name)" if name == fqdn(srv_name, domain) else "another extra record"
+            raise SettingsError(
+                "extra_srv_records",
+                f"{item.name!r} names {what}; it would rewrite that record with port {item.port}",
+                "names other than srv_record_name, each once, e.g. _etcd-client._tcp:2379",
+            )
+        seen.add(name)
     endpoints = tuple(u.strip().rstrip("/") for u in get("etcd_endpoints").split(",") if u.strip())
     for u in endpoints:
         if not _URL.match(u):

@@ -101,3 +101,18 @@ def test_readme_settings_table_is_the_settings_spec_one_for_one():
     for spec in SETTINGS_SPEC:
         default = "*required*" if spec.required else (f"`{spec.default}`" if spec.default else "(empty)")
         assert rows.get(spec.name) == (default, spec.doc), spec.name
+
+
+def test_an_extra_srv_record_may_not_name_the_peer_record_or_repeat():
+    """Issue 12: `extra_srv_records` naming the peer record with another port silently rewrote it."""
+    import pytest
+
+    from hook_handler.exceptions import SettingsError
+    from hook_handler.settings import load_settings
+
+    base = {"domain_name": "example.com", "r53_zone_id": "Z1", "asg_names": "etcd"}
+    for extra in ("_etcd-server._tcp:2379", "_etcd-server._tcp.example.com.:2381", "_a._tcp:1,_a._tcp:2"):
+        with pytest.raises(SettingsError) as info:
+            load_settings({**base, "extra_srv_records": extra})
+        assert info.value.variable == "extra_srv_records"
+    assert load_settings({**base, "extra_srv_records": "_etcd-client._tcp:2379"}).extra_srv_records
