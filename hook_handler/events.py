@@ -139,7 +139,7 @@ _SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):(?P<account>[0
 _MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 _MAX_TIME_LEN = 64
-_MAX_METADATA_LEN = 1023  # PutLifecycleHook's limit on NotificationMetadata
+_MAX_METADATA_LEN = 4000  # PutLifecycleHook's limit on NotificationMetadata (AnyPrintableAsciiStringMaxLen4000)
 # JSON strings unwrapped per record: SQS body → SNS envelope's Message → EventBridge event is the
 # deepest real chain (rule → topic → queue); anything deeper was built to exhaust the parser.
 _MAX_DECODES = 2
@@ -515,7 +515,7 @@ def _lifecycle(d: dict, env: _Envelope, expected: str | None) -> LifecycleEvent:
         token = _optional(d, "LifecycleActionToken", env, _TOKEN, token_expected)
     origin = _place(d, "Origin", env)
     destination = _place(d, "Destination", env)
-    metadata = _optional_str(d, "NotificationMetadata", env, _MAX_METADATA_LEN)
+    metadata = _metadata(d, "NotificationMetadata", env)
     kind, reason = _kind(transition, origin, destination, env.path)
     return LifecycleEvent(
         kind,
@@ -689,6 +689,24 @@ def _optional_str(d: dict, key: str, env: _Envelope, max_len: int) -> str | None
             f"got {_describe(value)}; expected a string of at most {max_len} characters", f"{env.path}{key}"
         )
     return value
+
+
+def _metadata(d: dict, key: str, env: _Envelope) -> str | None:
+    """The hook's NotificationMetadata as text. EventBridge delivers metadata that is JSON as the parsed
+    value (an object, usually), SNS and SQS as the string the hook holds: both come back as a string."""
+    value = d.get(key)
+    if value is None or isinstance(value, str):
+        return _optional_str(d, key, env, _MAX_METADATA_LEN)
+    if isinstance(value, dict | list | int | float | bool):
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+        # The hook held at most 4000 characters; re-serialised JSON can only be as long or shorter, plus
+        # escapes: allow their room rather than refuse a documented event.
+        if len(text) <= 2 * _MAX_METADATA_LEN:
+            return text
+    raise EventError(
+        f"got {_describe(value)}; expected a string or a JSON value of at most {_MAX_METADATA_LEN} characters",
+        f"{env.path}{key}",
+    )
 
 
 def _place(d: dict, key: str, env: _Envelope) -> str | None:

@@ -701,8 +701,7 @@ FIELD_CASES = [
     ("LifecycleTransition", "autoscaling:EC2_INSTANCE_REBOOTING"),
     ("LifecycleTransition", 1),
     ("LifecycleTransition", TERMINATING),  # contradicts the launch detail-type
-    ("NotificationMetadata", {"k": "v"}),
-    ("NotificationMetadata", "m" * 1024),
+    ("NotificationMetadata", "m" * 4001),
     ("Origin", "Mars"),
     ("Destination", ["WarmPool"]),
 ]
@@ -978,3 +977,23 @@ def test_one_field_replaced_by_anything_is_accepted_as_is_or_named(field, value)
         record = invocation.records[0]
         if record.error is not None:
             assert record.error.field is not None and record.error.field.endswith(field)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "text"),
+    [
+        ({"etcd": True, "cluster": "prod"}, '{"etcd":true,"cluster":"prod"}'),
+        (["a", 1], '["a",1]'),
+        (42, "42"),
+        ("m" * 4000, "m" * 4000),
+        ('{"as": "a string"}', '{"as": "a string"}'),
+    ],
+)
+def test_metadata_of_every_documented_form_and_length_is_accepted(metadata, text):
+    """Issue 11: EventBridge delivers JSON hook metadata as an object, and PutLifecycleHook accepts 4000
+    characters; both were refused as unusable, so such a deployment dead-lettered every lifecycle event."""
+    (parsed,) = parse_invocation(
+        eventbridge(lifecycle_detail(NotificationMetadata=metadata), DETAIL_TYPE[LAUNCHING])
+    ).records
+    assert parsed.error is None and parsed.event.kind is Kind.JOIN
+    assert parsed.event.metadata == text
