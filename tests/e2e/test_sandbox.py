@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -118,6 +119,15 @@ def test_an_exception_inside_is_raised_outside_with_its_traceback() -> None:
         call_inside(fail_inside, {"message": "the zone is on fire"}, timeout=30)
 
 
+def _nobody_can_read(path: str) -> bool:
+    probe = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "sh", "-c", 'test -r "$0" -a -x "$0"',
+         path],
+        capture_output=True, timeout=10,
+    )  # fmt: skip
+    return probe.returncode == 0
+
+
 def _python_for_nobody() -> str | None:
     """A Python the user nobody can execute (the venv's may live in root's unreadable home directory)."""
     for candidate in (os.path.realpath(sys.executable), shutil.which("python3") or "", "/usr/bin/python3"):
@@ -141,21 +151,35 @@ def test_an_ordinary_user_gets_the_same_sandbox_through_a_user_namespace() -> No
     if python is None:
         pytest.skip("no Python of this version that the user nobody can execute")
     site = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    # The clone and the venv may sit where nobody cannot reach them (root's home, a 750 home, mktemp -d):
+    # then the child sees them through bind mounts under a directory anyone may enter, in a mount
+    # namespace of its own (the host's mounts are never touched).
+    sources = [str(PROJECT_ROOT), *site]
+    hidden = [p for p in sources if not _nobody_can_read(p)]
+    view = Path(tempfile.mkdtemp(prefix="sandbox-view-"))
+    view.chmod(0o755)
+    mounts = {p: (str(view / str(n)) if p in hidden else p) for n, p in enumerate(sources)}
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/tmp",
         # The project's dependencies, readable by anyone here, even if the venv's interpreter is not.
-        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *site]),
+        "PYTHONPATH": os.pathsep.join(mounts[p] for p in sources),
     }
     code = (
         "import json; from infra.local.sandbox import available, call_inside; "
         "print(json.dumps([available(), call_inside('tests.e2e.test_sandbox:resolve_inside', "
         "{'name': 'db.example.com', 'address': '127.0.0.9'}, timeout=45)]))"
     )
-    done = subprocess.run(
-        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", python, "-c", code],
-        env=env, cwd="/tmp", capture_output=True, text=True, timeout=55,
-    )  # fmt: skip
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", python, "-c", code]
+    if hidden:
+        binds = " && ".join(f"mkdir -p {mounts[p]} && mount --bind {p} {mounts[p]}" for p in hidden)
+        argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", f'{binds} && exec "$@"', "sh", *nobody]
+    else:
+        argv = nobody
+    try:
+        done = subprocess.run(argv, env=env, cwd="/tmp", capture_output=True, text=True, timeout=55)
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
     if done.returncode != 0 and "cannot create namespaces" in done.stderr:
         pytest.skip(f"unprivileged user namespaces are disabled here: {done.stderr.strip()[-300:]}")
     assert done.returncode == 0, done.stderr[-2000:]
