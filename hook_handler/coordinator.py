@@ -192,6 +192,12 @@ class Coordinator:
         # 1. Judge the events against what the APIs say.
         observation = self.asg.observe({e.instance_id for e in live if e.instance_id}, deadline)
         pending = self._judge(live, observation, report)
+        # Warm-pool moves that change no membership (into the pool, out of it to termination) need no record
+        # and no etcd: completed at once.
+        passing = [e for e in pending if e.kind is Kind.PASS]
+        pending = [e for e in pending if e.kind is not Kind.PASS]
+        if passing and not dry_run:
+            self._complete_passing(passing, deadline, report)
         if not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live):
             return report  # every action was already settled (a duplicate or a late delivery): nothing to do
         keeper = Keeper(self.asg, self.clock, self.settings.heartbeat_interval_seconds, deadline)
@@ -312,6 +318,18 @@ class Coordinator:
             else:  # PASS: warm-pool moves that change no membership
                 pending.append(event)
         return pending
+
+    def _complete_passing(self, events: Sequence[LifecycleEvent], deadline: float, report: Report) -> None:
+        for event in events:
+            if not (event.group and event.hook_name and event.instance_id):
+                report.outcomes.append(self._reject(event, "a warm-pool action without group, hook or instance"))
+                continue
+            action = Action(event.group, event.hook_name, event.instance_id, event.transition or "", event.token or "")
+            done = self.asg.complete(action, "CONTINUE", deadline)
+            if done:
+                report.completed.append((event.instance_id, "CONTINUE"))
+            self.log.info("warm-pool action completed", extra={"instance": event.instance_id, "why": event.reason})
+            report.outcomes.append(Outcome(event, "completed" if done else "already-done", event.reason))
 
     def _reject(self, event: LifecycleEvent, why: str, *, status: str = "rejected", ok: bool = False) -> Outcome:
         """Log and count a refused event. ``ok=False`` fails it (retry, then the dead-letter queue)."""

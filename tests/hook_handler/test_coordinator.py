@@ -402,3 +402,19 @@ def test_a_second_concurrent_batch_follows_the_writers_change_without_doubling_t
     polls = [c for c in aws.calls[mark:] if c.operation == "GetChange"]
     # the writer polls once a second through the 30 s propagation; the follower once every 5 s
     assert len(polls) <= 30 + 30 / 5 + 2
+
+
+def test_a_warm_pool_entry_is_completed_at_once_without_touching_the_record(aws):
+    """Issue 11: a warm-pool entry was not completed at once: it rewrote the record and polled GetChange."""
+    stack = deploy(aws, mode="none")
+    grow_direct(stack, 3)
+    stack.scale(4)
+    aws.clock.advance(1)
+    (event,) = [e for e in lifecycle_events(aws, LAUNCH) if e["detail"]["EC2InstanceId"] not in stack.in_service()]
+    event = {**event, "detail": {**event["detail"], "Origin": "EC2", "Destination": "WarmPool"}}
+    mark, changes = len(aws.calls), len(aws.route53_changes)
+    task = invoke(stack, event)
+    assert task.value()["completed"] == [[event["detail"]["EC2InstanceId"], "CONTINUE"]]
+    ops = [c.operation for c in aws.calls[mark:]]
+    assert "ChangeResourceRecordSets" not in ops and "GetChange" not in ops
+    assert len(aws.route53_changes) == changes
