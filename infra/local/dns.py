@@ -324,6 +324,53 @@ class DNSHandle:
         self.stop()
 
 
+class LocalZoneResolver(ZoneResolver):
+    """The same answers, read straight from a running ``LocalAWS``'s state instead of through its API.
+
+    Real DNS queries never count against Route 53's API limit (5 requests/s per account): Route 53's name
+    servers answer them. Reading the zone through ``ListResourceRecordSets`` on every query made etcd's own
+    lookups throttle the coordinator, so the demo had to switch the limit off; this resolver keeps it on.
+
+    Example:
+        >>> resolver = LocalZoneResolver(aws, "Z123")
+        >>> resolver.lookup("_etcd-server._tcp.example.com.", "SRV")[0]
+        0
+    """
+
+    def __init__(self, aws: Any, zone_id: str) -> None:  # no super().__init__: no API call at all
+        from infra.local import route53 as emulated
+
+        self.aws = aws
+        self.route53 = None
+        self.ec2 = None
+        self.zone_id = zone_id.rsplit("/", 1)[-1]
+        zone = emulated.backend(aws).get_hosted_zone(emulated.bare_zone_id(self.zone_id))
+        self.zone_name = _unescape_name(zone.name if zone.name.endswith(".") else zone.name + ".")
+
+    def record_sets(self) -> list[RecordSet]:
+        with self.aws.lock:
+            records = self.aws.records(self.zone_id)
+        return [
+            RecordSet(_unescape_name(name), rtype, int(ttl or 0), tuple(values))
+            for (name, rtype), (ttl, values) in records.items()
+            if values
+        ]
+
+    def ec2_addresses(self, name: str) -> list[str]:
+        from moto.ec2.models import ec2_backends
+
+        backend = ec2_backends[self.aws.account][self.aws.region]
+        want = name.rstrip(".").lower()
+        return [
+            instance.private_ip
+            for reservation in list(backend.reservations.values())
+            for instance in list(reservation.instances)
+            if (instance.private_dns_name or "").lower() == want
+            and instance.private_ip
+            and instance.state in _LIVE_STATES
+        ]
+
+
 def serve(
     route53: Any,
     zone_id: str,
@@ -332,16 +379,18 @@ def serve(
     address: str = "127.0.0.53",
     port: int = 53,
     tcp: bool = True,
+    resolver: ZoneResolver | None = None,
 ) -> DNSHandle:
     """Start serving ``zone_id`` on ``address:port`` (UDP, and TCP on the same port) in background threads.
 
     ``port=0`` picks a free port. Port 53 needs root or a user namespace (see ``infra.local.sandbox``).
+    ``resolver``: another source of answers (``LocalZoneResolver`` reads a ``LocalAWS`` directly).
 
     Example:
         >>> with serve(route53, zone_id, ec2=ec2, address="127.0.0.1", port=0) as dns:
         ...     DNSRecord.question("_etcd-server._tcp.example.com", "SRV").send(dns.address, dns.port)
     """
-    resolver = ZoneResolver(route53, zone_id, ec2=ec2)
+    resolver = resolver or ZoneResolver(route53, zone_id, ec2=ec2)
     for _attempt in range(20):
         udp = DNSServer(resolver, address=address, port=port, logger=_QuietLogger(), handler=_Handler)
         bound = udp.server.server_address[1]

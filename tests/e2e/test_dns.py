@@ -228,3 +228,29 @@ def test_command_line_serves_a_zone_of_a_moto_server_and_dig_shows_the_srv_recor
             dns.terminate()
             dns.wait(timeout=10)
         server.stop()
+
+
+def test_the_local_resolver_answers_from_the_emulators_state_without_a_single_api_call() -> None:
+    """Issue 11: `make demo` had to switch the account's Route 53 rate limit off because the DNS server read
+    the zone through the API on every query; real DNS queries never count against that limit."""
+    from infra.local import LocalAWS
+    from infra.local.clock import SimClock
+    from infra.local.dns import LocalZoneResolver
+
+    with LocalAWS(clock=SimClock()) as aws:
+        zone_id = aws.create_zone("example.com.")
+        aws.set_records(zone_id, SRV + ".", "SRV", 30, ["0 0 2380 a.example.com.", "0 0 2380 b.example.com."])
+        aws.set_records(zone_id, "a.example.com.", "A", 30, ["10.0.0.1"])
+        ec2 = aws.client("ec2")
+        instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]
+        calls = len(aws.calls)
+        with serve(None, zone_id, resolver=LocalZoneResolver(aws, zone_id), address="127.0.0.1", port=0) as dns:
+
+            def ask(name: str, rtype: str) -> DNSRecord:
+                return DNSRecord.parse(DNSRecord.question(name, rtype).send(dns.address, dns.port, timeout=5))
+
+            assert sorted(answers(ask(SRV, "SRV"))) == ["0 0 2380 a.example.com.", "0 0 2380 b.example.com."]
+            assert answers(ask("a.example.com", "A")) == ["10.0.0.1"]
+            assert answers(ask(instance["PrivateDnsName"], "A")) == [instance["PrivateIpAddress"]]
+            assert ask("nope.example.com", "A").header.rcode == RCODE.NXDOMAIN
+        assert len(aws.calls) == calls  # nothing went through the API
