@@ -44,6 +44,7 @@ from hook_handler.lifecycle import (
     LAUNCHING,
     LEAVE_CHANGE_TAG,
     STATE_TAG,
+    TARGET_TAG,
     TERMINATING,
     Action,
     AutoScaling,
@@ -207,14 +208,22 @@ class Coordinator:
         while True:
             try:
                 # 2. etcd: members whose instances left go first (each only if quorum allows).
-                view, held_hosts = None, frozenset[str]()
+                view, held_hosts, owners = None, frozenset[str](), {}
                 if self.membership is not None:
                     view = self._view(observation, deadline)
                     if view is not None:
+                        observation = self._with_owners(observation, view, deadline)
+                        owners = self._member_owners(view, observation)  # before any member goes
                         observation, view, held_hosts = self._reconfigure(observation, view, keeper, deadline, report)
                 # 3. The record.
                 plan, change_id, observation = self._publish(
-                    observation, pending, deadline, report, keep_hosts=held_hosts, running=_running(view)
+                    observation,
+                    pending,
+                    deadline,
+                    report,
+                    keep_hosts=held_hosts,
+                    running=_running(view),
+                    member_owners=owners,
                 )
             except _PASS_ERRORS as exc:
                 if not pending:
@@ -490,6 +499,19 @@ class Coordinator:
         self.metrics.add_metric(name="MembersRemoved", unit=MetricUnit.Count, value=1)
         self.log.info("etcd member removed", extra={"member": member.hex_id, "instance": instance_id, "why": why})
 
+    def _member_owners(self, view: EtcdView | None, obs: Observation) -> dict[str, Instance]:
+        """Record targets etcd says belong to an instance: the peer host of a member named after it."""
+        if view is None:
+            return {}
+        identity = identify(view, obs.instances)
+        out: dict[str, Instance] = {}
+        for member in view.members:
+            iid = identity.owner.get(member.id)
+            if iid and iid in obs.instances and identity.how.get(member.id) in ("name", "tag"):
+                for host in member.peer_hosts:
+                    out[host + "."] = obs.instances[iid]
+        return out
+
     # -- 3. the record ----------------------------------------------------------------------------
     def _publish(
         self,
@@ -500,8 +522,10 @@ class Coordinator:
         *,
         keep_hosts: Iterable[str] = (),
         running: bool = False,
+        member_owners: Mapping[str, Instance] | None = None,
     ) -> tuple[Plan, str | None, Observation]:
         """Plan and write with compare-and-swap; on a conflict, observe and read again."""
+        member_owners = member_owners or {}
         hosts = {h.lower().rstrip(".") for h in keep_hosts}
         for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
             targets = {t for i in obs.instances.values() if (t := target_of(i, self.settings))}
@@ -513,7 +537,8 @@ class Coordinator:
                 current = {**current, **self.route53.read(missing, deadline)} if missing else current
             old_targets = peer_targets(current.get((self.settings.srv_fqdn, "SRV")))
             keep = {t for t in old_targets if t.rstrip(".") in hosts}
-            plan = build_plan(self.settings, obs, current, pending, keep=keep, running=running)
+            owners = {**dict(member_owners), **_tagged_owners(obs)}
+            plan = build_plan(self.settings, obs, current, pending, keep=keep, running=running, owners=owners)
             report.before = tuple(sorted(old_targets))
             report.after = plan.targets
             report.held = plan.held
@@ -688,7 +713,14 @@ class Coordinator:
     ) -> None:
         """Name the change on every instance it settles, before waiting: a retry that finds the record
         already right waits on this change instead of writing again."""
-        tags = {iid: {key: change_id} for iid in actions if obs.instances[iid].tags.get(key) != change_id}
+        tags: dict[str, dict[str, str]] = {}
+        for iid in actions:
+            inst = obs.instances[iid]
+            want = {key: change_id}
+            if key == CHANGE_TAG and (target := target_of(inst, self.settings)):
+                want[TARGET_TAG] = target  # so the target can be told to be this instance's after its addresses go
+            if any(inst.tags.get(k) != v for k, v in want.items()):
+                tags[iid] = want
         if tags:
             self.asg.tag(tags, deadline)
 
@@ -991,6 +1023,11 @@ class Coordinator:
                 "notes": plan.notes,
             },
         )
+
+
+def _tagged_owners(obs: Observation) -> dict[str, Instance]:
+    """Targets named by the ``etcd-srv-target`` tag of each observed instance."""
+    return {inst.tags[TARGET_TAG]: inst for inst in obs.instances.values() if inst.tags.get(TARGET_TAG)}
 
 
 def _running(view: EtcdView | None) -> bool:

@@ -25,6 +25,7 @@ STATE_TAG = "etcd-cluster-state"
 CHANGE_TAG = "etcd-srv-change"
 
 LEAVE_CHANGE_TAG = "etcd-leave-change"
+TARGET_TAG = "etcd-srv-target"  # the SRV target the instance is listed as (its addresses may vanish before it)
 
 _NO_ACTION = "No active Lifecycle Action found"
 

@@ -125,13 +125,16 @@ def build_plan(
     *,
     keep: Iterable[str] = (),
     running: bool = False,
+    owners: Mapping[str, Instance] | None = None,
 ) -> Plan:
     """Decide the records and the change. See the module docstring.
 
     ``current`` holds the record sets the zone has now (missing key = no such set). ``keep``: targets that
     stay listed whatever the instances say (members whose removal from etcd is held: the record must go on
     listing exactly etcd's members). ``running``: etcd says a cluster runs (started members), so nothing is
-    being founded even if no instance is in service yet.
+    being founded even if no instance is in service yet. ``owners``: the instance a target belongs to when
+    its addresses no longer say so (an instance the health check terminates has none left): from the
+    ``etcd-srv-target`` tag written when it was listed, and from etcd's member names.
     """
     served = observation.served
     selector = settings.instance_tags
@@ -143,7 +146,8 @@ def build_plan(
     notes: list[str] = []
     peer_key = (settings.srv_fqdn, "SRV")
     old_targets = peer_targets(current.get(peer_key))
-    by_target = {t: i for i in instances.values() if (t := target_of(i, settings))}
+    by_target = {absolute(t): i for t, i in (owners or {}).items()}
+    by_target.update({t: i for i in instances.values() if (t := target_of(i, settings))})
 
     # A cluster with no member in service is being founded: its first record's members are told 'new'.
     founding = not running and not any(m.lifecycle_state in SERVING_STATES for m in members)
