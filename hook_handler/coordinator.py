@@ -444,7 +444,7 @@ class Coordinator:
             if report.dry_run:
                 self.log.info("would remove etcd member", extra={"member": removal.member.hex_id, "why": removal.why})
                 continue
-            self._remove_member(removal.member, removal.instance_id, removal.why, view, obs, deadline, report)
+            self._remove_member(removal.member, removal.instance_id, removal.why, view, obs, keeper, deadline, report)
             view = self._view(obs, deadline) or replace(view, members=())
         held_hosts: set[str] = set()
         identity = identify(view, obs.instances)
@@ -462,6 +462,10 @@ class Coordinator:
             if inst is not None and inst.lifecycle_state == "Terminating:Wait" and iid:
                 report.quorum_held.append(iid)
                 self._hold([iid], TERMINATING, obs, keeper, deadline)
+        # The record goes on listing every member etcd still has (held removals, members no instance can be
+        # found for): a joiner starting from the record must find exactly the members, and no setting
+        # (`max_unexplained_removals` included) may drop a live member from it.
+        held_hosts |= {h for m in view.members if m.id not in done for h in m.peer_hosts}
         return obs, view, frozenset(held_hosts)
 
     def _remove_member(
@@ -471,12 +475,12 @@ class Coordinator:
         why: str,
         view: EtcdView,
         obs: Observation,
+        keeper: Keeper,
         deadline: float,
         report: Report,
     ) -> None:
         """``member remove``, leadership handed to a healthy voter first when the member leads."""
         assert self.membership is not None
-        endpoints = [e for e in self._endpoints(obs) if e not in member.client_urls] or self._endpoints(obs)
         # Only a live leader can hand over (a dead one may still be named leader by members that have not
         # noticed yet); bounded, best effort: removing the leader is safe, only slower for clients.
         if view.leader == member.id and member.client_urls and member.id in view.healthy:
@@ -490,14 +494,44 @@ class Coordinator:
                     self.metrics.add_metric(name="LeaderMoves", unit=MetricUnit.Count, value=1)
                 except MembershipError as exc:  # best effort: removing the leader is safe, only slower
                     self.log.warning("could not move leadership", extra={"member": member.hex_id, "error": str(exc)})
-        try:
-            self.membership.remove(member.id, endpoints, deadline)
-        except EtcdRefused as exc:
-            if "not found" not in exc.message.lower():
-                raise
+        while True:
+            # etcd judges a reconfiguration on the member that receives it ("unhealthy cluster" from a member
+            # not yet connected to its peers for 5 s, e.g. one that just joined): ask the leader first.
+            endpoints = self._reconfig_endpoints(view, obs, exclude=member)
+            try:
+                self.membership.remove(member.id, endpoints, deadline)
+                break
+            except EtcdRefused as exc:
+                if "not found" in exc.message.lower():
+                    break
+                if not _waitable(exc):
+                    raise
+                self.log.info("member remove refused for now", extra={"member": member.hex_id, "why": exc.message})
+                self._pause(keeper, deadline, f"etcd refuses to remove {member.hex_id}: {exc.message}")
+                view = self._view(obs, deadline) or view
+                if not any(m.id == member.id for m in view.members):
+                    break
         report.members_removed.append(member.hex_id)
         self.metrics.add_metric(name="MembersRemoved", unit=MetricUnit.Count, value=1)
         self.log.info("etcd member removed", extra={"member": member.hex_id, "instance": instance_id, "why": why})
+
+    def _reconfig_endpoints(self, view: EtcdView, obs: Observation, *, exclude: Member | None = None) -> list[str]:
+        """Where to send a membership change: the leader, then the other healthy members (longest in the
+        cluster first: a member that has just joined refuses changes for its first 5 s), then the rest."""
+        by_id = {m.id: m for m in view.members}
+        launched = {m.id: obs.instances[m.name].launch_time or 0.0 for m in view.members if m.name in obs.instances}
+        order: list[str] = []
+        if view.leader in by_id:
+            order.append(view.leader)
+        order += sorted((m for m in view.healthy if m not in order), key=lambda mid: (launched.get(mid, 0.0), mid))
+        urls = [
+            u
+            for mid in order
+            if mid in by_id and (exclude is None or mid != exclude.id)
+            for u in by_id[mid].client_urls[:1]
+        ]
+        rest = [e for e in self._endpoints(obs) if e not in urls and (exclude is None or e not in exclude.client_urls)]
+        return urls + rest or self._endpoints(obs)
 
     def _member_owners(self, view: EtcdView | None, obs: Observation) -> dict[str, Instance]:
         """Record targets etcd says belong to an instance: the peer host of a member named after it."""
@@ -802,7 +836,7 @@ class Coordinator:
                     break
                 if step.step == "timeout":
                     if step.member is not None:
-                        self._drop_joiner(step.member, iid, view, identity, obs, deadline, report)
+                        self._drop_joiner(step.member, iid, view, identity, obs, keeper, deadline, report)
                     self._abandon(action, step.detail, by_instance, report)
                     break
                 self._join_once(step.step, instance, step.member, view, tags, obs, keeper, deadline, report)
@@ -833,7 +867,7 @@ class Coordinator:
             target = target_of(instance, self.settings) or ""
             url = peer_url(target, self.settings.etcd_port, self.settings.etcd_peer_scheme)
             try:
-                added = self.membership.add([url], self._endpoints(obs), deadline, learner=view.learners)
+                added = self.membership.add([url], self._reconfig_endpoints(view, obs), deadline, learner=view.learners)
             except EtcdRefused as exc:
                 if _waitable(exc):
                     self.log.info("member add refused for now", extra={"instance": iid, "why": exc.message})
@@ -853,7 +887,7 @@ class Coordinator:
             write({STATE_TAG: "existing"})
         elif step == "promote" and member is not None:
             try:
-                self.membership.promote(member.id, self._endpoints(obs), deadline)
+                self.membership.promote(member.id, self._reconfig_endpoints(view, obs), deadline)
                 self.log.info("learner promoted", extra={"instance": iid, "member": member.hex_id})
             except EtcdRefused as exc:
                 if not _waitable(exc) and "not a learner" not in exc.message:
@@ -869,6 +903,7 @@ class Coordinator:
         view: EtcdView,
         identity: Identity,
         obs: Observation,
+        keeper: Keeper,
         deadline: float,
         report: Report,
     ) -> None:
@@ -877,7 +912,7 @@ class Coordinator:
         quorum; a started voter is removed only if quorum allows, else the removal happens on termination."""
         ok, detail = quorum_after(view, [member.id])
         if member.learner or not member.started or ok:
-            self._remove_member(member, iid, "did not start in time", view, obs, deadline, report)
+            self._remove_member(member, iid, "did not start in time", view, obs, keeper, deadline, report)
         else:
             self.log.error("quorum guard: joiner kept until termination", extra={"instance": iid, "quorum": detail})
 

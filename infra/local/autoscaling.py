@@ -50,6 +50,8 @@ HEARTBEAT_MIN, HEARTBEAT_MAX, HEARTBEAT_DEFAULT = 30, 7200, 3600
 GLOBAL_TIMEOUT_CAP = 48 * 3600
 # Lifecycle states that count toward the group's capacity (moto counts only InService).
 CAPACITY_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed", "InService"})
+# A warm-pool instance ready to leave the pool (the pool's PoolState after its launch actions).
+WARMED_READY = frozenset({"Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"})
 
 
 class LifecycleValidationError(ServiceException):
@@ -75,6 +77,8 @@ class LifecycleActionRecord:
     result: str | None = None
     ended_by: str | None = None  # "complete" | "timeout" | "terminated" | "hook-deleted" | "group-deleted"
     heartbeats: int = 0
+    origin: str = ""  # EC2 | AutoScalingGroup | WarmPool (the notification's Origin)
+    destination: str = ""  # AutoScalingGroup | EC2 | WarmPool (the notification's Destination)
     generation: int = field(default=0, repr=False)
 
     @property
@@ -111,6 +115,10 @@ class Lifecycle:
         self.lock = threading.RLock()
         self.active: dict[str, LifecycleActionRecord] = {}
         self.bypass_hooks = False
+        self.warm: dict[str, list[InstanceState]] = {}  # group name -> its warm pool's instances
+        # stale_describes: per instance, [(time, view)] (see ``observe``); per group, [(time, desired)]
+        self.history: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        self.group_history: dict[str, list[tuple[float, int | None]]] = {}
         ips = getattr(aws, "instance_ips", None)
         self._ips: Iterator[str] | None = iter(ips) if ips is not None else None
 
@@ -163,41 +171,123 @@ class Lifecycle:
             if entry.get("PrivateIpAddress") == nic.private_ip_address:
                 entry["PrivateDnsName"] = dns
 
+    # -- options (issue 11) -------------------------------------------------------------
+    def opt(self, name: str) -> bool:
+        """A ``LocalAWS`` realism option (issue 11); False when the ``LocalAWS`` predates it."""
+        return bool(getattr(self.aws, name, False))
+
+    def draw(self, name: str, default: float | tuple[float, float]) -> float:
+        """Seconds from a ``LocalAWS`` duration option: fixed, or uniform in ``(lo, hi)`` from ``aws.rng``."""
+        spec = getattr(self.aws, name, default)
+        if isinstance(spec, tuple):
+            return self.aws.rng.uniform(*spec)
+        return float(spec)
+
+    def set_state(self, state: InstanceState, lifecycle_state: str) -> None:
+        """Change an instance's lifecycle state; invalidates transitions scheduled for the old one."""
+        state.lifecycle_state = lifecycle_state
+        state._local_gen = getattr(state, "_local_gen", 0) + 1  # type: ignore[attr-defined]
+        self.observe()
+
+    def later(self, state: InstanceState, fn: Callable[[], None]) -> None:
+        """Run ``fn`` after ``transition_delay`` unless the instance's state changed meanwhile.
+
+        With ``transitional_states`` the states ``Pending``, ``Pending:Proceed``, ``Terminating``,
+        ``Terminating:Proceed`` (and ``Warmed:Pending``/``Warmed:Pending:Proceed``,
+        ``EnteringStandby``) last this long, as in AWS's lifecycle diagrams:
+        https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-lifecycle.html and
+        https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks-overview.html
+        """
+        generation = getattr(state, "_local_gen", 0)
+
+        def fire() -> None:
+            with self.lock:
+                if getattr(state, "_local_gen", 0) == generation:
+                    fn()
+
+        self.aws.clock.call_at(self.now + self.draw("transition_delay", (1.0, 5.0)), fire)
+
+    def alive(self, group: FakeAutoScalingGroup) -> bool:
+        backend = autoscaling_backends[self.aws.account][self.aws.region]
+        return backend.autoscaling_groups.get(group.name) is group
+
     # -- launching --------------------------------------------------------------------
-    def launched(self, group: FakeAutoScalingGroup, states: list[InstanceState]) -> None:
-        hooks = self.hooks(group, LAUNCHING)
+    def launched(self, group: FakeAutoScalingGroup, states: list[InstanceState], *, origin: str = "EC2") -> None:
+        """New members of the group (from EC2, or from the warm pool): ``Pending`` first."""
         for state in states:
-            if hooks and not self.bypass_hooks:
-                state.lifecycle_state = "Pending:Wait"
-                self.start_action(group, state, hooks[0], LAUNCHING)
+            if self.opt("transitional_states") and not self.bypass_hooks:
+                self.set_state(state, "Pending")
+                self.later(state, lambda s=state: self.enter_launch(group, s, origin) if self.alive(group) else None)
             else:
-                state.lifecycle_state = "InService"
-                self.activity_event(group, state, "EC2 Instance Launch Successful")
+                self.enter_launch(group, state, origin)
+
+    def enter_launch(self, group: FakeAutoScalingGroup, state: InstanceState, origin: str = "EC2") -> None:
+        hooks = self.hooks(group, LAUNCHING)
+        if hooks and not self.bypass_hooks:
+            self.set_state(state, "Pending:Wait")
+            self.start_action(group, state, hooks[0], LAUNCHING, origin, "AutoScalingGroup")
+        else:
+            self.in_service(group, state, origin)
+
+    def in_service(self, group: FakeAutoScalingGroup, state: InstanceState, origin: str = "EC2") -> None:
+        self.set_state(state, "InService")
+        self.activity_event(group, state, "EC2 Instance Launch Successful", origin=origin)
 
     # -- terminating ------------------------------------------------------------------
-    def begin_termination(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
-        """Scale-in / TerminateInstanceInAutoScalingGroup: Terminating:Wait per hook, or gone."""
+    def begin_termination(self, group: FakeAutoScalingGroup, state: InstanceState, *, cause: str = "scale-in") -> None:
+        """Scale-in / TerminateInstanceInAutoScalingGroup / unhealthy: Terminating:Wait per hook, or gone.
+
+        ``cause`` is ``scale-in`` (SetDesiredCapacity & co: may return to the warm pool with
+        ``ReuseOnScaleIn``), ``terminate`` (TerminateInstanceInAutoScalingGroup) or ``unhealthy``.
+        """
         self.cancel([state.instance.id], "terminated")
+        if self.bypass_hooks:
+            self.terminate_now(group, state)
+            return
+        if cause == "scale-in" and self.reuse_on_scale_in(group):
+            self.return_to_pool(group, state)
+            return
+        if self.opt("transitional_states"):
+            self.set_state(state, "Terminating")
+            self.later(state, lambda: self.enter_terminate(group, state))
+        else:
+            self.enter_terminate(group, state)
+
+    def enter_terminate(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
         hooks = self.hooks(group, TERMINATING)
-        if hooks and not self.bypass_hooks:
-            state.lifecycle_state = "Terminating:Wait"
-            self.start_action(group, state, hooks[0], TERMINATING)
+        if hooks and self.alive(group):
+            self.set_state(state, "Terminating:Wait")
+            self.start_action(group, state, hooks[0], TERMINATING, "AutoScalingGroup", "EC2")
         else:
             self.terminate_now(group, state)
 
     def terminate_now(self, group: FakeAutoScalingGroup, state: InstanceState, *, event: bool = True) -> None:
-        state.lifecycle_state = "Terminated"
+        self.set_state(state, "Terminated")
         group.instance_states = [s for s in group.instance_states if s is not state]
-        group.autoscaling_backend.ec2_backend.terminate_instances([state.instance.id])
+        if group.name in self.warm:
+            self.warm[group.name] = [s for s in self.warm[group.name] if s is not state]
+        if state.instance.state != "terminated":
+            group.autoscaling_backend.ec2_backend.terminate_instances([state.instance.id])
         if event:
             self.activity_event(group, state, "EC2 Instance Terminate Successful")
+        self.observe()
 
     # -- actions ----------------------------------------------------------------------
     def start_action(
-        self, group: FakeAutoScalingGroup, state: InstanceState, hook: LifecycleHook, transition: str
+        self,
+        group: FakeAutoScalingGroup,
+        state: InstanceState,
+        hook: LifecycleHook,
+        transition: str,
+        origin: str = "",
+        destination: str = "",
     ) -> None:
         now = self.now
         timeout = int(hook.heartbeat_timeout)
+        if not origin:
+            origin, destination = (
+                ("EC2", "AutoScalingGroup") if transition == LAUNCHING else ("AutoScalingGroup", "EC2")
+            )
         action = LifecycleActionRecord(
             token=self.new_uuid(),
             group=group.name,
@@ -208,6 +298,8 @@ class Lifecycle:
             heartbeat_timeout=timeout,
             deadline=now + timeout,
             global_deadline=now + min(GLOBAL_TIMEOUT_CAP, 100 * timeout),
+            origin=origin,
+            destination=destination,
         )
         self.active[action.token] = action
         self.aws.lifecycle_actions.append(action)
@@ -278,19 +370,33 @@ class Lifecycle:
         self.end(action, result, by)
         backend = autoscaling_backends[self.aws.account][self.aws.region]
         group = backend.autoscaling_groups.get(action.group)
-        state = self.state_of(group, action.instance_id) if group is not None else None
+        state = self.locate(group, action.instance_id) if group is not None else None
         if group is None or state is None:
             return
         hooks = self.hooks(group, action.transition)
         names = [h.name for h in hooks]
         following = hooks[names.index(action.hook) + 1 :] if action.hook in names else []
+        if action.destination == "WarmPool":
+            # Into the warm pool (a launch into it, or a return on scale-in): Warmed:Pending:Wait.
+            if result == "CONTINUE" and following:
+                self.start_action(group, state, following[0], action.transition, action.origin, action.destination)
+            elif result == "ABANDON" and action.transition == LAUNCHING:
+                self.terminate_now(group, state, event=False)
+                self.refill(group)
+            else:
+                self.warmed(group, state)
+            return
         if action.transition == LAUNCHING:
             if result == "CONTINUE":
                 if following:
-                    self.start_action(group, state, following[0], LAUNCHING)
+                    self.start_action(group, state, following[0], LAUNCHING, action.origin, action.destination)
+                elif self.opt("transitional_states"):
+                    self.set_state(state, "Pending:Proceed")
+                    self.later(
+                        state, lambda: self.in_service(group, state, action.origin) if self.alive(group) else None
+                    )
                 else:
-                    state.lifecycle_state = "InService"
-                    self.activity_event(group, state, "EC2 Instance Launch Successful")
+                    self.in_service(group, state, action.origin)
                 return
             reason = (
                 "Instance failed to complete user's Lifecycle Action: Lifecycle Action with token "
@@ -301,9 +407,18 @@ class Lifecycle:
             group.set_desired_capacity(group.desired_capacity)  # the group replaces it
             return
         if result == "CONTINUE" and following:
-            self.start_action(group, state, following[0], TERMINATING)
+            self.start_action(group, state, following[0], TERMINATING, action.origin, action.destination)
+        elif self.opt("transitional_states"):
+            self.set_state(state, "Terminating:Proceed")
+            self.later(state, lambda: self.terminate_now(group, state))
         else:
             self.terminate_now(group, state)
+
+    def locate(self, group: FakeAutoScalingGroup, instance_id: str) -> InstanceState | None:
+        """The instance's state in the group or in its warm pool."""
+        return self.state_of(group, instance_id) or next(
+            (s for s in self.warm.get(group.name, []) if s.instance.id == instance_id), None
+        )
 
     # -- notifications ----------------------------------------------------------------
     def record(self, channel: str, target: str, payload: dict[str, Any]) -> None:
@@ -392,7 +507,9 @@ class Lifecycle:
         self, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleActionRecord
     ) -> None:
         launching = action.transition == LAUNCHING
-        origin, destination = ("EC2", "AutoScalingGroup") if launching else ("AutoScalingGroup", "EC2")
+        origin, destination = action.origin, action.destination
+        if not origin:
+            origin, destination = ("EC2", "AutoScalingGroup") if launching else ("AutoScalingGroup", "EC2")
         metadata = getattr(hook, "notification_metadata", None)
         detail: dict[str, Any] = {
             "LifecycleActionToken": action.token,
@@ -439,6 +556,7 @@ class Lifecycle:
         *,
         status: str = "InProgress",
         message: str = "",
+        origin: str | None = None,
     ) -> None:
         instance = state.instance
         launching = "Launch" in detail_type
@@ -456,11 +574,325 @@ class Lifecycle:
             "EC2InstanceId": instance.id,
             "StartTime": now,
             "Cause": f"At {now} an instance was {'started' if launching else 'taken out of service'}.",
-            "Origin": "EC2" if launching else "AutoScalingGroup",
+            "Origin": origin or ("EC2" if launching else "AutoScalingGroup"),
             "Destination": "AutoScalingGroup" if launching else "EC2",
         }
         instance_arn = f"arn:aws:ec2:{self.aws.region}:{self.aws.account}:instance/{instance.id}"
         self.put_event(detail_type, detail, [group.arn, instance_arn])
+
+    # -- health check replacement (issue 11) ----------------------------------------------
+    def killed(self, instance_id: str) -> None:
+        """``aws.kill_instance`` with ``health_check_replacement``: the group finds out later.
+
+        AWS: an instance that stopped or terminated at EC2 level fails the group's EC2 health
+        check; Auto Scaling marks it ``Unhealthy`` and replaces it: a termination activity (which
+        runs the group's terminate lifecycle hooks, although the instance is already gone) while
+        another activity launches the replacement.
+        https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-health-checks.html
+        https://docs.aws.amazon.com/autoscaling/ec2/userguide/replace-unhealthy-instance.html
+        ("By default, Amazon EC2 Auto Scaling creates a new scaling activity for terminating the
+        unhealthy instance and then terminates it. While the instance is terminating, another
+        scaling activity launches a new instance.") The delay until the check notices is
+        ``health_check_delay`` (s, drawn from ``aws.rng``). Only an ``InService`` instance is
+        health-checked; one that dies in another state leaves the group at once (no hooks).
+        """
+        backend = autoscaling_backends[self.aws.account][self.aws.region]
+        for group in list(backend.autoscaling_groups.values()):
+            state = self.state_of(group, instance_id)
+            if state is None:
+                continue
+            if state.lifecycle_state != "InService":
+                self.cancel([instance_id], "terminated")
+                self.terminate_now(group, state)
+                group.set_desired_capacity(group.desired_capacity)
+                return
+            when = self.now + self.draw("health_check_delay", (10.0, 30.0))
+            self.aws.clock.call_at(when, lambda g=group, s=state: self.health_check(g, s))
+            return
+
+    def health_check(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
+        with self.lock:
+            if not self.alive(group) or self.state_of(group, state.instance.id) is not state:
+                return
+            if state.lifecycle_state != "InService":
+                return  # already leaving by another path
+            state.health_status = "Unhealthy"
+            self.begin_termination(group, state, cause="unhealthy")
+            group.set_desired_capacity(group.desired_capacity)  # the replacement launches meanwhile
+
+    # -- warm pools (issue 11) ------------------------------------------------------------
+    # https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-warm-pools.html
+    # https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html:
+    # a launch hook pauses a new instance at Warmed:Pending:Wait (Origin EC2, Destination
+    # WarmPool) and again at Pending:Wait when it leaves the pool (Origin WarmPool, Destination
+    # AutoScalingGroup); with ReuseOnScaleIn a scaled-in instance returning to the pool pauses at
+    # Warmed:Pending:Wait for the *terminate* hook (Origin AutoScalingGroup, Destination WarmPool);
+    # once the pool is empty, instances launch straight into the group (Pending:Wait only).
+    def pool(self, group: FakeAutoScalingGroup) -> Any:
+        return getattr(group, "warm_pool", None) if self.opt("warm_pools") else None
+
+    def reuse_on_scale_in(self, group: FakeAutoScalingGroup) -> bool:
+        pool = self.pool(group)
+        policy = (getattr(pool, "instance_reuse_policy", None) or {}) if pool is not None else {}
+        return str(policy.get("ReuseOnScaleIn", False)).lower() == "true"
+
+    def pool_target(self, group: FakeAutoScalingGroup) -> int:
+        """Warm pool size: MaxGroupPreparedCapacity (default MaxSize) - DesiredCapacity, at least MinSize."""
+        pool = self.pool(group)
+        if pool is None:
+            return 0
+        prepared = pool.max_group_prepared_capacity
+        prepared = int(prepared) if prepared not in (None, "", -1, "-1") else int(group.max_size or 0)
+        return max(int(pool.min_size or 0), prepared - int(group.desired_capacity or 0))
+
+    def refill(self, group: FakeAutoScalingGroup) -> None:
+        """Launch instances into the warm pool until it has ``pool_target`` members."""
+        if self.pool(group) is None or self.bypass_hooks or not self.alive(group):
+            return
+        members = self.warm.setdefault(group.name, [])
+        missing = self.pool_target(group) - len(members)
+        if missing <= 0:
+            return
+        before = set(map(id, group.instance_states))
+        _ORIG["FakeAutoScalingGroup.replace_autoscaling_group_instances"](group, missing, group.get_propagated_tags())
+        new = [s for s in group.instance_states if id(s) not in before]
+        group.instance_states = [s for s in group.instance_states if id(s) in before]
+        members.extend(new)
+        for state in new:
+            if self.opt("transitional_states"):
+                self.set_state(state, "Warmed:Pending")
+                self.later(state, lambda s=state: self.enter_pool(group, s) if self.alive(group) else None)
+            else:
+                self.enter_pool(group, state)
+
+    def enter_pool(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
+        hooks = self.hooks(group, LAUNCHING)
+        if hooks:
+            self.set_state(state, "Warmed:Pending:Wait")
+            self.start_action(group, state, hooks[0], LAUNCHING, "EC2", "WarmPool")
+        else:
+            self.warmed(group, state)
+
+    def warmed(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
+        """The pool's PoolState: ``Warmed:Stopped`` (EC2 stopped), ``Warmed:Running``, ``Warmed:Hibernated``."""
+        pool = self.pool(group)
+        pool_state = (getattr(pool, "pool_state", None) or "Stopped") if pool is not None else "Stopped"
+
+        def settle() -> None:
+            if state.instance.state == "running" and pool_state != "Running":
+                state.instance.stop()
+            self.set_state(state, f"Warmed:{pool_state}")
+
+        if self.opt("transitional_states") and state.lifecycle_state == "Warmed:Pending:Wait":
+            self.set_state(state, "Warmed:Pending:Proceed")
+            self.later(state, settle)
+        else:
+            settle()
+
+    def return_to_pool(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
+        """Scale-in with ``ReuseOnScaleIn``: back to the pool via the terminate hook (Warmed:Pending:Wait)."""
+        group.instance_states = [s for s in group.instance_states if s is not state]
+        self.warm.setdefault(group.name, []).append(state)
+        hooks = self.hooks(group, TERMINATING)
+        if hooks:
+            self.set_state(state, "Warmed:Pending:Wait")
+            self.start_action(group, state, hooks[0], TERMINATING, "AutoScalingGroup", "WarmPool")
+        else:
+            self.warmed(group, state)
+
+    def take_from_pool(self, group: FakeAutoScalingGroup, count: int) -> int:
+        """Scale-out: move up to ``count`` ready pool instances into the group. Returns how many."""
+        if self.pool(group) is None or count <= 0:
+            return 0
+        ready = [s for s in self.warm.get(group.name, []) if s.lifecycle_state in WARMED_READY][:count]
+        if not ready:
+            return 0
+        self.warm[group.name] = [s for s in self.warm[group.name] if s not in ready]
+        group.instance_states.extend(ready)
+        for state in ready:
+            if state.instance.state != "running":
+                state.instance.start()
+        self.launched(group, ready, origin="WarmPool")
+        return len(ready)
+
+    def delete_pool(self, group: FakeAutoScalingGroup) -> None:
+        """DeleteWarmPool: the pool's instances are terminated (their lifecycle actions end)."""
+        members = self.warm.pop(group.name, [])
+        self.cancel([s.instance.id for s in members], "terminated")
+        for state in members:
+            self.set_state(state, "Warmed:Terminated")
+            if state.instance.state != "terminated":
+                group.autoscaling_backend.ec2_backend.terminate_instances([state.instance.id])
+
+    # -- standby (issue 11) ---------------------------------------------------------------
+    # https://docs.aws.amazon.com/autoscaling/ec2/userguide/as-enter-exit-standby.html: EnterStandby
+    # takes an InService instance to EnteringStandby then Standby; ExitStandby takes it to Pending
+    # then InService. No lifecycle hook runs on either: AWS's answer in
+    # https://github.com/aws-samples/aws-codedeploy-samples/issues/30 ("lifecycle hooks were
+    # applied to spot instances when they were attached ... or when they were exiting Standby.
+    # That was incorrect behavior as lifecycle hooks should only be applied to newly launched
+    # instances. The fix for this issue has been deployed to all public regions as of Nov 3 [2015]").
+    def entering_standby(self, states: list[InstanceState]) -> None:
+        for state in states:
+            self.set_state(state, "EnteringStandby")
+            self.later(state, lambda s=state: self.set_state(s, "Standby"))
+
+    def exiting_standby(self, states: list[InstanceState]) -> None:
+        for state in states:
+            self.set_state(state, "Pending")
+            self.later(state, lambda s=state: self.set_state(s, "InService"))
+
+    # -- eventually consistent describes (issue 11) ---------------------------------------
+    # https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html ("the result of an
+    # API command you run that affects your Amazon EC2 resources might not be immediately visible
+    # to all subsequent commands you run"); Auto Scaling's Describe* calls read the same way.
+    #
+    # Model: ``observe`` keeps, per instance, the list of (time, view) where the view is what the
+    # three Describe calls can show (group, lifecycle and health state, warm-pool membership; EC2
+    # state, private IP and DNS name, tags, presence) and appends a view whenever it differs from
+    # the last. It runs after every Auto Scaling/EC2 request and after every state change the
+    # engine makes (timers included). A describe with ``stale_describes`` draws a lag L from
+    # ``describe_staleness`` per call and answers from each instance's last view at or before
+    # ``now - L``: an instance launched since is absent, one gone since is still there, states,
+    # addresses and tags are as they were. Writes made straight into moto's backends (not through
+    # the API or the engine) are seen from the next observation on. Groups themselves (existence,
+    # hooks, sizes other than DesiredCapacity) are answered current.
+    def observe(self) -> None:
+        if not self.opt("stale_describes"):
+            return
+        from moto.ec2.models import ec2_backends
+
+        now = self.now
+        views: dict[str, dict[str, Any]] = {}
+        ec2 = ec2_backends[self.aws.account][self.aws.region]
+        for reservation in list(ec2.reservations.values()):
+            for inst in list(reservation.instances):
+                views[inst.id] = {
+                    "instance": inst,
+                    "reservation": reservation,
+                    "ec2_state": (inst._state.name, inst._state.code),
+                    "ip": _Inst.ip(inst),
+                    "dns": _Inst.dns(inst),
+                    "tags": tuple(sorted((t["key"], t["value"]) for t in inst.get_tags())),
+                    "group": None,
+                }
+        backend = autoscaling_backends[self.aws.account][self.aws.region]
+        for group in list(backend.autoscaling_groups.values()):
+            self._remember(self.group_history.setdefault(group.name, []), now, group.desired_capacity)
+            members = [(s, False) for s in group.instance_states] + [(s, True) for s in self.warm.get(group.name, [])]
+            for state, warm in members:
+                view = views.get(state.instance.id)
+                if view is not None:
+                    view.update(
+                        group=group.name,
+                        state=state,
+                        lifecycle=state.lifecycle_state,
+                        health=state.health_status,
+                        warm=warm,
+                    )
+        for iid in set(self.history) | set(views):
+            view = views.get(iid, {"gone": True})
+            self._remember(self.history.setdefault(iid, []), now, view)
+
+    def _remember(self, entries: list[tuple[float, Any]], now: float, value: Any) -> None:
+        def key(v: Any) -> Any:
+            return (
+                {k: x for k, x in v.items() if k not in ("instance", "reservation", "state")}
+                if isinstance(v, dict)
+                else v
+            )
+
+        if entries and key(entries[-1][1]) == key(value):
+            return
+        if entries and entries[-1][0] == now:
+            entries[-1] = (now, value)
+        else:
+            entries.append((now, value))
+        # Keep what a lag can still reach (the last entry before the horizon included).
+        spec = getattr(self.aws, "describe_staleness", (0.0, 2.0))
+        horizon = now - (max(spec) if isinstance(spec, tuple) else float(spec)) - 1.0
+        while len(entries) > 2 and entries[1][0] <= horizon:
+            entries.pop(0)
+
+    def stale_time(self) -> float | None:
+        """The moment this describe answers as of (``now - lag``), or None for a current answer."""
+        if not self.opt("stale_describes"):
+            return None
+        self.observe()
+        return self.now - self.draw("describe_staleness", (0.0, 2.0))
+
+    @staticmethod
+    def at(entries: list[tuple[float, Any]], when: float) -> Any:
+        found = None
+        for t, value in entries:
+            if t > when:
+                break
+            found = value
+        return found
+
+    def views_at(self, when: float) -> dict[str, dict[str, Any]]:
+        out = {}
+        for iid, entries in self.history.items():
+            view = self.at(entries, when)
+            if view is not None and not view.get("gone"):
+                out[iid] = view
+        return out
+
+    def stale_groups(self, groups: list[FakeAutoScalingGroup], when: float) -> list[Any]:
+        views = self.views_at(when)
+        out = []
+        for group in groups:
+            members = [
+                _Proxy(v["state"], lifecycle_state=v["lifecycle"], health_status=v["health"])
+                for v in views.values()
+                if v.get("group") == group.name and not v.get("warm")
+            ]
+            desired = self.at(self.group_history.get(group.name, []), when)
+            out.append(
+                _Proxy(
+                    group,
+                    instances=members,
+                    instance_states=members,
+                    desired_capacity=group.desired_capacity if desired is None else desired,
+                )
+            )
+        return out
+
+    def stale_instance_states(self, instance_ids: list[str], when: float) -> list[Any]:
+        return [
+            _Proxy(v["state"], lifecycle_state=v["lifecycle"], health_status=v["health"])
+            for iid, v in self.views_at(when).items()
+            if v.get("group") and (not instance_ids or iid in instance_ids)
+        ]
+
+    def stale_reservations(self, instance_ids: list[str], filters: Any, when: float) -> list[Any]:
+        import copy
+
+        from moto.ec2.exceptions import InvalidInstanceIdError
+        from moto.ec2.utils import filter_reservations
+
+        views = self.views_at(when)
+        if instance_ids:
+            missing = [i for i in instance_ids if i not in views]
+            if missing:
+                raise InvalidInstanceIdError(missing[0])
+        by_reservation: dict[int, tuple[Any, list[Any]]] = {}
+        for iid, view in views.items():
+            if instance_ids and iid not in instance_ids:
+                continue
+            name, code = view["ec2_state"]
+            tags = [{"key": k, "value": v, "resource_id": iid, "resource_type": "instance"} for k, v in view["tags"]]
+            proxy = _InstanceView(view["instance"], name, code, view["ip"], view["dns"], tags)
+            reservation = view["reservation"]
+            by_reservation.setdefault(id(reservation), (reservation, []))[1].append(proxy)
+        reservations = []
+        for reservation, instances in by_reservation.values():
+            copied = copy.copy(reservation)
+            copied.instances = instances
+            reservations.append(copied)
+        if filters:
+            reservations = filter_reservations(reservations, filters)
+        return reservations
 
     # -- hooks ------------------------------------------------------------------------
     def put_hook(
@@ -529,6 +961,91 @@ class Lifecycle:
 
 
 # ---------------------------------------------------------------------------------------
+# Views for stale describes and terminated instances (issue 11)
+# ---------------------------------------------------------------------------------------
+class _Proxy:
+    """An object that reads like ``target`` except for the given attributes (moto serializes by attribute)."""
+
+    def __init__(self, target: Any, **overrides: Any) -> None:
+        self.__dict__["_target"] = target
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_target"], name)
+
+
+class _InstanceView(_Proxy):
+    """An EC2 instance as it was: state, addresses and tags of an older view (filters read them too)."""
+
+    def __init__(
+        self, instance: Any, name: str, code: int, ip: str | None, dns: str, tags: list[dict[str, str]]
+    ) -> None:
+        from types import SimpleNamespace
+
+        state = SimpleNamespace(name=name, code=code)
+        super().__init__(
+            instance,
+            _state=state,
+            instance_state=state,
+            state=name,
+            state_code=code,
+            private_ip=ip,
+            private_ip_address=ip,
+            private_dns_name=dns,
+            tag_set=tags,
+            tag_list=tags,
+        )
+        if ip is None:
+            self.__dict__["network_interfaces"] = []
+
+    def get_tags(self) -> list[dict[str, str]]:
+        return self.__dict__["tag_set"]
+
+
+class _Inst:
+    """Addresses of a moto instance as DescribeInstances shows them (None / "" once unaddressed)."""
+
+    @staticmethod
+    def ip(instance: Any) -> str | None:
+        return instance.private_ip
+
+    @staticmethod
+    def dns(instance: Any) -> str:
+        return instance.private_dns_name if instance.private_ip else ""
+
+
+def unaddress(engine: Lifecycle, instance: Any) -> None:
+    """``terminated_addresses``: a terminated instance shows no private IP and an empty DNS name, and
+    leaves DescribeInstances ``terminated_retention`` s later.
+
+    AWS: the private DNS name "is not available until the instance enters the running state"
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Instance.html, PrivateDnsName), and
+    real DescribeInstances output for a terminated instance has ``PrivateDnsName: ""``, no
+    ``PrivateIpAddress`` and no network interfaces (the primary ENI is deleted with the instance:
+    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/terminating-instances.html). "Terminated
+    instances remain visible after termination (for approximately one hour)"
+    (TerminateInstances reference, e.g. https://docs.aws.amazon.com/sdkfornet1/latest/apidocs/html/T_Amazon_EC2_Model_TerminateInstancesRequest.htm).
+    """
+    if getattr(instance, "_local_unaddressed", False):
+        return
+    instance._local_unaddressed = True
+    retention = getattr(engine.aws, "terminated_retention", 3600.0)
+    if retention is None:
+        return
+    backend = instance.ec2_backend
+
+    def forget() -> None:
+        with engine.lock:
+            for key, reservation in list(backend.reservations.items()):
+                reservation.instances = [i for i in reservation.instances if i is not instance]
+                if not reservation.instances:
+                    del backend.reservations[key]
+            engine.observe()
+
+    engine.aws.clock.call_at(engine.now + float(retention), forget)
+
+
+# ---------------------------------------------------------------------------------------
 # Patches (installed once per process)
 # ---------------------------------------------------------------------------------------
 _INSTALLED = False
@@ -559,10 +1076,20 @@ def install(aws: LocalAWS) -> Lifecycle:
 
 
 def kill_instance(aws: LocalAWS, instance_id: str) -> None:
-    """Terminate an instance at the EC2 level, bypassing hooks; its group drops and replaces it."""
+    """Terminate an instance at the EC2 level (a crash, EC2 TerminateInstances).
+
+    Default: its group drops and replaces it at once, no hooks. With ``health_check_replacement``
+    the group's health check finds it later and terminates it through its hooks (``Lifecycle.killed``).
+    """
     from moto.ec2.models import ec2_backends
 
+    engine: Lifecycle | None = getattr(aws, "_lifecycle", None)
     ec2_backends[aws.account][aws.region].terminate_instances([instance_id])
+    if engine is not None and engine.opt("health_check_replacement"):
+        with engine.lock:
+            engine.killed(instance_id)
+            engine.observe()
+        return
     autoscaling_backends[aws.account][aws.region].notify_terminate_instances([instance_id])
 
 
@@ -595,6 +1122,9 @@ def _patch() -> None:
             if engine is None:
                 return orig(self, count_needed, propagated_tags)
             with engine.lock:
+                count_needed -= engine.take_from_pool(self, count_needed)
+                if count_needed <= 0:
+                    return None
                 before = set(map(id, self.instance_states))
                 orig(self, count_needed, propagated_tags)
                 new = [s for s in self.instance_states if id(s) not in before]
@@ -628,6 +1158,7 @@ def _patch() -> None:
                 removed = [s for s in counted if id(s) not in kept]
                 for state in removed:
                     engine.begin_termination(self, state)
+                engine.refill(self)
             return None
 
         return patched
@@ -635,11 +1166,16 @@ def _patch() -> None:
     def ec2_terminate_instances(orig: Callable[..., Any]) -> Callable[..., Any]:
         def patched(self: EC2Backend, instance_ids: list[str]) -> Any:
             stack = getattr(_CAPTURE, "stack", None)
-            if stack and _engine() is not None:
+            engine = _engine()
+            if stack and engine is not None:
                 # A group's scale-in inside moto: the lifecycle engine decides when they die.
                 stack[-1].extend(instance_ids)
                 return []
-            return orig(self, instance_ids)
+            result = orig(self, instance_ids)
+            if engine is not None and engine.opt("terminated_addresses"):
+                for instance_id in instance_ids:
+                    unaddress(engine, self.get_instance(instance_id))
+            return result
 
         return patched
 
@@ -681,7 +1217,7 @@ def _patch() -> None:
                         )
                     group.desired_capacity = original_size - 1
                 if state.lifecycle_state in CAPACITY_STATES:
-                    engine.begin_termination(group, state)
+                    engine.begin_termination(group, state, cause="terminate")
                 activity = TerminateInstanceActivity(state.instance, original_size)
                 group.set_desired_capacity(group.desired_capacity)
                 return activity
@@ -711,6 +1247,7 @@ def _patch() -> None:
             if engine is None or group is None:
                 return orig(self, group_name)
             with engine.lock:
+                engine.delete_pool(group)
                 engine.cancel([s.instance.id for s in group.instance_states], "group-deleted")
                 for state in list(group.instance_states):
                     if state.lifecycle_state not in CAPACITY_STATES and state.lifecycle_state != "Standby":
@@ -740,6 +1277,62 @@ def _patch() -> None:
             return None
 
         return patched
+
+    def standby(orig: Callable[..., Any], entering: bool) -> Callable[..., Any]:
+        def patched(self: AutoScalingBackend, group_name: str, instance_ids: list[str], *args: Any) -> Any:
+            engine = _engine()
+            if engine is None or not engine.opt("standby_states"):
+                return orig(self, group_name, instance_ids, *args)
+            with engine.lock:
+                activities = orig(self, group_name, instance_ids, *args)
+                group = self.autoscaling_groups[group_name]
+                states = [s for s in group.instance_states if s.instance.id in instance_ids]
+                (engine.entering_standby if entering else engine.exiting_standby)(states)
+                return activities
+
+        return patched
+
+    def put_warm_pool(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def patched(self: AutoScalingBackend, group_name: str, *args: Any, **kwargs: Any) -> Any:
+            engine = _engine()
+            result = orig(self, group_name, *args, **kwargs)
+            if engine is not None:
+                with engine.lock:
+                    engine.refill(self.autoscaling_groups[group_name])
+            return result
+
+        return patched
+
+    def delete_warm_pool(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def patched(self: AutoScalingBackend, group_name: str) -> Any:
+            engine = _engine()
+            if engine is not None and group_name in self.autoscaling_groups:
+                with engine.lock:
+                    engine.delete_pool(self.autoscaling_groups[group_name])
+            return orig(self, group_name)
+
+        return patched
+
+    def describe_instances_asg(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def patched(self: AutoScalingBackend, instance_ids: list[str]) -> Any:
+            found = orig(self, instance_ids)
+            engine = _engine()
+            if engine is not None and engine.opt("warm_pools"):
+                # Warm-pool instances are Auto Scaling instances too (LifecycleState Warmed:*):
+                # https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_AutoScalingInstanceDetails.html
+                for members in engine.warm.values():
+                    found.extend(s for s in members if not instance_ids or s.instance.id in instance_ids)
+            return found
+
+        return patched
+
+    wrap(AutoScalingBackend, "enter_standby_instances", lambda orig: standby(orig, True))
+    wrap(AutoScalingBackend, "exit_standby_instances", lambda orig: standby(orig, False))
+    wrap(AutoScalingBackend, "put_warm_pool", put_warm_pool)
+    wrap(AutoScalingBackend, "delete_warm_pool", delete_warm_pool)
+    wrap(AutoScalingBackend, "describe_auto_scaling_instances", describe_instances_asg)
+    _patch_instances()
+    _patch_describes()
 
     wrap(FakeAutoScalingGroup, "active_instances", active_instances)
     wrap(FakeAutoScalingGroup, "replace_autoscaling_group_instances", replace_instances)
@@ -846,3 +1439,117 @@ def _patch() -> None:
 
     AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action  # type: ignore[attr-defined]
     AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat  # type: ignore[attr-defined]
+
+
+def _patch_instances() -> None:
+    """moto's Instance addresses, empty once ``unaddress`` ran (``terminated_addresses``)."""
+    from moto.ec2.models.instances import Instance
+
+    def blank(name: str, empty: Any) -> None:
+        original = getattr(Instance, name)
+        _ORIG[f"Instance.{name}"] = original
+
+        def getter(self: Any) -> Any:
+            if getattr(self, "_local_unaddressed", False):
+                return empty() if callable(empty) else empty
+            return original.fget(self)
+
+        setattr(Instance, name, property(getter))
+
+    blank("private_ip", None)
+    blank("private_ip_address", None)
+    blank("private_dns_name", "")
+    blank("network_interfaces", list)
+
+
+def _patch_describes() -> None:
+    """Describe calls answered from an older view (``stale_describes``), and observations after each request."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses import EC2Response
+    from moto.ec2.responses.instances import InstanceResponse
+
+    asg_call = AutoScalingResponse.call_action
+
+    def asg_call_action(self: AutoScalingResponse) -> Any:
+        try:
+            return asg_call(self)
+        finally:
+            engine = _engine()
+            if engine is not None:
+                with engine.lock:
+                    engine.observe()
+
+    def ec2_call_action(self: Any) -> Any:
+        try:
+            return super(EC2Response, self).call_action()
+        finally:
+            engine = _engine()
+            if engine is not None:
+                with engine.lock:
+                    engine.observe()
+
+    AutoScalingResponse.call_action = asg_call_action  # type: ignore[method-assign]
+    EC2Response.call_action = ec2_call_action  # type: ignore[method-assign]
+
+    orig_groups = AutoScalingResponse.describe_auto_scaling_groups
+    orig_instances = AutoScalingResponse.describe_auto_scaling_instances
+    orig_ec2 = InstanceResponse.describe_instances
+    orig_warm = AutoScalingResponse.describe_warm_pool
+
+    def describe_auto_scaling_groups(self: AutoScalingResponse) -> Any:
+        engine = _engine()
+        when = engine.stale_time() if engine is not None else None
+        if when is None:
+            return orig_groups(self)
+        with engine.lock:  # type: ignore[union-attr]
+            backend = self.autoscaling_backend
+            names = self._get_param("AutoScalingGroupNames", [])
+            groups = backend.describe_auto_scaling_groups(names, filters=self._get_param("Filters", []))
+            token = self._get_param("NextToken")
+            start = [g.name for g in groups].index(token) + 1 if token else 0
+            max_records = self._get_int_param("MaxRecords", 50)
+            page = groups[start : start + max_records]
+            next_token = page[-1].name if max_records and len(groups) > start + max_records else None
+            views = engine.stale_groups(page, when)  # type: ignore[union-attr]
+            return ActionResult({"AutoScalingGroups": views, "NextToken": next_token})
+
+    def describe_auto_scaling_instances(self: AutoScalingResponse) -> Any:
+        engine = _engine()
+        when = engine.stale_time() if engine is not None else None
+        if when is None:
+            return orig_instances(self)
+        with engine.lock:  # type: ignore[union-attr]
+            ids = self._get_param("InstanceIds", [])
+            return ActionResult({"AutoScalingInstances": engine.stale_instance_states(ids, when)})  # type: ignore[union-attr]
+
+    def describe_instances(self: Any) -> Any:
+        engine = _engine()
+        when = engine.stale_time() if engine is not None else None
+        if when is None:
+            return orig_ec2(self)
+        self.error_on_dryrun()
+        with engine.lock:  # type: ignore[union-attr]
+            filters = self._filters_from_querystring()
+            ids = self._get_param("InstanceIds", [])
+            reservations = engine.stale_reservations(ids, filters, when)  # type: ignore[union-attr]
+            token = self._get_param("NextToken")
+            start = [r.id for r in reservations].index(token) + 1 if token else 0
+            max_results = int(self._get_param("MaxResults", 100))
+            page = reservations[start : start + max_results]
+            next_token = page[-1].id if max_results and len(reservations) > start + max_results else None
+            return ActionResult({"Reservations": page, "NextToken": next_token})
+
+    def describe_warm_pool(self: AutoScalingResponse) -> Any:
+        engine = _engine()
+        if engine is None or not engine.opt("warm_pools"):
+            return orig_warm(self)
+        group_name = self._get_param("AutoScalingGroupName")
+        with engine.lock:
+            pool = self.autoscaling_backend.describe_warm_pool(group_name=group_name)
+            members = list(engine.warm.get(group_name, [])) if pool is not None else []
+            return ActionResult({"WarmPoolConfiguration": pool, "Instances": members})
+
+    AutoScalingResponse.describe_auto_scaling_groups = describe_auto_scaling_groups  # type: ignore[method-assign]
+    AutoScalingResponse.describe_auto_scaling_instances = describe_auto_scaling_instances  # type: ignore[method-assign]
+    InstanceResponse.describe_instances = describe_instances  # type: ignore[method-assign]
+    AutoScalingResponse.describe_warm_pool = describe_warm_pool  # type: ignore[method-assign]

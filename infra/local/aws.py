@@ -49,11 +49,25 @@ class LocalAWS:
         region: str = DEFAULT_REGION,
         account: str = DEFAULT_ACCOUNT,
         seed: int = 0,
-        propagation: float | tuple[float, float] = (20.0, 60.0),
+        propagation: Any = (20.0, 60.0),  # number | (low, high) | ("lognormal", median, p99[, cap]) | fn(rng)
         route53_rate: float | None = 5.0,
         prior_request_window: float = 0.0,
         route53_burst: float | None = None,
         instance_ips: Iterable[str] | None = None,
+        # -- issue 11: Auto Scaling / EC2 as AWS behaves (infra.local.autoscaling; each documented there).
+        health_check_replacement: bool = False,  # issue 11: AWS default is True
+        health_check_delay: float | tuple[float, float] = (10.0, 30.0),
+        terminated_addresses: bool = False,  # issue 11: AWS default is True
+        terminated_retention: float | None = 3600.0,
+        transitional_states: bool = False,  # issue 11: AWS default is True
+        transition_delay: float | tuple[float, float] = (1.0, 5.0),
+        stale_describes: bool = False,  # issue 11: AWS default is True
+        describe_staleness: float | tuple[float, float] = (0.0, 2.0),
+        warm_pools: bool = False,  # issue 11: AWS default is True
+        standby_states: bool = False,  # issue 11: AWS default is True
+        # -- issue 11: Route 53 values and Lambda limits as AWS enforces them (route53.py, delivery.py).
+        route53_strict_values: bool = True,  # issue 11: AWS default is True (on: every existing test passes)
+        lambda_limits: bool = False,  # issue 11: AWS default is True
     ) -> None:
         self.clock = clock if clock is not None else SimClock()
         self.region = region
@@ -75,6 +89,20 @@ class LocalAWS:
         # -- end Route 53, call log, faults --------------------------------------------------
         # -- Auto Scaling and delivery (infra.local.autoscaling, infra.local.delivery) -------
         self.instance_ips = instance_ips  # private IPs for new instances, in order (demo: 127.0.1.x)
+        # issue 11 options: malformed/duplicate values and a set changed twice refused (route53.py);
+        # Lambda's configuration limits enforced by register_function/map_queue (delivery.py).
+        self.route53_strict_values = route53_strict_values
+        self.lambda_limits = lambda_limits
+        self.health_check_replacement = health_check_replacement  # EC2-level kill: health check + terminate hooks
+        self.health_check_delay = health_check_delay  # s until the health check notices (fixed or uniform range)
+        self.terminated_addresses = terminated_addresses  # terminated: no private IP/DNS name, then gone
+        self.terminated_retention = terminated_retention  # s a terminated instance stays in DescribeInstances
+        self.transitional_states = transitional_states  # Pending, Pending:Proceed, Terminating, ... visible
+        self.transition_delay = transition_delay  # s spent in each transitional state
+        self.stale_describes = stale_describes  # Describe* may answer a view up to describe_staleness s old
+        self.describe_staleness = describe_staleness
+        self.warm_pools = warm_pools  # PutWarmPool launches a pool; Warmed:* states and warm-pool hooks
+        self.standby_states = standby_states  # EnteringStandby -> Standby; ExitStandby -> Pending -> InService
         self.notifications: list[Any] = []  # autoscaling.Notification: what the groups sent
         self.lifecycle_actions: list[Any] = []  # autoscaling.LifecycleActionRecord, every action
         self.invocations: list[Any] = []  # delivery.Invocation: every Lambda invocation

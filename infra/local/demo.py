@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,12 @@ class Cluster:
     """Emulated AWS + DNS server + coordinator (EventBridge runner) + a fleet of real etcd members.
 
     Use as a context manager inside a sandbox; ``close()`` stops every etcd and server it started.
+
+    Variants for tests (the defaults are the demo's): ``heartbeat_timeout`` of the hooks (30 s at least),
+    ``instance_ips`` (a repeated address makes a replacement reuse a dead instance's IP), ``launcher_options``
+    (``Fleet`` options: extra ``Launcher`` arguments per new instance, e.g. a static bootstrap or an etcd that
+    never starts) and ``before_fleet(cluster)``, called once AWS, the stack and DNS run and before the fleet
+    watches the group (e.g. to create instances an operator bootstrapped without the coordinator).
     """
 
     def __init__(
@@ -179,12 +185,20 @@ class Cluster:
         settings: dict[str, str] | None = None,
         propagation: float | tuple[float, float] = 1.0,
         poll: float = 0.2,
+        heartbeat_timeout: int = 300,
+        instance_ips: Sequence[str] = INSTANCE_IPS,
+        launcher_options: Callable[[str], dict[str, Any]] | None = None,
+        before_fleet: Callable[[Cluster], None] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.reporter = reporter
         self.settings = {**COORDINATOR_SETTINGS, **(settings or {})}
         self.propagation = propagation
         self.poll = poll
+        self.heartbeat_timeout = heartbeat_timeout
+        self.instance_ips = tuple(instance_ips)
+        self.launcher_options = launcher_options
+        self.before_fleet = before_fleet
         self.keys: dict[str, str] = {}
         self._stack: contextlib.ExitStack | None = None
         self._seen_actions: set[tuple[str, str]] = set()
@@ -214,7 +228,7 @@ class Cluster:
                     # would, unmetered); the account's 5 requests/s would make etcd's lookups throttle the
                     # coordinator, which real AWS never does.
                     route53_rate=None,
-                    instance_ips=INSTANCE_IPS,
+                    instance_ips=self.instance_ips,
                 )
             )
             from hook_handler.etcd import HttpTransport
@@ -226,11 +240,14 @@ class Cluster:
                 group=GROUP,
                 settings=self.settings,
                 etcd=HttpTransport(),
+                heartbeat_timeout=self.heartbeat_timeout,
             )
             self.dns = serve(
                 self.aws.client("route53"), self.stack.zone_id, ec2=self.aws.client("ec2"), address=NAMESERVER
             )
             stack.callback(self.dns.stop)
+            if self.before_fleet is not None:
+                self.before_fleet(self)
             etcd = EtcdSettings(domain=DOMAIN, token="etcd-" + uuid.uuid4().hex)
             self.fleet = Fleet(
                 GROUP,
@@ -239,6 +256,7 @@ class Cluster:
                 ec2=self.aws.client("ec2"),
                 workdir=self.workdir,
                 poll=self.poll,
+                options=self.launcher_options,
             )
             stack.enter_context(self.fleet)
         except BaseException:
@@ -265,6 +283,11 @@ class Cluster:
         if launcher is not None:
             launcher.kill()  # the VM dies with its etcd at once, before the group notices
         self.aws.kill_instance(instance_id)
+
+    def crash(self, instance_id: str) -> None:
+        """The member's etcd dies and stays down; the instance keeps running (no hook, nothing replaces it)."""
+        self.reporter.event(f"etcd on {instance_id} ({self.name_of(instance_id)}) crashes; the instance keeps running")
+        self.fleet.launchers[instance_id].crash()
 
     def reconcile(self) -> None:
         """The schedule rule's event, delivered like any other (async, through the runner)."""

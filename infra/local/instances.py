@@ -156,6 +156,13 @@ class Launcher:
     (e.g. ``member count is unequal``), so it is cleared and the first start (tag, SRV check, discovery) runs again.
     The lifecycle state is read only before a first start: Standby and ExitStandby never stop or restart etcd.
 
+    Test options (the default is the bootstrap script): ``start_etcd=False`` follows the protocol up to the go
+    signal and the SRV check and then never starts etcd (state ``not-started``: a member that never starts);
+    ``initial_cluster="id=http://ip:2380,..."`` starts etcd at once as a founding member of a static cluster
+    (``--initial-cluster``, state ``new``, no lifecycle state, tag or SRV wait: a cluster an operator built
+    before any coordinator was attached); ``advertise_ip=True`` advertises ``http://<private IP>:2380`` as the
+    peer URL instead of the private DNS name. ``crash()`` kills etcd and keeps it down while the instance runs.
+
     Example:
         >>> launcher = Launcher("i-0abc", settings, autoscaling=asg, ec2=ec2, workdir=Path("/tmp/fleet")).start()
         >>> launcher.wait_state({"running"}, timeout=10)
@@ -174,8 +181,15 @@ class Launcher:
         poll: float = 0.5,
         restart: bool = False,
         restart_delay: float = 1.0,
+        start_etcd: bool = True,
+        initial_cluster: str | None = None,
+        advertise_ip: bool = False,
     ) -> None:
         self.instance_id = instance_id
+        self.start_etcd = start_etcd
+        self.initial_cluster = initial_cluster
+        self.advertise_ip = advertise_ip
+        self.crashed = False
         self.settings = settings
         self.autoscaling = autoscaling
         self.ec2 = ec2
@@ -208,9 +222,10 @@ class Launcher:
 
     @property
     def peer_url(self) -> str | None:
-        if not self.private_dns_name:
+        host = self.private_ip if self.advertise_ip else self.private_dns_name
+        if not host:
             return None
-        return f"http://{self.private_dns_name}:{self.settings.peer_port}"
+        return f"http://{host}:{self.settings.peer_port}"
 
     def wait_state(self, states: Iterable[str], timeout: float) -> str:
         """Block until ``state`` is one of ``states``; return it (TimeoutError after ``timeout`` seconds)."""
@@ -235,6 +250,18 @@ class Launcher:
         self._set_state("killed")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def crash(self) -> None:
+        """etcd dies (SIGKILL) and stays down while the instance keeps running: no restart, data dir kept."""
+        self.restart = False
+        self.crashed = True
+        with self._lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+            self.log(f"etcd pid {process.pid} crashed (SIGKILL); kept down, the instance keeps running")
+
     # -- the protocol -----------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
         with self._changed:
@@ -258,6 +285,21 @@ class Launcher:
         """One pass of the script: the exit status of etcd, or None when etcd was not (or no longer) to run."""
         if not self._wait("describing", self._describe_instance):
             return None
+        if self.crashed:
+            return None
+        if self.initial_cluster is not None and not wal_exists(self.data_dir):
+            self.cluster_state = "new"
+            self.log(f"static bootstrap: --initial-cluster {self.initial_cluster} (peer {self.peer_url})")
+            return self._exec(
+                [
+                    "--initial-cluster",
+                    self.initial_cluster,
+                    "--initial-cluster-token",
+                    self.settings.token,
+                    "--initial-cluster-state",
+                    "new",
+                ]
+            )
         if wal_exists(self.data_dir):
             self.log("restart: the data dir holds a member's WAL; starting without discovery, keeping the data")
             return self._exec([])
@@ -271,6 +313,10 @@ class Launcher:
             )
             shutil.rmtree(self.data_dir)
         if not self._wait_in_service() or not self._wait_cluster_state() or not self._wait_srv_lists():
+            return None
+        if not self.start_etcd:
+            self.log("told to start, but this instance never starts etcd (start_etcd=False)")
+            self._set_state("not-started")
             return None
         discovery = ["--discovery-srv", self.settings.domain.rstrip(".")]
         if self.settings.srv_name:
@@ -439,6 +485,7 @@ class Fleet:
     terminate hook completes), or stopped/terminated in EC2 have their etcd killed; an instance in ``Standby``
     (or leaving it) keeps its etcd running untouched. ``close()``
     kills everything. Logs (timestamped) go to ``workdir/logs``; data dirs to ``workdir/data`` and are removed.
+    ``options(instance_id)``, when given, returns extra ``Launcher`` keyword arguments for a new instance.
 
     Example:
         >>> fleet = Fleet("etcd", settings, autoscaling=asg, ec2=ec2, workdir=tmp).start()
@@ -457,8 +504,10 @@ class Fleet:
         workdir: Path,
         poll: float = 0.5,
         restart: bool = False,
+        options: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.group_name = group_name
+        self.options = options
         self.settings = settings
         self.autoscaling = autoscaling
         self.ec2 = ec2
@@ -530,6 +579,7 @@ class Fleet:
                     workdir=self.workdir,
                     poll=self.poll,
                     restart=self.restart,
+                    **(self.options(iid) if self.options is not None else {}),
                 )
                 with self._lock:
                     self._launchers[iid] = launcher

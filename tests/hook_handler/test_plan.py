@@ -244,6 +244,8 @@ def test_plan_properties(rows, listed):
 
 
 def test_with_membership_a_running_cluster_grows_one_joiner_at_a_time():
+    """Defect 2 of issue 10 (membership is the default): without endpoints settings membership was off, so
+    joiners into a running cluster were listed together and none was `member add`ed."""
     settings = make_settings()  # membership is the default
     obs = observe(inst(1), inst(2), inst(3), inst(4, "Pending:Wait"), inst(5, "Pending:Wait"))
     plan = build_plan(settings, obs, srv(1, 2, 3))
