@@ -43,13 +43,12 @@ from hook_handler.lifecycle import (
     CHANGE_TAG,
     LAUNCHING,
     LEAVE_CHANGE_TAG,
-    STATE_TAG,
     TARGET_TAG,
     TERMINATING,
     Action,
     AutoScaling,
 )
-from hook_handler.members import LEAVING_STATES, MEMBER_STATES, SERVING_STATES, Instance
+from hook_handler.members import LEAVING_STATES, MEMBER_STATES, SERVING_STATES, STATE_TAG, Instance
 from hook_handler.membership import (
     ADDED,
     ADDING,
@@ -74,7 +73,11 @@ from hook_handler.telemetry import MetricUnit
 MAX_CAS_ATTEMPTS = 8
 PENDING = "pending"  # etcd-leave-change value between marking a leaver and naming the change that drops it
 FOLLOWER_POLL_SECONDS = 5.0
-MEMBER_POLL_SECONDS = 1.0  # between looks at a joiner's member while it starts
+MEMBER_POLL_SECONDS = 1.0
+LAG_LOOKS, LAG_PAUSE_SECONDS = (
+    3,
+    2.0,
+)  # looks again at an event the describes do not show yet  # between looks at a joiner's member while it starts
 VIEW_READ_SECONDS = 15.0  # how long a look at etcd may take before the pass treats etcd as unreachable
 _PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
 
@@ -190,9 +193,19 @@ class Coordinator:
         if events and not live:
             return report
 
-        # 1. Judge the events against what the APIs say.
-        observation = self.asg.observe({e.instance_id for e in live if e.instance_id}, deadline)
-        pending = self._judge(live, observation, report)
+        # 1. Judge the events against what the APIs say (looking again, briefly, while they lag behind).
+        ids = {e.instance_id for e in live if e.instance_id}
+        observation = self.asg.observe(ids, deadline)
+        pending, lagging = self._judge(live, observation, report, final=False)
+        for attempt in range(1, LAG_LOOKS + 1):
+            if not lagging or self.clock.now() + LAG_PAUSE_SECONDS >= deadline:
+                break
+            self.clock.sleep(LAG_PAUSE_SECONDS)
+            observation = self.asg.observe(ids, deadline)
+            more, lagging = self._judge(lagging, observation, report, final=attempt == LAG_LOOKS)
+            pending += more
+        if lagging:
+            self._judge(lagging, observation, report)
         # Warm-pool moves that change no membership (into the pool, out of it to termination) need no record
         # and no etcd: completed at once.
         passing = [e for e in pending if e.kind is Kind.PASS]
@@ -267,7 +280,7 @@ class Coordinator:
             # 6. The next joiner.
             self.log.info("next joiner", extra={"queued": sorted(queued)})
             observation = self.asg.observe({e.instance_id for e in waiting if e.instance_id}, deadline)
-            pending = self._judge(waiting, observation, report)
+            pending, _ = self._judge(waiting, observation, report)
             if not pending and not reconcile:
                 return report
 
@@ -288,9 +301,25 @@ class Coordinator:
             return None
         return self._reject(event, "; ".join(problems))
 
-    def _judge(self, events: Sequence[LifecycleEvent], obs: Observation, report: Report) -> list[LifecycleEvent]:
-        """Check each action against what the APIs say; keep those still waiting for us."""
+    def _judge(
+        self, events: Sequence[LifecycleEvent], obs: Observation, report: Report, *, final: bool = True
+    ) -> tuple[list[LifecycleEvent], list[LifecycleEvent]]:
+        """Check each action against what the APIs say: (still waiting for us, not visible yet).
+
+        Describe calls are eventually consistent and an action's event can arrive before the APIs show
+        the wait state it was sent for (a launch still ``Pending``, a termination still ``InService`` or
+        ``Terminating``, an instance not listed yet): unless ``final``, such events come back as "not
+        visible yet" for the caller to look again; when ``final``, they are handed to a retry.
+        """
         pending: list[LifecycleEvent] = []
+        lagging: list[LifecycleEvent] = []
+
+        def lag(event: LifecycleEvent, outcome: Outcome) -> None:
+            if final:
+                report.outcomes.append(outcome)
+            else:
+                lagging.append(event)
+
         for event in events:
             if not event.is_action:
                 continue
@@ -307,12 +336,14 @@ class Coordinator:
                     report.outcomes.append(Outcome(event, "already-done", f"instance is {inst.ec2_state}"))
                 else:
                     why = "the Auto Scaling API does not place this instance in a served group"
-                    report.outcomes.append(self._reject(event, why, status="unconfirmed"))
+                    lag(event, self._reject(event, why, status="unconfirmed"))
             elif event.group and inst.group != event.group:
                 report.outcomes.append(self._reject(event, f"instance belongs to {inst.group!r}, not {event.group!r}"))
             elif event.kind is Kind.JOIN:
                 if state == "Pending:Wait":
                     pending.append(event)
+                elif state == "Pending":
+                    lag(event, Outcome(event, "handoff", "the APIs do not show Pending:Wait yet", ok=False))
                 elif state in MEMBER_STATES:
                     report.outcomes.append(Outcome(event, "already-done", f"instance is {state}"))
                 else:
@@ -320,13 +351,15 @@ class Coordinator:
             elif event.kind is Kind.LEAVE:
                 if state == "Terminating:Wait" or (state or "").startswith("Warmed:"):
                     pending.append(event)
+                elif state == "Terminating":
+                    lag(event, Outcome(event, "handoff", "the APIs do not show Terminating:Wait yet", ok=False))
                 elif state in LEAVING_STATES:
                     report.outcomes.append(Outcome(event, "already-done", f"instance is {state}"))
                 else:
-                    report.outcomes.append(self._reject(event, f"termination event but the instance is {state}"))
+                    lag(event, self._reject(event, f"termination event but the instance is {state}"))
             else:  # PASS: warm-pool moves that change no membership
                 pending.append(event)
-        return pending
+        return pending, lagging
 
     def _complete_passing(self, events: Sequence[LifecycleEvent], deadline: float, report: Report) -> None:
         for event in events:

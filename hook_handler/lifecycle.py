@@ -21,7 +21,6 @@ from hook_handler.retry import RetryPolicy, error_code, error_message
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
-STATE_TAG = "etcd-cluster-state"
 CHANGE_TAG = "etcd-srv-change"
 
 LEAVE_CHANGE_TAG = "etcd-leave-change"

@@ -15,6 +15,10 @@ JOINING_STATES = frozenset({"Pending:Wait", "Pending:Proceed"})
 # ExitStandby run no hooks), and dropping it would shrink the cluster for good.
 SERVING_STATES = frozenset({"InService", "Standby"})
 MEMBER_STATES = JOINING_STATES | SERVING_STATES
+# The go signal (``etcd-cluster-state``): an instance that carries it was admitted. On its way into and out of
+# Standby it passes EnteringStandby and, on ExitStandby, Pending (no hooks): still a member.
+STATE_TAG = "etcd-cluster-state"
+ADMITTED_PASSING_STATES = frozenset({"EnteringStandby", "Pending"})
 LEAVING_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated"})
 RUNNING_EC2_STATES = frozenset({"pending", "running"})
 
@@ -67,7 +71,10 @@ def is_member(instance: Instance, served_groups: Iterable[str], selector: Iterab
     return (
         instance.group is not None
         and instance.group in set(served_groups)
-        and instance.lifecycle_state in MEMBER_STATES
+        and (
+            instance.lifecycle_state in MEMBER_STATES
+            or (instance.lifecycle_state in ADMITTED_PASSING_STATES and STATE_TAG in instance.tags)
+        )
         and not instance.gone
         and tags_match(instance.tags, selector)
     )
