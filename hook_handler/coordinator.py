@@ -42,13 +42,12 @@ from hook_handler.exceptions import DeadlineReached
 from hook_handler.lifecycle import (
     CHANGE_TAG,
     LAUNCHING,
-    LEAVE_CHANGE_TAG,
     TARGET_TAG,
     TERMINATING,
     Action,
     AutoScaling,
 )
-from hook_handler.members import LEAVING_STATES, MEMBER_STATES, SERVING_STATES, STATE_TAG, Instance
+from hook_handler.members import LEAVE_CHANGE_TAG, LEAVING_STATES, MEMBER_STATES, SERVING_STATES, STATE_TAG, Instance
 from hook_handler.membership import (
     ADDED,
     ADDING,
@@ -80,6 +79,8 @@ LAG_LOOKS, LAG_PAUSE_SECONDS = (
 )  # looks again at an event the describes do not show yet  # between looks at a joiner's member while it starts
 VIEW_READ_SECONDS = 15.0  # how long a look at etcd may take before the pass treats etcd as unreachable
 _PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
+# What makes an instance an admitted member, revoked when it goes back to the warm pool.
+ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG)
 
 
 @dataclass
@@ -388,7 +389,14 @@ class Coordinator:
             return list(s.etcd_endpoints)
         order = {"InService": 0, "Standby": 1}
         running = sorted(
-            (i for i in obs.instances.values() if i.group in obs.served and not i.gone and i.private_ip),
+            (
+                i
+                for i in obs.instances.values()
+                if i.group in obs.served
+                and not i.gone
+                and i.private_ip
+                and not (i.lifecycle_state or "").startswith("Warmed:")  # a warm-pool instance runs no member
+            ),
             key=lambda i: (order.get(i.lifecycle_state or "", 2), i.instance_id),
         )
         return [f"{s.etcd_peer_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
@@ -708,6 +716,11 @@ class Coordinator:
 
         # Leaves and warm-pool moves: the record without them is INSYNC (their members are out of etcd).
         self._complete(leaves, "CONTINUE", by_instance, keeper, deadline, report)
+        returning = [iid for iid in leaves if (obs.instances[iid].lifecycle_state or "").startswith("Warmed:")]
+        if returning:
+            # Back to the warm pool: its membership is revoked, so when it leaves the pool again its start
+            # script finds no go signal (and clears the removed member's data) and it joins as a new member.
+            self.asg.untag(returning, ADMISSION_TAGS, deadline)
         if not launches:
             self._not_covered(by_instance, report)
             return
@@ -848,6 +861,15 @@ class Coordinator:
         for iid in sorted(launches, key=lambda i: (obs.instances[i].launch_time or 0.0, i)):
             action = launches[iid]
             tags = dict(obs.instances[iid].tags)
+            if LEAVE_CHANGE_TAG in tags:
+                # An instance that was a member before (back from the warm pool): its old phase tags describe a
+                # member etcd no longer has. Start its join from scratch.
+                # (etcd-srv-change and etcd-srv-target were just rewritten by this pass for this join.)
+                stale = [
+                    k for k in (*ADMISSION_TAGS, LEAVE_CHANGE_TAG) if k in tags and k not in (CHANGE_TAG, TARGET_TAG)
+                ]
+                self.asg.untag([iid], stale, deadline)
+                tags = {k: v for k, v in tags.items() if k not in stale}
             while True:
                 view = self._view(obs, deadline)
                 if view is None:

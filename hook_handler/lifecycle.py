@@ -23,7 +23,6 @@ LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 CHANGE_TAG = "etcd-srv-change"
 
-LEAVE_CHANGE_TAG = "etcd-leave-change"
 TARGET_TAG = "etcd-srv-target"  # the SRV target the instance is listed as (its addresses may vanish before it)
 
 _NO_ACTION = "No active Lifecycle Action found"
@@ -79,6 +78,10 @@ class AutoScaling:
             for inst in raw.get("Instances", []):
                 lifecycle[inst["InstanceId"]] = (raw["AutoScalingGroupName"], inst["LifecycleState"])
                 ids.append(inst["InstanceId"])
+            if raw.get("WarmPoolConfiguration"):
+                # Warm-pool instances are not in the group's Instances: DescribeWarmPool lists them (Warmed:*).
+                for inst in self._warm_pool(raw["AutoScalingGroupName"], deadline):
+                    lifecycle[inst["InstanceId"]] = (raw["AutoScalingGroupName"], inst["LifecycleState"])
             groups[raw["AutoScalingGroupName"]] = Group(
                 raw["AutoScalingGroupName"], int(raw.get("DesiredCapacity", 0)), tuple(sorted(ids))
             )
@@ -189,6 +192,12 @@ class AutoScaling:
                 Tags=[{"Key": k, "Value": v} for k, v in kv],
             )
 
+    def untag(self, instance_ids: Iterable[str], keys: Iterable[str], deadline: float) -> None:
+        """Delete these tag keys from the instances (one ``DeleteTags``); absent keys are fine."""
+        ids, names = sorted(set(instance_ids)), sorted(set(keys))
+        if ids and names:
+            self._call(self.ec2.delete_tags, deadline, "DeleteTags", Resources=ids, Tags=[{"Key": k} for k in names])
+
     # -- internals --------------------------------------------------------------------------
     def _groups(self, deadline: float) -> list[dict[str, Any]]:
         params: dict[str, Any] = {}
@@ -206,6 +215,16 @@ class AutoScaling:
             groups.extend(out.get("AutoScalingGroups", []))
             if not out.get("NextToken"):
                 return groups
+            params["NextToken"] = out["NextToken"]
+
+    def _warm_pool(self, group: str, deadline: float) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"AutoScalingGroupName": group}
+        found: list[dict[str, Any]] = []
+        while True:
+            out = self._call(self.autoscaling.describe_warm_pool, deadline, "DescribeWarmPool", **params)
+            found.extend(out.get("Instances", []))
+            if not out.get("NextToken"):
+                return found
             params["NextToken"] = out["NextToken"]
 
     def _call(self, fn: Any, deadline: float, what: str, **kwargs: Any) -> Any:

@@ -18,6 +18,8 @@ MEMBER_STATES = JOINING_STATES | SERVING_STATES
 # The go signal (``etcd-cluster-state``): an instance that carries it was admitted. On its way into and out of
 # Standby it passes EnteringStandby and, on ExitStandby, Pending (no hooks): still a member.
 STATE_TAG = "etcd-cluster-state"
+# Written ``pending`` before the change that drops a leaver is sent, then its change id (see coordinator).
+LEAVE_CHANGE_TAG = "etcd-leave-change"
 ADMITTED_PASSING_STATES = frozenset({"EnteringStandby", "Pending"})
 LEAVING_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated"})
 RUNNING_EC2_STATES = frozenset({"pending", "running"})

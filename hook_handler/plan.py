@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hook_handler.events import LifecycleEvent
-from hook_handler.members import SERVING_STATES, Group, Instance, is_member
+from hook_handler.members import LEAVE_CHANGE_TAG, SERVING_STATES, Group, Instance, is_member
 from hook_handler.membership import departure
 from hook_handler.settings import Settings, fqdn
 from hook_handler.srv import SrvValue, a_record_name, absolute
@@ -83,6 +83,14 @@ class Plan:
     def cluster_state(self) -> str:
         """What a launching member is told: found a new cluster, or join the running one."""
         return "new" if self.bootstrap else "existing"
+
+
+def _returning_to_warm_pool(instance: Instance, old_targets: set[str], settings: Settings) -> bool:
+    """A member going back to the warm pool (its terminate hook, ``Warmed:Pending:Wait``), not a new instance
+    entering the pool: it is still listed, or a pass already marked it leaving (``etcd-leave-change``)."""
+    return instance.lifecycle_state == "Warmed:Pending:Wait" and (
+        target_of(instance, settings) in old_targets or LEAVE_CHANGE_TAG in instance.tags
+    )
 
 
 def target_of(instance: Instance, settings: Settings) -> str | None:
@@ -243,7 +251,7 @@ def build_plan(
             i.instance_id
             for i in instances.values()
             if i.group in served
-            and i.lifecycle_state == "Terminating:Wait"
+            and (i.lifecycle_state == "Terminating:Wait" or _returning_to_warm_pool(i, old_targets, settings))
             and target_of(i, settings) not in final_targets
         )
     )

@@ -134,6 +134,7 @@ HEALTH_INTERVAL = 5.0  # server.go: HealthInterval
 READY_PERCENT = 0.9  # server.go: readyPercent
 ELECTION_TIMEOUT = 1.0  # --election-timeout 1000 ms
 REQUEST_TIMEOUT = 5.0 + 2 * ELECTION_TIMEOUT  # ServerConfig.ReqTimeout
+LEADER_POLL = 0.5  # how often a request waiting for a leader looks again while no election is pending
 REMOVED = "the member has been permanently removed from the cluster"
 
 # etcd's error strings (rpctypes/error.go; server/etcdserver/errors.go) with their gRPC code and gateway status.
@@ -810,7 +811,17 @@ class ModelTransport:
                 return False
             if now >= client_deadline:
                 raise EtcdUnavailable(endpoint, f"ReadTimeout: Read timed out. (read timeout={timeout})")
-            clock.sleep(min(0.05, min(client_deadline, server_deadline) - now))
+            # Sleep to the pending election (the only way a leader appears), else look again in LEADER_POLL (at
+            # most the shortest election, so an election scheduled meanwhile is seen before it is held).
+            election = self._state(proc).election_at
+            if election is not None and election > now:
+                step = election - now
+            elif election is not None:
+                step = 0.05  # the election is due now: its timer runs first
+            else:
+                spec = self.model.election_seconds
+                step = min(LEADER_POLL, max(0.01, float(spec[0] if isinstance(spec, tuple) else spec)))
+            clock.sleep(min(step, min(client_deadline, server_deadline) - now))
 
     # -- cluster API -------------------------------------------------------------------------------
     def _member_list(self, proc: Process, endpoint: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:

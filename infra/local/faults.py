@@ -10,9 +10,21 @@ parses the code and message exactly as it would from AWS.
 Errors are ``EmulatedError``: defined outside any ``moto*`` module on purpose, so moto's
 serializer looks the code up in the *calling* service's model (status code, fault type).
 
+A *lost response* (``lose_response``) is the other half of a network fault: the request reached
+the service and was applied, but the caller never sees the success. AWS's SDK guidance says so in
+as many words: a request that timed out or failed with a 5xx may have been applied, which is why
+retries must be idempotent (https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html,
+https://aws.amazon.com/builders-library/making-retries-safe-with-idempotent-APIs/). In-process the
+timeout form raises botocore's own ``ReadTimeoutError`` from the transport (moto's stubber is a
+``before-send`` handler, and botocore's endpoint turns an exception raised there into the same
+error path as a socket read timeout), after the client's read timeout has passed on the emulator
+clock; served over HTTP the server sends nothing back (werkzeug treats the app's
+``ConnectionError`` as a dropped connection), so the client sees its own read timeout.
+
 Example:
     >>> aws.faults.fail_next("CompleteLifecycleAction", code="ResourceContention")
     >>> aws.faults.delay("GetChange", 2.5)     # simulated seconds when the clock is a SimClock
+    >>> aws.faults.lose_response("ChangeResourceRecordSets", code="timeout")  # applied, caller times out
     >>> aws.faults.injected["CompleteLifecycleAction"]
     1
 """
@@ -52,6 +64,7 @@ DEFAULT_MESSAGES = {
     ),
     "RequestLimitExceeded": "Request limit exceeded.",
     "InternalFailure": "An internal error occurred.",
+    "InternalError": "An internal error occurred.",
     "ServiceUnavailable": "Service is unavailable. Please try again later.",
 }
 
@@ -95,6 +108,20 @@ class _FailRule:
     code: str
     message: str | None
     status: int | None
+
+
+@dataclass
+class _LostRule:
+    operation: str
+    count: int
+    code: str  # an error code (answered after the write landed) or "timeout"
+    message: str | None
+    status: int | None
+    after: float  # timeout form: seconds the caller waits before its read timeout fires
+
+
+# botocore's default read timeout (botocore.config.Config: read_timeout=60).
+DEFAULT_READ_TIMEOUT = 60.0
 
 
 @dataclass
@@ -150,6 +177,8 @@ class Faults:
     throttled: int = 0  # Route 53 requests refused by the rate limit
     _fails: list[_FailRule] = field(default_factory=list)
     _delays: list[_DelayRule] = field(default_factory=list)
+    _lost: list[_LostRule] = field(default_factory=list)
+    lost: Counter[str] = field(default_factory=Counter)  # operation -> responses lost after the write landed
     _bucket: TokenBucket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -174,15 +203,56 @@ class Faults:
         with self._lock:
             self._delays.append(_DelayRule(operation, float(seconds), count))
 
+    def lose_response(
+        self,
+        operation: str,
+        count: int = 1,
+        code: str = "InternalError",
+        message: str | None = None,
+        status: int | None = 500,
+        *,
+        after: float = DEFAULT_READ_TIMEOUT,
+    ) -> None:
+        """Apply the next ``count`` calls of ``operation`` but replace their answer with a failure.
+
+        ``code="timeout"``: the caller sees a read timeout (botocore ``ReadTimeoutError``) once
+        ``after`` seconds have passed on the emulator clock — pass the client's ``read_timeout``
+        (the coordinator's is 15 s; botocore's default is 60 s). Any other code: the caller sees that
+        AWS error (``status`` 500 unless given; ``None`` = the service model's), e.g.
+        ``InternalError``, ``InternalFailure``, ``ServiceUnavailable``. Only successful calls lose
+        their answer: a call the service refuses keeps its error and does not use up the rule.
+
+        Example: ``aws.faults.lose_response("CompleteLifecycleAction", code="timeout", after=15)``
+        """
+        with self._lock:
+            self._lost.append(_LostRule(operation, count, code, message, status, float(after)))
+
     def clear(self) -> None:
-        """Drop every pending injected fault and delay (counters stay)."""
+        """Drop every pending injected fault, lost response and delay (counters stay)."""
         with self._lock:
             self._fails.clear()
             self._delays.clear()
+            self._lost.clear()
 
     def pending(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [asdict(r) for r in self._fails] + [asdict(r) for r in self._delays]
+            return (
+                [asdict(r) for r in self._fails]
+                + [asdict(r) for r in self._delays]
+                + [{**asdict(r), "lose_response": True} for r in self._lost]
+            )
+
+    def take_lost(self, operation: str) -> _LostRule | None:
+        """The lost-response rule for a call of ``operation`` that succeeded (used up by it), if any."""
+        with self._lock:
+            for rule in self._lost:
+                if rule.operation in (operation, "*"):
+                    rule.count -= 1
+                    if rule.count <= 0:
+                        self._lost.remove(rule)
+                    self.lost[operation] += 1
+                    return rule
+        return None
 
     # -- used by the dispatch wrapper -------------------------------------------------
     def admit(self, service: str, operation: str) -> EmulatedError | None:
@@ -243,6 +313,14 @@ def _sleep(aws: LocalAWS, seconds: float) -> None:
 
 # -- the dispatch wrapper -----------------------------------------------------------------
 _ORIGINAL: dict[str, Any] = {}
+# Set while moto serves a request in-process (through botocore's ``before-send`` stubber), so a lost
+# response can raise the transport error botocore itself raises; unset when served over HTTP.
+_IN_PROCESS = threading.local()
+
+
+class DroppedConnection(ConnectionAbortedError):
+    """Served over HTTP: werkzeug treats a ``ConnectionError`` from the app as a dropped connection
+    and sends nothing, so the client sees its read timeout (or a closed connection)."""
 
 
 def _operation(resp: BaseResponse) -> str:
@@ -320,6 +398,11 @@ def _call_action(self: BaseResponse) -> Any:
             status, headers, body = _error_response(self, error)
         else:
             status, headers, body = _ORIGINAL["call_action"](self)
+            if operation and int(status) < 400:
+                lost = aws.faults.take_lost(operation)
+                if lost is not None:
+                    call.injected = True
+                    status, headers, body = _lose(aws, self, call, lost, status, body)
     except BaseException as exc:
         call.error, call.message = type(exc).__name__, str(exc)
         call.duration = aws.clock.now() - call.time
@@ -338,9 +421,46 @@ def _call_action(self: BaseResponse) -> Any:
     return status, headers, body
 
 
+def _lose(
+    aws: LocalAWS, resp: BaseResponse, call: CallRecord, rule: _LostRule, status: Any, body: Any
+) -> tuple[int, dict[str, Any], Any]:
+    """The write landed (``status``/``body`` are its real answer); give the caller ``rule``'s failure instead."""
+    text = _text(body)
+    if call.operation in SUMMARIZERS:
+        try:
+            call.result = f"applied, response lost: {SUMMARIZERS[call.operation](call.params, text)}"
+        except Exception:  # noqa: BLE001 - a summary is a convenience
+            call.result = "applied, response lost"
+    else:
+        call.result = "applied, response lost"
+    if rule.code != "timeout":
+        return _error_response(resp, EmulatedError(rule.code, rule.message, rule.status))
+    _sleep(aws, rule.after)  # the caller waits out its read timeout
+    call.status, call.error, call.message = 0, "ReadTimeoutError", f"Read timeout after {rule.after:g} s"
+    if getattr(_IN_PROCESS, "active", False):
+        from botocore.exceptions import ReadTimeoutError
+
+        url = getattr(getattr(resp, "request", None), "url", None) or getattr(resp, "uri", "")
+        raise ReadTimeoutError(endpoint_url=url, error=f"Read timed out. (read timeout={rule.after:g})")
+    raise DroppedConnection(f"response to {call.operation} dropped after {rule.after:g} s (emulated lost response)")
+
+
 def install() -> None:
     """Wrap moto's dispatch (idempotent; without a running LocalAWS the wrapper is moto's own)."""
     if _ORIGINAL:
         return
     _ORIGINAL["call_action"] = BaseResponse.call_action
     BaseResponse.call_action = _call_action  # type: ignore[method-assign]
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    _ORIGINAL["process_request"] = BotocoreStubber.process_request
+
+    def process_request(self: BotocoreStubber, request: Any) -> Any:
+        outer = getattr(_IN_PROCESS, "active", False)
+        _IN_PROCESS.active = True
+        try:
+            return _ORIGINAL["process_request"](self, request)
+        finally:
+            _IN_PROCESS.active = outer
+
+    BotocoreStubber.process_request = process_request  # type: ignore[method-assign]

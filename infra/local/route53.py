@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import copy
 import datetime
+import ipaddress
+import math
+import random
+import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -160,13 +165,148 @@ def _describe(key: tuple[str, str, str | None]) -> str:
     return f"[name='{name}', type='{rtype}'{extra}]"
 
 
+# -- strict values (LocalAWS(route53_strict_values=...)) ---------------------------------
+# Route 53 rejects a malformed value with ``InvalidChangeBatch`` and the text
+# ``Invalid Resource Record: 'FATAL problem: <CODE> (<reason>) encountered with '<value>''``.
+# Seen from AWS (quoted in public issues): ``ARRDATAIllegalIPv4Address (Value is not a valid IPv4
+# address)`` (e.g. hashicorp/terraform-provider-aws users, zinc's presslabs/zinc error mapping) and
+# ``SRVRRDATANotFourFields (SRV record doesn't have 4 fields)``
+# (https://github.com/amazon-archives/service-discovery-ecs-dns/issues/23). The texts for an SRV
+# number out of range and a bad SRV target are the emulator's own wording in the same envelope.
+# A value listed twice in one record set: ``Duplicate Resource Record: '<value>'``
+# (https://github.com/kubernetes-sigs/external-dns/issues/1929). One record set changed twice in a
+# batch (other than DELETE followed by CREATE, the documented way to replace a set atomically,
+# https://docs.aws.amazon.com/Route53/latest/APIReference/API_ChangeResourceRecordSets.html: "you
+# cannot delete the same resource record set more than once in a single change batch"):
+# ``The request contains an invalid set of changes for a resource record set '<TYPE> <name>'``
+# (https://github.com/barnybug/cli53/issues/81). SRV format per RFC 2782 and
+# https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/ResourceRecordTypes.html#SRVFormat
+# ("priority weight port domain-name", each number 0-65535).
+_LABEL = re.compile(r"^(\*|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)$")
+
+
+def _fatal(code: str, reason: str, value: str) -> str:
+    return f"Invalid Resource Record: 'FATAL problem: {code} ({reason}) encountered with '{value}''"
+
+
+def _host_name_ok(name: str) -> bool:
+    if name == ".":
+        return True  # RFC 2782: "." means the service is decidedly not available
+    bare = name[:-1] if name.endswith(".") else name
+    if not bare or len(bare) > 253:
+        return False
+    return all(_LABEL.match(label) for label in bare.split("."))
+
+
+def value_errors(rtype: str, values: list[str]) -> list[str]:
+    """What Route 53 says about malformed or duplicate ``values`` of one record set (empty: fine)."""
+    errors: list[str] = []
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            errors.append(f"Duplicate Resource Record: '{value}'")
+            continue
+        seen.add(value)
+        if rtype == "A":
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                errors.append(_fatal("ARRDATAIllegalIPv4Address", "Value is not a valid IPv4 address", value))
+        elif rtype == "SRV":
+            fields = value.split()
+            if len(fields) != 4:
+                errors.append(_fatal("SRVRRDATANotFourFields", "SRV record doesn't have 4 fields", value))
+            elif not all(f.isdigit() and int(f) <= 65535 for f in fields[:3]):
+                errors.append(
+                    _fatal("SRVRRDATAIllegalNumber", "Priority, weight and port must be integers 0-65535", value)
+                )
+            elif not _host_name_ok(fields[3]):
+                errors.append(_fatal("SRVRRDATAIllegalTarget", "Target is not a valid host name", value))
+    return errors
+
+
+def _rrset_label(key: tuple[str, str, str | None]) -> str:
+    name, rtype, _ = key
+    return f"{rtype} {name}"
+
+
+def strict_errors(changes: list[dict[str, Any]]) -> list[str]:
+    """Batch-shape and value errors that need no zone state (only checked with strict values on)."""
+    errors: list[str] = []
+    actions: dict[tuple[str, str, str | None], list[str]] = {}
+    for change in changes:
+        rrset = change["ResourceRecordSet"]
+        key = _key_of_change(rrset)
+        actions.setdefault(key, []).append(change["Action"])
+        if change["Action"] in ("CREATE", "UPSERT"):
+            values = [str(rr.get("Value")) for rr in rrset.get("ResourceRecords") or []]
+            errors.extend(value_errors(rrset["Type"], values))
+    for key, sequence in actions.items():
+        if len(sequence) > 1 and sequence != ["DELETE", "CREATE"]:
+            errors.append(
+                f"The request contains an invalid set of changes for a resource record set '{_rrset_label(key)}'"
+            )
+    return errors
+
+
+# -- propagation (LocalAWS(propagation=...)) ---------------------------------------------
+Propagation = (
+    float
+    | tuple[float, float]
+    | tuple[str, float, float]
+    | tuple[str, float, float, float]
+    | Callable[[random.Random], float]
+)
+Z_99 = 2.3263478740408408  # standard normal quantile at 0.99
+DEFAULT_TAIL_CAP = 3600.0
+
+
+def draw_propagation(spec: Any, rng: random.Random) -> float | None:
+    """One propagation delay for the long-tail forms; ``None`` for the plain forms (``aws.propagation_delay``).
+
+    - ``("lognormal", median, p99)`` or ``("lognormal", median, p99, cap)``: log-normal with that
+      median and 99th percentile, capped at ``cap`` (default 3600 s). AWS promises only that changes
+      "generally propagate to all Route 53 name servers within 60 seconds"
+      (https://aws.amazon.com/route53/faqs/ and the GetChange reference,
+      https://docs.aws.amazon.com/Route53/latest/APIReference/API_GetChange.html: PENDING until
+      "propagated to all Amazon Route 53 DNS servers"); the tail beyond that is what a schedule
+      needs, e.g. ``("lognormal", 30.0, 240.0)`` draws several minutes about once in a hundred.
+    - a callable: ``fn(rng) -> seconds``, called with ``aws.rng`` (seeded).
+    """
+    if callable(spec):
+        return max(0.0, float(spec(rng)))
+    if isinstance(spec, tuple) and spec and isinstance(spec[0], str):
+        kind = spec[0]
+        if kind != "lognormal" or len(spec) not in (3, 4):
+            raise ValueError(
+                f"propagation {spec!r}: use ('lognormal', median, p99[, cap]), a number, (low, high) or fn(rng)"
+            )
+        median, p99 = float(spec[1]), float(spec[2])
+        cap = float(spec[3]) if len(spec) == 4 else DEFAULT_TAIL_CAP
+        if median <= 0 or p99 < median:
+            raise ValueError(f"propagation {spec!r}: need 0 < median <= p99")
+        sigma = math.log(p99 / median) / Z_99
+        return min(cap, rng.lognormvariate(math.log(median), sigma))
+    return None
+
+
+def propagation_delay(aws: LocalAWS) -> float:
+    """The propagation delay of the next change: the long-tail forms here, the plain ones by ``aws``."""
+    if "propagation_delay" not in vars(aws):  # a harness may replace aws.propagation_delay: keep its draws
+        drawn = draw_propagation(aws.propagation, aws.rng)
+        if drawn is not None:
+            return drawn
+    return float(aws.propagation_delay())
+
+
 # -- the change batch ---------------------------------------------------------------------
-def validate_batch(zone: FakeZone, changes: list[dict[str, Any]]) -> None:
+def validate_batch(zone: FakeZone, changes: list[dict[str, Any]], *, strict: bool = False) -> None:
     """Check the whole batch against the zone's *current* record sets, in order; raise on any error.
 
     A ``DELETE`` followed by a ``CREATE`` of the same set is a compare-and-swap: the ``DELETE``
     must name the current TTL and values exactly. Every failing change is reported, in one
-    message, the way Route 53 lists them: ``[msg, msg]``.
+    message, the way Route 53 lists them: ``[msg, msg]``. ``strict``: also malformed A/SRV values,
+    duplicate values and one set changed twice (``strict_errors``).
     """
     counted = 0
     for change in changes:
@@ -176,7 +316,7 @@ def validate_batch(zone: FakeZone, changes: list[dict[str, Any]]) -> None:
         raise TooManyRecords()
 
     state = {_key_of_record(r): _content_of_record(r) for r in zone.rrsets}
-    errors: list[str] = []
+    errors: list[str] = strict_errors(changes) if strict else []
     for change in changes:
         action = change["Action"]
         if action not in ("CREATE", "UPSERT", "DELETE"):
@@ -242,9 +382,10 @@ def submit(aws: LocalAWS, zone: FakeZone, changes: list[dict[str, Any]], comment
             and now - previous.submitted_at < (aws.prior_request_window)
         ):
             raise EmulatedError("PriorRequestNotComplete", PRIOR_REQUEST_MESSAGE)
-        validate_batch(zone, changes)
+        # issue 11: AWS default is strict (route53_strict_values=True)
+        validate_batch(zone, changes, strict=bool(getattr(aws, "route53_strict_values", False)))
         apply_batch(zone, changes)
-        insync_at = now + aws.propagation_delay()
+        insync_at = now + propagation_delay(aws)
         if previous is not None:
             insync_at = max(insync_at, previous.insync_at)  # a zone propagates its changes in order
         record = ChangeRecord(

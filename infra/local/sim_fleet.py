@@ -59,6 +59,7 @@ class SimInstance:
     delay: float = 1.0
     cluster_state: str = ""
     starts: int = 0
+    restart_delay: float | None = None  # this instance's next restart only (``crash(..., restart_delay=)``)
     log: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -103,6 +104,7 @@ class SimFleet:
         self.peer_port = peer_port
         self.client_port = client_port
         self.instances: dict[str, SimInstance] = {}
+        self._ec2_objects: dict[str, Any] = {}  # instance id -> moto's instance (no scan of every reservation)
         self._running = False
 
     # -- control -------------------------------------------------------------------------------------
@@ -117,10 +119,13 @@ class SimFleet:
         for inst in self.instances.values():
             self.model.kill(inst.instance_id)
 
-    def crash(self, instance_id: str) -> None:
-        """etcd dies (SIGKILL); the instance keeps running and systemd restarts etcd after ``restart_delay``."""
+    def crash(self, instance_id: str, restart_delay: float | None = None) -> None:
+        """etcd dies (SIGKILL); the instance keeps running and systemd restarts etcd after ``restart_delay``
+        (this crash's own delay when given, e.g. a member that stays down for a while; else the fleet's)."""
+        inst = self.instances[instance_id]
+        inst.restart_delay = restart_delay
         self.model.kill(instance_id)
-        self._note(self.instances[instance_id], "etcd crashed")
+        self._note(inst, "etcd crashed" + (f" (restart in {restart_delay:.0f}s)" if restart_delay is not None else ""))
 
     def client_endpoints(self) -> list[str]:
         """Client URLs of running etcd processes, in instance-id order."""
@@ -152,11 +157,11 @@ class SimFleet:
         asg, ec2 = self._backends()
         group = asg.autoscaling_groups.get(self.group)
         states = {s.instance.id: s for s in group.instance_states} if group is not None else {}
-        ec2_instances = {i.id: i for r in ec2.reservations.values() for i in r.instances}
         now = self.clock.now()
         for iid, state in states.items():
             if iid not in self.instances and state.lifecycle_state not in _STOPPED_STATES:
                 inst = state.instance
+                self._ec2_objects[iid] = inst  # moto's instance object: its state changes in place
                 self.instances[iid] = SimInstance(iid, inst.private_ip or "", (inst.private_dns_name or "").lower())
                 self._note(self.instances[iid], f"booted ({state.lifecycle_state})")
                 self._begin(self.instances[iid], now)
@@ -164,7 +169,7 @@ class SimFleet:
             if inst.phase == "killed":
                 continue
             lifecycle = states[iid].lifecycle_state if iid in states else None
-            ec2_state = getattr(ec2_instances.get(iid), "state", None)
+            ec2_state = getattr(self._ec2_objects.get(iid), "state", None)
             if lifecycle is None or lifecycle in _STOPPED_STATES or ec2_state in _EC2_GONE:
                 self.model.kill(iid)
                 inst.phase = "killed"
@@ -239,7 +244,8 @@ class SimFleet:
                 if proc.exit_code == 0:
                     inst.phase = "broken"  # Restart=on-failure: a clean exit stays down
                     return
-                inst.phase, inst.next_check = "restart-wait", now + self.restart_delay
+                delay = self.restart_delay if inst.restart_delay is None else inst.restart_delay
+                inst.phase, inst.next_check, inst.restart_delay = "restart-wait", now + delay, None
             return
         if inst.phase == "restart-wait":
             self._begin(inst, now)

@@ -9,45 +9,87 @@ import pytest
 from aws_helpers import CLUSTER, COORDINATOR, load_template
 
 
-def recorded_operations() -> list[str]:
-    """Every AWS operation the coordinator calls, as IAM actions (``service:Operation``), recorded
-    with botocore's event hooks (``before-call.*.*``) on the coordinator's own clients while it runs
-    the integration scenarios on the emulated AWS: a bootstrap, a join and a scale-in with slow
+def recorded_calls() -> tuple[list[str], list[str]]:
+    """Every AWS operation the coordinator calls, as IAM actions (``service:Operation``), and every instance
+    tag key it writes or deletes, recorded with botocore's event hooks (``before-call.*.*``) on the
+    coordinator's own clients while it runs the integration scenarios on the emulated AWS with etcd
+    membership on (the etcd model and simulated instances): a bootstrap, a join and a scale-in with slow
     propagation (heartbeats), hook names left to discovery, and a kill repaired by a reconcile.
     """
     from infra.local import LocalAWS, SimClock
+    from infra.local.etcd_model import EtcdModel
+    from infra.local.sim_fleet import SimFleet
     from infra.local.stack import deploy
 
     seen: set[str] = set()
+    keys: set[str] = set()
 
     def record(model: Any, **_: Any) -> None:
         seen.add(f"{model.service_model.signing_name}:{model.name}")
 
+    def record_tags(params: Any, **_: Any) -> None:  # before-parameter-build: the API parameters, unserialised
+        keys.update(t["Key"] for t in (params or {}).get("Tags", []))
+
     with LocalAWS(clock=SimClock(), propagation=150.0) as aws:
+        model = EtcdModel(aws.clock, seed=1)
         stack = deploy(
             aws,
             mode="eventbridge",
             timeout=900.0,
             settings={"launch_hook_name": "", "terminate_hook_name": "", "heartbeat_interval_seconds": "60"},
+            etcd=model.transport(),
         )
+        SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
         coordinator = stack.runtime.coordinator
         for client in (coordinator.route53.client, coordinator.asg.autoscaling, coordinator.asg.ec2):
             client.meta.events.register("before-call.*.*", record)
-        stack.scale(3)
-        aws.clock.run()
-        stack.scale(5)
-        aws.clock.run()
-        stack.scale(4)
-        aws.clock.run()
+        for operation in ("CreateTags", "DeleteTags"):
+            coordinator.asg.ec2.meta.events.register(f"before-parameter-build.ec2.{operation}", record_tags)
+        for size in (3, 5, 4):
+            stack.scale(size)
+            aws.clock.advance(1200)
         aws.kill_instance(sorted(stack.in_service())[0])
-        stack.runtime.handle({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}, None)
-        aws.clock.run()
-    return sorted(seen)
+        aws.clock.spawn(stack.runtime.handle, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+        aws.clock.advance(1200)
+    # A warm pool with reuse on scale-in: a member goes back to the pool (DescribeWarmPool, DeleteTags).
+    with LocalAWS(clock=SimClock(), propagation=5.0, warm_pools=True) as aws:
+        model = EtcdModel(aws.clock, seed=2)
+        stack = deploy(aws, mode="eventbridge", settings={"launch_hook_name": "", "terminate_hook_name": ""},
+                       etcd=model.transport())  # fmt: skip
+        SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
+        coordinator = stack.runtime.coordinator
+        for client in (coordinator.route53.client, coordinator.asg.autoscaling, coordinator.asg.ec2):
+            client.meta.events.register("before-call.*.*", record)
+        for operation in ("CreateTags", "DeleteTags"):
+            coordinator.asg.ec2.meta.events.register(f"before-parameter-build.ec2.{operation}", record_tags)
+        stack.scale(3)
+        aws.clock.advance(600)
+        aws.client("autoscaling").put_warm_pool(
+            AutoScalingGroupName=stack.group, MinSize=0, MaxGroupPreparedCapacity=3,
+            InstanceReusePolicy={"ReuseOnScaleIn": True},
+        )  # fmt: skip
+        stack.scale(2)
+        aws.clock.advance(600)
+    return sorted(seen), sorted(keys)
+
+
+def recorded_operations() -> list[str]:
+    return recorded_calls()[0]
 
 
 @pytest.fixture(scope="session")
-def operations() -> set[str]:
-    return set(recorded_operations())
+def recorded() -> tuple[list[str], list[str]]:
+    return recorded_calls()
+
+
+@pytest.fixture(scope="session")
+def operations(recorded) -> set[str]:
+    return set(recorded[0])
+
+
+@pytest.fixture(scope="session")
+def tag_keys(recorded) -> set[str]:
+    return set(recorded[1])
 
 
 @pytest.fixture(scope="session")

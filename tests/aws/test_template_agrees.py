@@ -200,7 +200,7 @@ def test_writes_are_scoped_to_the_zone_and_the_served_groups(coordinator_templat
     assert first[1]["Name"] == {"Fn::Select": [0, {"Fn::Split": [",", {"Ref": "AsgNames"}]}]}
     assert len(complete) == 5  # AsgNames allows 1 to 5 groups
     tag = sids["TagServedInstances"]
-    assert tag["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == ["etcd-cluster-state", "etcd-srv-change"]
+    assert set(_actions(tag)) == {"ec2:CreateTags", "ec2:DeleteTags"}
     assert tag["Condition"]["StringEquals"]["ec2:ResourceTag/aws:autoscaling:groupName"] == {
         "Fn::Split": [",", {"Ref": "AsgNames"}]
     }
@@ -307,3 +307,22 @@ def test_cluster_group_has_its_hooks_from_the_start(cluster_template):
     assert meta["HttpTokens"] == "required" and meta["InstanceMetadataTags"] == "enabled"
     tags = {t["Key"] for t in res["Group"]["Properties"]["Tags"] if t["PropagateAtLaunch"]}
     assert {"Project", "Environment"} <= tags
+
+
+def test_the_role_may_write_exactly_the_tag_keys_the_coordinator_writes(coordinator_template, tag_keys):
+    """Every tag key the coordinator writes on an instance (recorded while it runs with membership on) is one
+    the role allows, and the role allows no other; the keys are the ones the code defines."""
+    from hook_handler import lifecycle, members, membership
+
+    allowed = _by_sid(coordinator_template)["TagServedInstances"]["Condition"]["ForAllValues:StringEquals"]
+    defined = {
+        members.STATE_TAG,
+        lifecycle.CHANGE_TAG,
+        members.LEAVE_CHANGE_TAG,
+        lifecycle.TARGET_TAG,
+        membership.PHASE_TAG,
+        membership.MEMBER_ID_TAG,
+        membership.SINCE_TAG,
+    }
+    assert set(allowed["aws:TagKeys"]) == defined
+    assert tag_keys <= defined and {members.STATE_TAG, membership.MEMBER_ID_TAG, lifecycle.TARGET_TAG} <= tag_keys
