@@ -70,14 +70,15 @@ from hook_handler.settings import Settings
 from hook_handler.telemetry import MetricUnit
 
 MAX_CAS_ATTEMPTS = 8
+MAX_ROUNDS = 8  # extra rounds a pass may take for leavers that waited on its joiners
 PENDING = "pending"  # etcd-leave-change value between marking a leaver and naming the change that drops it
 FOLLOWER_POLL_SECONDS = 5.0
-MEMBER_POLL_SECONDS = 1.0
-LAG_LOOKS, LAG_PAUSE_SECONDS = (
-    3,
-    2.0,
-)  # looks again at an event the describes do not show yet  # between looks at a joiner's member while it starts
+MEMBER_POLL_SECONDS = 1.0  # between looks at a joiner's member while it starts
+RELOOK_SECONDS = 10.0  # while waiting on a launch, how often to check it is still launching
+LAG_LOOKS = 3  # looks again at an event the describes do not show yet ...
+LAG_PAUSE_SECONDS = 2.0  # ... this long apart
 VIEW_READ_SECONDS = 15.0  # how long a look at etcd may take before the pass treats etcd as unreachable
+RECONFIG_CALL_SECONDS = 20.0  # one member add/remove/promote call (retried inside) before the pass pauses
 _PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
 # What makes an instance an admitted member, revoked when it goes back to the warm pool.
 ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG)
@@ -217,6 +218,7 @@ class Coordinator:
             return report  # every action was already settled (a duplicate or a late delivery): nothing to do
         keeper = Keeper(self.asg, self.clock, self.settings.heartbeat_interval_seconds, deadline)
         reconcile = not pending
+        rounds = 0
         # One round per joiner while launches queue for a running cluster (``Plan.queued``: etcd takes one new
         # member at a time); otherwise a single round. Each round completes at least one action or stops.
         while True:
@@ -238,6 +240,7 @@ class Coordinator:
                     keep_hosts=held_hosts,
                     running=_running(view),
                     member_owners=owners,
+                    advertised=None if view is None else {h for m in view.members for h in m.peer_hosts},
                 )
             except _PASS_ERRORS as exc:
                 if not pending:
@@ -272,6 +275,15 @@ class Coordinator:
                 keeper.beat(force=True)
                 return report
             if not queued:
+                held_leaves = [iid for iid in report.quorum_held if iid not in {c[0] for c in report.completed}]
+                if held_leaves and len(report.completed) > completed and rounds < MAX_ROUNDS:
+                    # A leaver waited for this round's joiner (add before remove): go round once more, so the
+                    # member that may now go goes in this pass rather than at the next reconcile.
+                    rounds += 1
+                    report.quorum_held = []
+                    observation = self.asg.observe(set(), deadline)
+                    pending = []
+                    continue
                 keeper.beat(force=True)  # held terminations and launches outlive this pass
                 return report
             if len(report.completed) == completed:
@@ -476,7 +488,10 @@ class Coordinator:
         done: set[str] = set()
         while True:
             identity = identify(view, obs.instances)
-            todo = [r for r in removals(view, identity, obs.instances) if r.member.id not in done]
+            joining = _joiners_pending(view, identity, obs)
+            todo = [
+                r for r in removals(view, identity, obs.instances, joiners_pending=joining) if r.member.id not in done
+            ]
             allowed = [r for r in todo if r.allowed]
             if not allowed:
                 break
@@ -489,17 +504,19 @@ class Coordinator:
             view = self._view(obs, deadline) or replace(view, members=())
         held_hosts: set[str] = set()
         identity = identify(view, obs.instances)
-        for removal in removals(view, identity, obs.instances):
+        joining = _joiners_pending(view, identity, obs)
+        for removal in removals(view, identity, obs.instances, joiners_pending=joining):
             if removal.allowed or removal.member.id in done:
                 continue
             held_hosts |= removal.member.peer_hosts
             iid = removal.instance_id
             inst = obs.instances.get(iid or "")
-            self.log.error(
-                "quorum guard: member removal held",
-                extra={"instance": iid, "member": removal.member.hex_id, "why": removal.why, "quorum": removal.quorum},
-            )
-            self.metrics.add_metric(name="QuorumHold", unit=MetricUnit.Count, value=1)
+            extra = {"instance": iid, "member": removal.member.hex_id, "why": removal.why, "quorum": removal.quorum}
+            if removal.held_by == "quorum":
+                self.log.error("quorum guard: member removal held", extra=extra)
+                self.metrics.add_metric(name="QuorumHold", unit=MetricUnit.Count, value=1)
+            else:
+                self.log.info("member removal waits for the joiner", extra=extra)
             if inst is not None and inst.lifecycle_state == "Terminating:Wait" and iid:
                 report.quorum_held.append(iid)
                 self._hold([iid], TERMINATING, obs, keeper, deadline)
@@ -538,10 +555,16 @@ class Coordinator:
         while True:
             # etcd judges a reconfiguration on the member that receives it ("unhealthy cluster" from a member
             # not yet connected to its peers for 5 s, e.g. one that just joined): ask the leader first.
-            endpoints = self._reconfig_endpoints(view, obs, exclude=member)
+            # The member itself last: the only member left (scale to zero) removes itself.
+            endpoints = [*self._reconfig_endpoints(view, obs, exclude=member), *member.client_urls[:1]]
             try:
-                self.membership.remove(member.id, endpoints, deadline)
+                self.membership.remove(member.id, endpoints, self._call_deadline(deadline))
                 break
+            except EtcdUnavailable as exc:
+                self._pause(keeper, deadline, f"no etcd member answers the removal of {member.hex_id}: {exc}")
+                view = self._view(obs, deadline) or view
+                if not any(m.id == member.id for m in view.members):
+                    break
             except EtcdRefused as exc:
                 if "not found" in exc.message.lower():
                     break
@@ -555,6 +578,10 @@ class Coordinator:
         report.members_removed.append(member.hex_id)
         self.metrics.add_metric(name="MembersRemoved", unit=MetricUnit.Count, value=1)
         self.log.info("etcd member removed", extra={"member": member.hex_id, "instance": instance_id, "why": why})
+
+    def _call_deadline(self, deadline: float) -> float:
+        """One etcd call's own bound, short of the pass's: the caller waits (heartbeating) and asks again."""
+        return min(deadline, self.clock.now() + RECONFIG_CALL_SECONDS)
 
     def _reconfig_endpoints(self, view: EtcdView, obs: Observation, *, exclude: Member | None = None) -> list[str]:
         """Where to send a membership change: the leader, then the other healthy members (longest in the
@@ -598,6 +625,7 @@ class Coordinator:
         keep_hosts: Iterable[str] = (),
         running: bool = False,
         member_owners: Mapping[str, Instance] | None = None,
+        advertised: Iterable[str] | None = None,
     ) -> tuple[Plan, str | None, Observation]:
         """Plan and write with compare-and-swap; on a conflict, observe and read again."""
         member_owners = member_owners or {}
@@ -613,7 +641,16 @@ class Coordinator:
             old_targets = peer_targets(current.get((self.settings.srv_fqdn, "SRV")))
             keep = {t for t in old_targets if t.rstrip(".") in hosts}
             owners = {**dict(member_owners), **_tagged_owners(obs)}
-            plan = build_plan(self.settings, obs, current, pending, keep=keep, running=running, owners=owners)
+            plan = build_plan(
+                self.settings,
+                obs,
+                current,
+                pending,
+                keep=keep,
+                running=running,
+                owners=owners,
+                advertised=advertised,
+            )
             report.before = tuple(sorted(old_targets))
             report.after = plan.targets
             report.held = plan.held
@@ -834,7 +871,17 @@ class Coordinator:
             if since is not None:
                 tagged[iid] = since
         left = dict(launches)
+        looked = self.clock.now()
         while left:
+            if self.clock.now() - looked >= RELOOK_SECONDS:
+                looked = self.clock.now()
+                for iid in self._no_longer_launching(left, deadline):
+                    keeper.release(iid)
+                    left.pop(iid)
+                    if (event := by_instance.pop(iid, None)) is not None:
+                        report.outcomes.append(Outcome(event, "already-done", "the launch ended elsewhere"))
+                if not left:
+                    return
             view = self._view(obs, deadline)
             ready = {m.name for m in view.members if m.started and m.id in view.healthy} if view else set()
             for iid in sorted(set(left) & ready):
@@ -870,7 +917,15 @@ class Coordinator:
                 ]
                 self.asg.untag([iid], stale, deadline)
                 tags = {k: v for k, v in tags.items() if k not in stale}
+            looked = self.clock.now()
             while True:
+                if self.clock.now() - looked >= RELOOK_SECONDS:
+                    looked = self.clock.now()
+                    if self._no_longer_launching([iid], deadline):  # scaled in, killed, abandoned elsewhere
+                        keeper.release(iid)
+                        if (event := by_instance.pop(iid, None)) is not None:
+                            report.outcomes.append(Outcome(event, "already-done", "the launch ended elsewhere"))
+                        break
                 view = self._view(obs, deadline)
                 if view is None:
                     raise EtcdUnavailable("(none)", "no etcd member answers: cannot add a joiner")
@@ -922,7 +977,12 @@ class Coordinator:
             target = target_of(instance, self.settings) or ""
             url = peer_url(target, self.settings.etcd_port, self.settings.etcd_peer_scheme)
             try:
-                added = self.membership.add([url], self._reconfig_endpoints(view, obs), deadline, learner=view.learners)
+                added = self.membership.add(
+                    [url], self._reconfig_endpoints(view, obs), self._call_deadline(deadline), learner=view.learners
+                )
+            except EtcdUnavailable as exc:  # the add may have landed: the next look adopts it (phase adding)
+                self._pause(keeper, deadline, f"no etcd member answers member add: {exc}")
+                return
             except EtcdRefused as exc:
                 if _waitable(exc):
                     self.log.info("member add refused for now", extra={"instance": iid, "why": exc.message})
@@ -942,8 +1002,10 @@ class Coordinator:
             write({STATE_TAG: "existing"})
         elif step == "promote" and member is not None:
             try:
-                self.membership.promote(member.id, self._reconfig_endpoints(view, obs), deadline)
+                self.membership.promote(member.id, self._reconfig_endpoints(view, obs), self._call_deadline(deadline))
                 self.log.info("learner promoted", extra={"instance": iid, "member": member.hex_id})
+            except EtcdUnavailable as exc:
+                self._pause(keeper, deadline, f"no etcd member answers the promotion: {exc}")
             except EtcdRefused as exc:
                 if not _waitable(exc) and "not a learner" not in exc.message:
                     raise
@@ -970,6 +1032,11 @@ class Coordinator:
             self._remove_member(member, iid, "did not start in time", view, obs, keeper, deadline, report)
         else:
             self.log.error("quorum guard: joiner kept until termination", extra={"instance": iid, "quorum": detail})
+
+    def _no_longer_launching(self, ids: Iterable[str], deadline: float) -> list[str]:
+        """Of these launching instances, those the APIs no longer show in ``Pending:Wait``."""
+        fresh = self.asg.observe(set(ids), deadline)
+        return [iid for iid in ids if (fresh.instances.get(iid) or Instance(iid)).lifecycle_state != "Pending:Wait"]
 
     def _pause(self, keeper: Keeper, deadline: float, why: str) -> None:
         """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""
@@ -1081,7 +1148,11 @@ class Coordinator:
                 self.log.warning("handing off to a retry", extra={"instance": event.instance_id, "why": why})
                 report.outcomes.append(Outcome(event, "held" if held else "handoff", why, ok=held))
                 continue
-            result = self.settings.launch_failure_result if event.kind is Kind.JOIN else "CONTINUE"
+            result = "CONTINUE"
+            if event.kind is Kind.JOIN:
+                # With etcd membership a launch completes CONTINUE only as a healthy member: an instance in
+                # service without etcd would hold a place in the group no member fills. So always ABANDON.
+                result = "ABANDON" if self.membership is not None else self.settings.launch_failure_result
             action = Action(
                 event.group, event.hook_name, event.instance_id or "", event.transition or "", event.token or ""
             )
@@ -1113,6 +1184,18 @@ class Coordinator:
                 "notes": plan.notes,
             },
         )
+
+
+def _joiners_pending(view: EtcdView, identity: Identity, obs: Observation) -> bool:
+    """Whether an instance is on its way into this cluster: launching in a served group and not yet a healthy
+    voting member (a replacement, a scale-out)."""
+    for inst in obs.instances.values():
+        if inst.group not in obs.served or inst.gone or inst.lifecycle_state not in ("Pending", "Pending:Wait"):
+            continue
+        member = identity.member_of(inst.instance_id, view)
+        if member is None or member.learner or member.id not in view.healthy:
+            return True
+    return False
 
 
 def _tagged_owners(obs: Observation) -> dict[str, Instance]:

@@ -183,6 +183,7 @@ class Removal:
     why: str
     allowed: bool
     quorum: str
+    held_by: str = ""  # "quorum" | "joiner" when not allowed
 
 
 def removals(
@@ -191,13 +192,17 @@ def removals(
     instances: Mapping[str, Instance],
     *,
     targets_of_live: Iterable[str] = (),
+    joiners_pending: bool = False,
 ) -> list[Removal]:
     """Members whose instances the APIs say are gone or leaving, in the order they should go.
 
     Gone and unhealthy first (each makes the quorum arithmetic better), leaving-but-healthy last, each
     judged against the cluster as it will be after the ones before it. An unstarted member nobody owns
     and whose peer host no running instance has is removed too: nothing can ever start it, and as a
-    voter it blocks every later add.
+    voter it blocks every later add. While a joiner is on its way in (``joiners_pending``), a healthy
+    leaver waits for it — add before remove, as a replacement should: the cluster never drops below the
+    fault tolerance it has, and the only member of a one-member cluster is never removed from under
+    its replacement (which would bootstrap an empty cluster).
     """
     live_hosts = {h.lower().rstrip(".") for h in targets_of_live}
     for inst in instances.values():
@@ -220,11 +225,16 @@ def removals(
     planned: list[str] = []
     for _, member, iid, why in found:
         ok, detail = quorum_after(view, [*planned, member.id])
+        held_by = "" if ok else "quorum"
         if not ok and member.id not in view.healthy:
             # Removing a member that is not healthy keeps every healthy voter: if the rest lack a quorum they
             # lacked it before too. It never causes a loss (etcd may still refuse without a leader).
-            ok, detail = True, detail + " (the member is not healthy: removing it costs no healthy voter)"
-        out.append(Removal(member, iid, why, ok, detail))
+            ok, held_by = True, ""
+            detail += " (the member is not healthy: removing it costs no healthy voter)"
+        if ok and joiners_pending and member.id in view.healthy and not member.learner:
+            ok, held_by = False, "joiner"
+            detail = "a joiner is on its way in: add before remove"
+        out.append(Removal(member, iid, why, ok, detail, held_by))
         if ok:
             planned.append(member.id)
     return out

@@ -93,6 +93,16 @@ def _returning_to_warm_pool(instance: Instance, old_targets: set[str], settings:
     )
 
 
+def _aliases(instance: Instance, settings: Settings) -> set[str]:
+    """Every target form an instance may have been listed under: its private DNS name and its A-record name."""
+    out = {absolute(instance.private_dns)} if instance.private_dns else set()
+    if instance.private_ip:
+        out.add(
+            a_record_name(settings.a_record_template, instance.instance_id, instance.private_ip, settings.domain_name)
+        )
+    return out
+
+
 def target_of(instance: Instance, settings: Settings) -> str | None:
     """The SRV target naming ``instance`` (None when it has no address yet)."""
     if settings.target_mode == "a-record":
@@ -134,6 +144,7 @@ def build_plan(
     keep: Iterable[str] = (),
     running: bool = False,
     owners: Mapping[str, Instance] | None = None,
+    advertised: Iterable[str] | None = None,
 ) -> Plan:
     """Decide the records and the change. See the module docstring.
 
@@ -142,8 +153,10 @@ def build_plan(
     listing exactly etcd's members). ``running``: etcd says a cluster runs (started members), so nothing is
     being founded even if no instance is in service yet. ``owners``: the instance a target belongs to when
     its addresses no longer say so (an instance the health check terminates has none left): from the
-    ``etcd-srv-target`` tag written when it was listed, and from etcd's member names.
+    ``etcd-srv-target`` tag written when it was listed, and from etcd's member names. ``advertised``: the
+    peer hosts etcd's members advertise (None: DNS-only, no member list to judge names by).
     """
+    advertised = None if advertised is None else {h.lower().rstrip(".") for h in advertised}
     served = observation.served
     selector = settings.instance_tags
     instances = observation.instances
@@ -155,6 +168,9 @@ def build_plan(
     peer_key = (settings.srv_fqdn, "SRV")
     old_targets = peer_targets(current.get(peer_key))
     by_target = {absolute(t): i for t, i in (owners or {}).items()}
+    for inst in instances.values():  # the other target naming of each instance (a target_mode change)
+        for alias in _aliases(inst, settings):
+            by_target.setdefault(alias, inst)
     by_target.update({t: i for i in instances.values() if (t := target_of(i, settings))})
 
     # A cluster with no member in service is being founded: its first record's members are told 'new'.
@@ -206,6 +222,13 @@ def build_plan(
     for target in sorted(old_targets - new_targets - pinned):
         instance = by_target.get(target)
         why = departure(instance) if instance is not None else None
+        if why is None and instance is not None and advertised is not None and target.rstrip(".") not in advertised:
+            # Another name of a member that is listed under the name its etcd member advertises (e.g. left by a
+            # target_mode that was changed and changed back): the member stays listed. Only with etcd's word
+            # for which name is the member's; DNS-only keeps every name (a naming change never removes).
+            listed_as = target_of(instance, settings)
+            if listed_as is not None and listed_as != target and listed_as in new_targets:
+                why = f"another name of {instance.instance_id}, listed as {listed_as}"
         if why is None:
             kept.append(target)
             if instance is None:

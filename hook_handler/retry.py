@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError, ConnectionError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import ClientError, ConnectionError, EndpointConnectionError, HTTPClientError, ReadTimeoutError
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from hook_handler.clock import Clock
@@ -51,7 +51,8 @@ def error_message(exc: BaseException) -> str:
 
 def is_retryable(exc: BaseException) -> bool:
     """Throttling, contention, 5xx and transient network errors."""
-    if isinstance(exc, EndpointConnectionError | ConnectionError | ReadTimeoutError):
+    # HTTPClientError covers a connection the far end dropped (ConnectionClosedError) and read timeouts.
+    if isinstance(exc, EndpointConnectionError | ConnectionError | ReadTimeoutError | HTTPClientError):
         return True
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

@@ -102,9 +102,9 @@ class Route53:
                 ChangeBatch=batch,
             )
         except ClientError as exc:
-            if error_code(exc) == "InvalidChangeBatch":
+            if error_code(exc) == "InvalidChangeBatch" and _is_conflict(str(exc)):
                 raise Conflict(str(exc)) from exc
-            raise
+            raise  # a malformed value, a duplicate, a set changed twice: final, and loud
         info = out["ChangeInfo"]
         return Change(id=info["Id"], submitted_at=self.clock.now())
 
@@ -142,6 +142,22 @@ class Route53:
 
     def _call(self, fn: Callable[..., Any], deadline: float, what: str, **kwargs: Any) -> Any:
         return self.retry.call(fn, deadline=deadline, what=what, **kwargs)
+
+
+# The compare-and-swap's own failures: someone changed the record between our read and our write.
+_CONFLICTS = ("but it was not found", "but the values provided do not match", "but it already exists")
+
+
+def _is_conflict(message: str) -> bool:
+    """True when an ``InvalidChangeBatch`` says the record changed under us (re-read and re-plan), not that
+    the batch itself is wrong (malformed or duplicate values, one set changed twice).
+
+    >>> _is_conflict("[Tried to create resource record set [name='a.', type='SRV'] but it already exists]")
+    True
+    >>> _is_conflict("[Duplicate Resource Record: '0 0 2380 a.example.com.']")
+    False
+    """
+    return any(text in message for text in _CONFLICTS)
 
 
 def _values(rrs: Mapping[str, Any]) -> list[str]:

@@ -9,11 +9,10 @@ and Auto Scaling as in ``test_coordinator_membership``.
 from __future__ import annotations
 
 import pytest
+from test_coordinator_membership import LAUNCH, TERMINATE, grow, make_world
 
 from infra.local import LocalAWS
 from infra.local.clock import SimClock
-
-from test_coordinator_membership import LAUNCH, TERMINATE, grow, make_world  # noqa: I001
 
 REALISM = {
     "health_check_replacement": True,

@@ -265,3 +265,19 @@ def test_founding_members_are_told_new_even_without_the_barrier():
     assert plan.cluster_state == "new"
     joined = build_plan(make_settings(bootstrap_barrier="false"), observe(inst(1), inst(2, "Pending:Wait")), srv(1))
     assert joined.cluster_state == "existing"
+
+
+def test_a_name_no_member_advertises_goes_once_the_member_is_listed_under_its_own():
+    """A `target_mode` changed and changed back left the other naming's targets in the record for good (2N
+    targets for N members, and every later joiner failed with "member count is unequal"). With etcd's word
+    for the members' names the stray names go; DNS-only keeps them (a naming change never removes)."""
+    obs = observe(inst(1), inst(2))
+    strays = {f"i-{n:017x}.example.com.": n for n in (1, 2)}
+    both = {**srv(1, 2)}
+    rs = both[(SRV, "SRV")]
+    both[(SRV, "SRV")] = RecordSet.of(SRV, "SRV", 60, [*rs.values, *(f"0 0 2380 {t}" for t in strays)])
+    members = {f"ip-10-0-0-{n}.ec2.internal" for n in (1, 2)}
+    plan = build_plan(make_settings(), obs, both, advertised=members)
+    assert set(plan.removed) == set(strays) and plan.targets == tuple(sorted(f"{m}." for m in members))
+    dns_only = build_plan(make_settings(etcd_membership="false"), obs, both)
+    assert dns_only.removed == () and set(dns_only.guard_kept) == set(strays)

@@ -290,7 +290,8 @@ def explained_at(view: View, instance_id: str) -> float | None:
 def check_record_changes(view: View, changes: Iterable[Any]) -> list[str]:
     """(d) Every change lists only instances of the served group and drops only explained ones.
 
-    A target several instances had (a reused IP) is explained when any of them is. While a changed
+    A target several instances had (a reused IP) is explained when any of them is; a name dropped while its
+    instance stays listed under another name removes nobody. While a changed
     ``max_unexplained_removals`` is in effect, a change may drop that many unexplained targets (the guard's
     documented allowance)."""
     problems: list[str] = []
@@ -311,8 +312,13 @@ def check_record_changes(view: View, changes: Iterable[Any]) -> list[str]:
                 default=0,
             )
             unexplained = []
+            # Each instance's names in the record after the change: dropping one name of an instance that the
+            # same record still lists under another (a target naming changed and changed back) drops nobody.
+            listed_after = {iid for t in after for iid in view.history.targets.get(t, [])}
             for target in sorted(previous - after):
                 owners = view.history.targets.get(target, [])
+                if owners and all(iid in listed_after for iid in owners):
+                    continue
                 times = [t for t in (explained_at(view, iid) for iid in owners) if t is not None]
                 if not times or min(times) > change.submitted_at + 1e-6:
                     unexplained.append(f"{target} ({','.join(owners) or '?'})")
