@@ -96,7 +96,8 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
     Spec(
         "launch_failure_result",
         "ABANDON",
-        "Result for a launch whose record could not be made right: ABANDON or CONTINUE.",
+        "Result for a launch whose record could not be made right: ABANDON or CONTINUE. With etcd membership "
+        "always ABANDON: a launch never continues without a healthy member.",
     ),
     Spec(
         "deadline_margin_seconds",

@@ -205,7 +205,7 @@ class Lifecycle:
                 if getattr(state, "_local_gen", 0) == generation:
                     fn()
 
-        self.aws.clock.call_at(self.now + self.draw("transition_delay", (1.0, 5.0)), fire)
+        self.aws.clock.call_at(self.now + self.draw("transition_delay", (1.0, 5.0)), fire, work=True)
 
     def alive(self, group: FakeAutoScalingGroup) -> bool:
         backend = autoscaling_backends[self.aws.account][self.aws.region]
@@ -607,7 +607,7 @@ class Lifecycle:
                 group.set_desired_capacity(group.desired_capacity)
                 return
             when = self.now + self.draw("health_check_delay", (10.0, 30.0))
-            self.aws.clock.call_at(when, lambda g=group, s=state: self.health_check(g, s))
+            self.aws.clock.call_at(when, lambda g=group, s=state: self.health_check(g, s), work=True)
             return
 
     def health_check(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:

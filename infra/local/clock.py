@@ -77,6 +77,7 @@ class SimClock:
     def __init__(self, start: float = EPOCH) -> None:
         self._now = start
         self._heap: list[tuple[float, int, str, Any, int]] = []
+        self._work = 0  # "work" timers in the heap (see call_at)
         self._seq = itertools.count()
         self._lock = threading.RLock()
         self._back = threading.Event()
@@ -105,13 +106,19 @@ class SimClock:
             raise TaskKilled(task.kill_reason)
 
     # -- timers and tasks -------------------------------------------------------------
-    def call_at(self, when: float, fn: Callable[[], Any]) -> None:
-        """Run ``fn()`` (quick, must not sleep) when simulated time reaches ``when``."""
-        with self._lock:
-            self._push(max(when, self._now), "timer", fn, 0)
+    def call_at(self, when: float, fn: Callable[[], Any], *, work: bool = False) -> None:
+        """Run ``fn()`` (quick, must not sleep) when simulated time reaches ``when``.
 
-    def call_later(self, delay: float, fn: Callable[[], Any]) -> None:
-        self.call_at(self._now + max(0.0, delay), fn)
+        ``work=True``: the world is still busy until it fires (an instance on its way through a transitional
+        state, a health check about to notice a dead instance), so ``run()`` waits for it as for a task.
+        """
+        with self._lock:
+            self._push(max(when, self._now), "work" if work else "timer", fn, 0)
+            if work:
+                self._work += 1
+
+    def call_later(self, delay: float, fn: Callable[[], Any], *, work: bool = False) -> None:
+        self.call_at(self._now + max(0.0, delay), fn, work=work)
 
     def spawn(self, fn: Callable[..., Any], *args: Any, at: float | None = None, name: str = "") -> Task:
         """Start ``fn(*args)`` as a task at simulated time ``at`` (default: now)."""
@@ -151,7 +158,7 @@ class SimClock:
         try:
             for _ in range(max_steps):
                 with self._lock:
-                    if until is None and not self.live_tasks():
+                    if until is None and not self.live_tasks() and not self._work:
                         return
                     if not self._heap:
                         if until is not None:
@@ -163,7 +170,9 @@ class SimClock:
                         return
                     heapq.heappop(self._heap)
                     self._now = max(self._now, when)
-                if kind == "timer":
+                if kind == "work":
+                    self._work -= 1
+                if kind in ("timer", "work"):
                     payload()
                 elif kind == "task" and token == payload.wake_token and not payload.done:
                     self._resume(payload)
@@ -236,12 +245,12 @@ class WallClock:
         if seconds > 0:
             time.sleep(seconds)
 
-    def call_at(self, when: float, fn: Callable[[], Any]) -> None:
+    def call_at(self, when: float, fn: Callable[[], Any], *, work: bool = False) -> None:
         with self._cond:
             heapq.heappush(self._heap, (when, next(self._seq), fn))
             self._cond.notify()
 
-    def call_later(self, delay: float, fn: Callable[[], Any]) -> None:
+    def call_later(self, delay: float, fn: Callable[[], Any], *, work: bool = False) -> None:
         self.call_at(time.time() + max(0.0, delay), fn)
 
     def advance(self, seconds: float) -> None:
