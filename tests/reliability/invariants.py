@@ -355,13 +355,17 @@ def check_bootstrap(view: View) -> list[str]:
         upto = [c for c in changes if c.submitted_at <= t]
         if not upto:
             continue  # (a) reports it
-        founding = record_targets(upto[-1], view.srv_name)
-        expected = view.cluster_size or _expected_at(view, upto[-1].submitted_at)
+        # The record the instance was founded from: the first change that listed it (with health-gated
+        # completion a founder may complete after the record has grown again).
+        forms = set(_targets_of(view, a.instance_id))
+        founded = next((c for c in upto if forms & set(record_targets(c, view.srv_name))), upto[-1])
+        founding = record_targets(founded, view.srv_name)
+        expected = view.cluster_size or _expected_at(view, founded.submitted_at)
         first_launch = min(
-            (x.started_at for x in actions if x.transition == LAUNCHING and x.started_at <= upto[-1].submitted_at),
-            default=upto[-1].submitted_at,
+            (x.started_at for x in actions if x.transition == LAUNCHING and x.started_at <= founded.submitted_at),
+            default=founded.submitted_at,
         )
-        if len(founding) < expected and upto[-1].submitted_at - first_launch < view.bootstrap_timeout:
+        if len(founding) < expected and founded.submitted_at - first_launch < view.bootstrap_timeout:
             problems.append(
                 f"new cluster: launch of {a.instance_id} completed at {t:.1f} with a record of {len(founding)} "
                 f"targets, {expected} expected"
@@ -486,16 +490,18 @@ def _host(url: str) -> str:
 def member_owner(
     view: View, cluster: int, member: int, facts: dict[str, InstanceFacts], runs: Sequence[Up]
 ) -> str | None:
-    """The instance a member is: the one whose etcd ran as it, the one it is named after, the one whose
-    ``etcd-member-id`` tag records it, else the last instance launched before it was added whose private
-    DNS name or IP its peer URL names (None: no instance of the group)."""
-    for u in runs:
-        if u.cluster == cluster and u.member == member:
-            return u.instance_id
+    """The instance a member is: the one it is named after now, the one whose etcd ran as it last, the one
+    whose ``etcd-member-id`` tag records it, else the last instance launched before it was added whose private
+    DNS name or IP its peer URL names (None: no instance of the group). The name comes first: an unstarted
+    member is adopted by whichever instance starts with its peer URL (a replacement reusing the IP), and
+    from then on it is that instance's."""
     state = view.model.cluster_states.get(cluster)
     current = state.members.get(member) if state is not None else None
     if current is not None and current.name in facts:
         return current.name
+    for u in reversed(list(runs)):
+        if u.cluster == cluster and u.member == member:
+            return u.instance_id
     hex_id = f"{member:x}"
     for iid, f in facts.items():
         if f.tags.get("etcd-member-id", "").lower().lstrip("0") == hex_id.lstrip("0"):
