@@ -212,7 +212,7 @@ class Cluster:
     def __enter__(self) -> Cluster:
         from infra.local.aws import LocalAWS
         from infra.local.clock import WallClock
-        from infra.local.dns import serve
+        from infra.local.dns import LocalZoneResolver, serve
         from infra.local.instances import EtcdSettings, Fleet
         from infra.local.stack import deploy
 
@@ -224,10 +224,8 @@ class Cluster:
                 LocalAWS(
                     WallClock(),
                     propagation=self.propagation,
-                    # Our DNS server reads the zone through the API on every query (as Route 53's resolvers
-                    # would, unmetered); the account's 5 requests/s would make etcd's lookups throttle the
-                    # coordinator, which real AWS never does.
-                    route53_rate=None,
+                    # The account's Route 53 limit (5 requests/s) stays on: our DNS server answers from the
+                    # emulator's state directly, as Route 53's name servers do, without API calls.
                     instance_ips=self.instance_ips,
                 )
             )
@@ -243,7 +241,10 @@ class Cluster:
                 heartbeat_timeout=self.heartbeat_timeout,
             )
             self.dns = serve(
-                self.aws.client("route53"), self.stack.zone_id, ec2=self.aws.client("ec2"), address=NAMESERVER
+                None,
+                self.stack.zone_id,
+                resolver=LocalZoneResolver(self.aws, self.stack.zone_id),
+                address=NAMESERVER,
             )
             stack.callback(self.dns.stop)
             if self.before_fleet is not None:
