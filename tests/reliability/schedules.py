@@ -620,6 +620,11 @@ class World:
         aws.faults.clear()
         aws.delivery_options()
         aws.prior_request_window = 0.0
+        if self.config.action_timeout < 900.0:
+            # A `slow` step may have made every change outlast a short action timeout: each launch is then
+            # abandoned before its record is INSYNC (with membership, never completed CONTINUE without a
+            # member), for good, as it must. Quiescence is judged with the config's own propagation.
+            aws.propagation = self.config.propagation
         self.kill_at = None
         self.restore_settings()
         self.setting_generation += 1  # a restore still scheduled changes nothing now
