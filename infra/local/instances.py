@@ -4,9 +4,11 @@ A ``Launcher`` follows, for one instance, the protocol of ``infra/aws/bootstrap/
 local stand-ins for IMDS: wait until the instance is ``InService`` (DescribeAutoScalingInstances instead of
 ``autoscaling/target-lifecycle-state``), wait for its tag ``etcd-cluster-state`` (DescribeTags instead of
 ``tags/instance/``), wait until the SRV record as the resolver answers it lists the instance, then start
-``etcd --discovery-srv``. A ``Fleet`` watches the group and runs one launcher per instance; an instance that
-leaves the group or is terminated has its etcd killed with SIGKILL. Run it inside ``infra.local.sandbox`` so
-that etcd's resolver asks ``infra.local.dns``.
+``etcd --discovery-srv``. A ``Fleet`` watches the group (and its warm pool) and runs one launcher per boot of
+each instance; an instance that leaves the group or is terminated has its etcd killed with SIGKILL, one that EC2
+stops (a warm pool's ``Warmed:Stopped``) has it killed too but keeps its data dir, and runs the protocol again
+from the top when EC2 starts it again. Run it inside ``infra.local.sandbox`` so that etcd's resolver asks
+``infra.local.dns``.
 
 Example:
     >>> settings = EtcdSettings(domain="example.com", token="etcd-" + uuid.uuid4().hex)
@@ -44,11 +46,12 @@ CLUSTER_STATES = ("new", "existing")
 # Lifecycle states after which an instance never runs etcd again (the script exits without starting etcd).
 _NOT_JOINING = ("Terminat", "Detach", "Warmed")
 _TARGET_IN_SERVICE = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
-_EC2_GONE = {"shutting-down", "terminated", "stopping", "stopped"}
+_EC2_GONE = {"shutting-down", "terminated"}
+_EC2_OFF = {"stopping", "stopped"}  # the VM is off: etcd killed, the data dir (EBS) kept
 # An instance runs through Terminating:Wait (its terminate hook, e.g. the coordinator's member remove, acts on a
 # live member); it stops once the hook completes. Standby (EnterStandby) and the Pending states of ExitStandby are
 # not here: a VM in Standby keeps running, and so does its etcd.
-_STOPPED_STATES = {"Terminating:Proceed", "Terminated"}
+_STOPPED_STATES = {"Terminating:Proceed", "Terminated", "Warmed:Terminated"}
 
 
 def default_etcd_binary() -> str:
@@ -147,14 +150,20 @@ def wal_exists(data_dir: Path) -> bool:
 class Launcher:
     """Runs one instance's etcd the way the bootstrap script would; ``kill()`` is the instance dying.
 
-    ``state`` moves through ``describing`` → ``waiting-in-service`` → ``waiting-tag`` → ``waiting-srv`` →
-    ``running``, and ends in ``exited`` (etcd stopped by itself), ``not-joining`` (the instance left before
-    etcd started), ``failed`` (the instance cannot run etcd here) or ``killed``. ``restart=True`` restarts an
-    exited etcd after ``restart_delay`` seconds, as a systemd unit with ``Restart=on-failure`` would. Each start
-    decides as the script does, by the WAL (etcd's own test): a data dir with a WAL is a joined member, restarted
-    without discovery flags and with its data; ``member/`` without a WAL is what a failed first start leaves
-    (e.g. ``member count is unequal``), so it is cleared and the first start (tag, SRV check, discovery) runs again.
-    The lifecycle state is read only before a first start: Standby and ExitStandby never stop or restart etcd.
+    ``state`` moves through ``describing`` → (``checking-tag``) → ``waiting-in-service`` → ``waiting-tag`` →
+    ``waiting-srv`` → ``running``, and ends in ``exited`` (etcd stopped by itself), ``not-joining`` (the
+    instance left, or is in the warm pool, before etcd started), ``failed`` (the instance cannot run etcd here),
+    ``stopped`` (EC2 stopped the instance: ``power_off()``, data dir kept; the ``Fleet`` starts a new launcher
+    on the next boot) or ``killed``. ``restart=True`` restarts an exited etcd after ``restart_delay`` seconds, as
+    a systemd unit with ``Restart=on-failure`` would. Each start decides as the script does, by the WAL (etcd's
+    own test): a data dir with a WAL and the tag ``etcd-cluster-state`` is a joined member, restarted without
+    discovery flags and with its data; a WAL and no such tag (DescribeTags answers without it; an API error is
+    no answer and is retried) is a revoked membership (the coordinator deletes the admission tags of a member it
+    sent back to the warm pool): once the instance is going InService the data dir is cleared and the first
+    start runs (tag, SRV check, discovery), a new member; ``member/`` without a WAL is what a failed first start
+    leaves (e.g. ``member count is unequal``), so it is cleared and the first start runs again. The lifecycle
+    state is read only before a first start: Standby and ExitStandby never stop or restart etcd. A static
+    member (``initial_cluster``) has no coordinator tags: it restarts on its WAL without the tag check.
 
     Test options (the default is the bootstrap script): ``start_etcd=False`` follows the protocol up to the go
     signal and the SRV check and then never starts etcd (state ``not-started``: a member that never starts);
@@ -250,6 +259,21 @@ class Launcher:
         self._set_state("killed")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def power_off(self) -> None:
+        """EC2 stopped the instance (e.g. ``Warmed:Stopped`` in a warm pool): SIGKILL its etcd, keep the data dir
+        (EBS). Final for this launcher: the next boot is a new ``Launcher`` on the same data dir."""
+        self._stop.set()
+        with self._lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+            self.log(f"etcd pid {process.pid} killed (SIGKILL): the instance stopped, data dir kept")
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self._set_state("stopped")
+
     def crash(self) -> None:
         """etcd dies (SIGKILL) and stays down while the instance keeps running: no restart, data dir kept."""
         self.restart = False
@@ -265,8 +289,8 @@ class Launcher:
     # -- the protocol -----------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
         with self._changed:
-            if self.state == "killed":
-                return  # final: a late update from the thread must not revive a killed instance
+            if self.state == "killed" or (self.state == "stopped" and state != "killed"):
+                return  # final: a late update from the thread must not revive a killed or stopped instance
             self.state = state
             self._changed.notify_all()
 
@@ -300,10 +324,20 @@ class Launcher:
                     "new",
                 ]
             )
+        revoked = False
         if wal_exists(self.data_dir):
-            self.log("restart: the data dir holds a member's WAL; starting without discovery, keeping the data")
-            return self._exec([])
-        if (self.data_dir / "member").exists():
+            admitted = True if self.initial_cluster is not None else self._admitted()
+            if admitted is None:
+                return None
+            if admitted:
+                self.log("restart: the data dir holds a member's WAL; starting without discovery, keeping the data")
+                return self._exec([])
+            revoked = True
+            self.log(
+                f"the data dir holds a member's WAL but the instance has no tag {TAG_CLUSTER_STATE}: the membership "
+                "was revoked; data kept until the instance is joining the group"
+            )
+        elif (self.data_dir / "member").exists():
             # etcd creates member/snap/db before it checks the cluster, and the WAL only once it has joined:
             # this is what a failed first start leaves. Started again without discovery it would bootstrap a
             # one-member cluster of its own, so clear it and do the first start again.
@@ -312,7 +346,15 @@ class Launcher:
                 "and starting as a first start again"
             )
             shutil.rmtree(self.data_dir)
-        if not self._wait_in_service() or not self._wait_cluster_state() or not self._wait_srv_lists():
+        if not self._wait_in_service():
+            return None
+        if revoked:
+            self.log(
+                "membership revoked: the WAL is of a member etcd removed (back to the warm pool); clearing the "
+                "data dir and starting as a first start (a new member)"
+            )
+            shutil.rmtree(self.data_dir)
+        if not self._wait_cluster_state() or not self._wait_srv_lists():
             return None
         if not self.start_etcd:
             self.log("told to start, but this instance never starts etcd (start_etcd=False)")
@@ -387,6 +429,23 @@ class Launcher:
             return False
 
         return self._wait("waiting-in-service", in_service)
+
+    def _admitted(self) -> bool | None:
+        """Whether the tag ``etcd-cluster-state`` is on the instance (the script's IMDS read before a restart):
+        True, False (DescribeTags answered without it: revoked), None (stopped meanwhile). Errors are retried."""
+        answer: list[bool] = []
+
+        def read() -> bool:
+            tags = self.ec2.describe_tags(
+                Filters=[
+                    {"Name": "resource-id", "Values": [self.instance_id]},
+                    {"Name": "key", "Values": [TAG_CLUSTER_STATE]},
+                ]
+            )["Tags"]
+            answer.append(bool(tags))
+            return True
+
+        return answer[-1] if self._wait("checking-tag", read) else None
 
     def _wait_cluster_state(self) -> bool:
         def tagged() -> bool | None:
@@ -480,10 +539,13 @@ class Launcher:
 class Fleet:
     """One ``Launcher`` per instance of an Auto Scaling group, kept in step with the group by polling.
 
-    Every ``poll`` seconds: instances new to the group get a launcher; instances gone from the group, in a
-    ``Terminating:Proceed``/``Terminated`` state (not ``Terminating:Wait``: the instance runs until its
-    terminate hook completes), or stopped/terminated in EC2 have their etcd killed; an instance in ``Standby``
-    (or leaving it) keeps its etcd running untouched. ``close()``
+    Every ``poll`` seconds: running instances new to the group or its warm pool get a launcher (a boot; in the
+    pool it reads ``Warmed:*`` and starts no etcd); instances gone from both, in a ``Terminating:Proceed``/
+    ``Terminated`` state (not ``Terminating:Wait``: the instance runs until its terminate hook completes), or
+    terminated in EC2 have their etcd killed and their data dir removed; instances EC2 stopped (a warm pool's
+    ``Warmed:Stopped``) have their etcd killed and keep their data dir (``Launcher.power_off``), and get a new
+    launcher when EC2 runs them again (out of the pool: the protocol from the top, on the same data dir); an
+    instance in ``Standby`` (or leaving it) keeps its etcd running untouched. ``close()``
     kills everything. Logs (timestamped) go to ``workdir/logs``; data dirs to ``workdir/data`` and are removed.
     ``options(instance_id)``, when given, returns extra ``Launcher`` keyword arguments for a new instance.
 
@@ -553,6 +615,11 @@ class Fleet:
                 for g in groups["AutoScalingGroups"]
                 for i in g.get("Instances", [])
             }
+            if any(g.get("WarmPoolConfiguration") for g in groups["AutoScalingGroups"]):
+                # Warm-pool instances are not the group's Instances (DescribeWarmPool lists them).
+                pool = self.autoscaling.describe_warm_pool(AutoScalingGroupName=self.group_name)
+                for i in pool.get("Instances", []):
+                    members.setdefault(i["InstanceId"], i["LifecycleState"])
             known = list(self.launchers)
             ids = sorted(set(known) | set(members))
             ec2_state: dict[str, str] = {}
@@ -568,9 +635,14 @@ class Fleet:
             for iid, state in members.items()
             if state not in _STOPPED_STATES and not state.startswith("Detach") and ec2_state.get(iid) not in _EC2_GONE
         }
-        for iid in sorted(set(members) - set(known)):
-            if iid in alive and not self._stop.is_set():
-                self.log(f"{iid} joined the group ({members[iid]}): launcher started")
+        off = {iid for iid in alive if ec2_state.get(iid) in _EC2_OFF}
+        launchers = self.launchers
+        # A boot: a running instance without a launcher, or whose launcher ended when EC2 stopped it.
+        booting = [iid for iid in sorted(alive - off) if iid not in launchers or launchers[iid].state == "stopped"]
+        for iid in booting:
+            if not self._stop.is_set():
+                again = iid in launchers
+                self.log(f"{iid} {'booted again' if again else 'joined the group'} ({members[iid]}): launcher started")
                 launcher = Launcher(
                     iid,
                     self.settings,
@@ -590,6 +662,9 @@ class Fleet:
                 why = members.get(iid, "gone from the group")
                 self.log(f"{iid} left ({why}, EC2 {ec2_state.get(iid, 'unknown')}): killing its etcd")
                 launcher.kill()
+            elif iid in off and launcher.state not in ("stopped", "killed"):
+                self.log(f"{iid} stopped ({members[iid]}, EC2 {ec2_state[iid]}): killing its etcd, data dir kept")
+                launcher.power_off()
 
     def _main(self) -> None:
         while not self._stop.wait(self.poll):

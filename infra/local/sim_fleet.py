@@ -2,11 +2,14 @@
 
 The simulated-time counterpart of ``infra.local.instances.Fleet``: one periodic timer on the emulator's clock
 reads moto's backends directly (no API calls, so no call log, throttling or faults): the group's instances
-and lifecycle states, each instance's EC2 state and its tag ``etcd-cluster-state``, and the SRV record as
-DNS answers it (``LocalAWS.records``). Per instance it runs the script:
+and lifecycle states (and its warm pool's), each instance's EC2 state and its tag ``etcd-cluster-state``,
+and the SRV record as DNS answers it (``LocalAWS.records``). Per instance, on every boot, it runs the script:
 
-1. data-dir rule (the fixed protocol): ``member/wal`` present → restart without discovery; ``member/``
-   without WAL → a failed first start: clear it and do the first start; empty → first start;
+1. data-dir rule (the fixed protocol): ``member/wal`` present and the tag ``etcd-cluster-state`` present →
+   restart without discovery; ``member/wal`` present and the tag absent → the membership was revoked (the
+   coordinator deletes the admission tags of a member it sent back to the warm pool): steps 2-5, the data
+   dir cleared once step 2 says InService (Warmed:* keeps it); ``member/`` without WAL → a failed first
+   start: clear it and do the first start; empty → first start;
 2. wait until ``autoscaling/target-lifecycle-state`` is InService — IMDS reports the *target*, so Pending,
    Pending:Wait and Pending:Proceed read InService too; Warmed:*/Terminat*/Detach* → not joining, exit;
 3. wait for the tag ``etcd-cluster-state`` (new | existing);
@@ -16,8 +19,12 @@ DNS answers it (``LocalAWS.records``). Per instance it runs the script:
 Waits poll every ``poll_interval`` seconds, doubled per poll up to ``poll_max`` (the script's backoff).
 etcd that exits non-zero (or is killed by ``crash``) is restarted by systemd (``Restart=on-failure``) after
 ``restart_delay`` and the script runs again; exit status 0 (removed from the cluster) is not restarted. The
-process is killed (SIGKILL) when its instance reaches Terminating:Proceed/Terminated, leaves the group, or
-EC2 stops/terminates it; Standby keeps it running.
+process is killed (SIGKILL) when its instance reaches Terminating:Proceed/Terminated, leaves the group (and
+its warm pool), or EC2 terminates it; Standby keeps it running. An instance of the group or its warm pool
+that EC2 stops (``Warmed:Stopped``) has its etcd killed and keeps its data dir (EBS, ``Process.data``);
+phase ``stopped``. When EC2 runs it again (it leaves the pool: Pending/Pending:Wait/InService) it boots:
+the script runs again from the top, whatever it did before (``not-joining``, ``broken``, ...).
+A warm-pool instance reads ``Warmed:*`` and runs no etcd.
 
 Example:
     >>> fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
@@ -38,12 +45,21 @@ from infra.local.etcd_model import Discovery, EtcdModel
 TAG_CLUSTER_STATE = "etcd-cluster-state"
 _TARGET_IN_SERVICE = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
 _NOT_JOINING = ("Warmed", "Terminat", "Detach")
-_STOPPED_STATES = {"Terminating:Proceed", "Terminated"}
-_EC2_GONE = {"shutting-down", "terminated", "stopping", "stopped"}
+_STOPPED_STATES = {"Terminating:Proceed", "Terminated", "Warmed:Terminated"}
+_EC2_GONE = {"shutting-down", "terminated"}
+_EC2_STOPPED = {"stopping", "stopped"}  # the VM is off: etcd killed, the data dir (EBS) kept
 _LIVE = {"pending", "running", "stopping", "stopped", "shutting-down"}
 
 Phase = Literal[
-    "waiting-in-service", "waiting-tag", "waiting-srv", "running", "restart-wait", "not-joining", "broken", "killed"
+    "waiting-in-service",
+    "waiting-tag",
+    "waiting-srv",
+    "running",
+    "restart-wait",
+    "not-joining",
+    "broken",
+    "stopped",
+    "killed",
 ]
 
 
@@ -59,6 +75,8 @@ class SimInstance:
     delay: float = 1.0
     cluster_state: str = ""
     starts: int = 0
+    boots: int = 0
+    revoked: bool = False  # a WAL but no admission tag: clear the data dir once the target is InService
     restart_delay: float | None = None  # this instance's next restart only (``crash(..., restart_delay=)``)
     log: list[tuple[float, str]] = field(default_factory=list)
 
@@ -153,18 +171,26 @@ class SimFleet:
             ec2_backends[self.aws.account][self.aws.region],
         )
 
+    def _warm_pool(self) -> list[Any]:
+        """The group's warm-pool instance states (the emulator keeps them apart from the group's)."""
+        engine = getattr(self.aws, "_lifecycle", None)
+        return list(getattr(engine, "warm", {}).get(self.group, [])) if engine is not None else []
+
     def _sync(self) -> None:
         asg, ec2 = self._backends()
         group = asg.autoscaling_groups.get(self.group)
         states = {s.instance.id: s for s in group.instance_states} if group is not None else {}
+        if group is not None:
+            states.update({s.instance.id: s for s in self._warm_pool() if s.instance.id not in states})
         now = self.clock.now()
         for iid, state in states.items():
             if iid not in self.instances and state.lifecycle_state not in _STOPPED_STATES:
                 inst = state.instance
+                if inst.state in _EC2_STOPPED | _EC2_GONE:
+                    continue  # not running: it boots when EC2 starts it
                 self._ec2_objects[iid] = inst  # moto's instance object: its state changes in place
                 self.instances[iid] = SimInstance(iid, inst.private_ip or "", (inst.private_dns_name or "").lower())
-                self._note(self.instances[iid], f"booted ({state.lifecycle_state})")
-                self._begin(self.instances[iid], now)
+                self._boot(self.instances[iid], state.lifecycle_state, now)
         for iid, inst in self.instances.items():
             if inst.phase == "killed":
                 continue
@@ -175,19 +201,41 @@ class SimFleet:
                 inst.phase = "killed"
                 self._note(inst, f"instance stops ({lifecycle or 'gone from the group'}, EC2 {ec2_state}): etcd killed")
                 continue
+            if ec2_state in _EC2_STOPPED:
+                if inst.phase != "stopped":
+                    self.model.kill(iid)  # the VM is off; its EBS data dir stays
+                    inst.phase = "stopped"
+                    self._note(inst, f"instance stopped ({lifecycle}, EC2 {ec2_state}): etcd killed, data dir kept")
+                continue
+            if inst.phase == "stopped":
+                self._boot(inst, lifecycle, now)  # EC2 started it again (it left the warm pool)
+                continue
             if now >= inst.next_check:
                 self._step(inst, lifecycle, ec2, now)
 
     # -- the script ---------------------------------------------------------------------------------
+    def _boot(self, inst: SimInstance, lifecycle: str | None, now: float) -> None:
+        """The VM boots (first launch, or started again out of the warm pool): the unit runs the script."""
+        inst.boots += 1
+        inst.restart_delay = None
+        self._note(inst, f"booted ({lifecycle})" if inst.boots == 1 else f"booted again ({lifecycle})")
+        self._begin(inst, now)
+
     def _begin(self, inst: SimInstance, now: float) -> None:
         """The script starts (boot, or systemd's restart): the data-dir rule first."""
         proc = self.model.processes.get(inst.instance_id)
         state = proc.data.state if proc is not None else "empty"
+        inst.revoked = False
         if state == "wal":
-            self._note(inst, "member/wal present: restart without discovery")
-            self._exec(inst, None)
-            return
-        if state == "partial" and proc is not None:
+            _, ec2 = self._backends()
+            if ec2.tags.get(inst.instance_id, {}).get(TAG_CLUSTER_STATE):
+                self._note(inst, "member/wal present: restart without discovery")
+                self._exec(inst, None)
+                return
+            # No admission tag: the coordinator revoked this membership (the instance went back to the warm pool).
+            inst.revoked = True
+            self._note(inst, f"member/wal present but no tag {TAG_CLUSTER_STATE}: membership revoked, data kept")
+        elif state == "partial" and proc is not None:
             self._note(inst, "member/ without WAL: a failed first start, data dir cleared")
             self.model.clear_data(inst.instance_id)
         inst.phase, inst.delay, inst.next_check = "waiting-in-service", self.poll_interval, now
@@ -203,6 +251,10 @@ class SimFleet:
         if inst.phase == "waiting-in-service":
             if lifecycle in _TARGET_IN_SERVICE:
                 self._note(inst, "target lifecycle state: InService")
+                if inst.revoked:
+                    inst.revoked = False
+                    self.model.clear_data(inst.instance_id)
+                    self._note(inst, "membership revoked: the WAL is of a removed member; data dir cleared")
                 self._advance(inst, "waiting-tag", now)
             elif lifecycle is not None and lifecycle.startswith(_NOT_JOINING):
                 inst.phase = "not-joining"

@@ -1,5 +1,5 @@
 """etcd-bootstrap.sh against a fake IMDSv2 and a fake etcd: the exact etcd command line for a founding
-and a joining member, the restart path, the waits and their timeouts."""
+and a joining member, the restart path, a revoked membership (WAL, no tag), the waits and their timeouts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 from aws_helpers import BOOTSTRAP, CLUSTER, load_template
 
 TOKEN = "fake-imds-token"
+HANG = "<hang>"  # an answer that comes too late: the script's curl times out (IMDS_TIMEOUT)
+Answer = str | int | None  # a value (200), None (404), an HTTP status, or HANG
 INSTANCE = {"instance-id": "i-0abc123", "local-ipv4": "10.0.1.4", "local-hostname": "ip-10-0-1-4.ec2.internal"}
 
 if not shutil.which("curl"):
@@ -25,11 +28,15 @@ if not shutil.which("curl"):
 
 class FakeImds:
     """IMDSv2: PUT /latest/api/token, then GETs that carry the token. ``lifecycle`` and ``tags`` are
-    lists of answers given in turn (None = 404), the last one repeated."""
+    lists of answers given in turn (None = 404, an int = that HTTP status, ``HANG`` = no answer in time),
+    the last one repeated. ``tags/instance`` lists the keys whose last answer was a value (404 when
+    ``tags_in_metadata`` is False: InstanceMetadataTags disabled)."""
 
     def __init__(self) -> None:
-        self.lifecycle: list[str | None] = ["InService"]
-        self.tags: dict[str, list[str | None]] = {"etcd-cluster-state": ["new"]}
+        self.lifecycle: list[Answer] = ["InService"]
+        self.tags: dict[str, list[Answer]] = {"etcd-cluster-state": ["new"]}
+        self.tags_in_metadata = True
+        self._last: dict[str, Answer] = {}
         self.requests: list[tuple[str, str, bool]] = []  # (method, path, token ok)
         self._served: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -37,21 +44,37 @@ class FakeImds:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def _next(self, key: str, answers: list[str | None]) -> str | None:
+    def _next(self, key: str, answers: list[Answer]) -> Answer:
         with self._lock:
             n = self._served.get(key, 0)
             self._served[key] = n + 1
-        return answers[min(n, len(answers) - 1)]
+            self._last[key] = answers[min(n, len(answers) - 1)]
+            return self._last[key]
 
-    def answer(self, path: str) -> str | None:
+    def _listing(self) -> Answer:
+        if not self.tags_in_metadata:
+            return None
+        with self._lock:
+            keys = ["aws:autoscaling:groupName"]
+            for key, answers in self.tags.items():
+                last = self._last.get(f"tags/instance/{key}", answers[0])
+                if isinstance(last, str) and last != HANG:
+                    keys.append(key)
+        return "\n".join(keys)
+
+    def answer(self, path: str) -> Answer:
         prefix = "/latest/meta-data/"
         if not path.startswith(prefix):
             return None
         item = path[len(prefix) :]
         if item == "autoscaling/target-lifecycle-state":
             return self._next(item, self.lifecycle)
+        if item == "tags/instance":
+            return self._listing()
         if item.startswith("tags/instance/"):
             key = item.split("/", 2)[2]
+            if not self.tags_in_metadata:
+                return None
             return self._next(item, self.tags[key]) if key in self.tags else None
         return INSTANCE.get(item)
 
@@ -64,10 +87,13 @@ class FakeImds:
 
             def _send(self, code: int, body: str = "") -> None:
                 data = body.encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (a HANG answer)
+                    pass
 
             def do_PUT(self) -> None:
                 ok = self.path == "/latest/api/token" and "X-aws-ec2-metadata-token-ttl-seconds" in self.headers
@@ -81,7 +107,15 @@ class FakeImds:
                     self._send(401)
                     return
                 value = imds.answer(self.path)
-                self._send(404, "Not Found") if value is None else self._send(200, value)
+                if value == HANG:
+                    time.sleep(1.5)
+                    self._send(200, "late")
+                elif value is None:
+                    self._send(404, "Not Found")
+                elif isinstance(value, int):
+                    self._send(value, "Internal Server Error")
+                else:
+                    self._send(200, value)
 
         return Handler
 
@@ -177,27 +211,119 @@ def test_discovery_srv_name_and_peer_host_template(imds, fake_etcd, tmp_path):
     assert args[args.index("--initial-advertise-peer-urls") + 1] == "http://i-0abc123.example.com:2380"
 
 
-def test_restart_with_a_wal_in_the_data_dir_skips_discovery_and_waits_and_keeps_the_data(imds, fake_etcd, tmp_path):
-    etcd, out = fake_etcd
+def _member_data(tmp_path: Path) -> Path:
+    """A data dir as a member that has joined leaves it: member/wal/*.wal and member/snap/db."""
     wal = tmp_path / "data" / "member" / "wal" / "0000000000000000-0000000000000000.wal"
     wal.parent.mkdir(parents=True)
     wal.write_bytes(b"raft log")
     (tmp_path / "data" / "member" / "snap").mkdir()
     (tmp_path / "data" / "member" / "snap" / "db").write_bytes(b"keys")
+    return wal
+
+
+def _kept(tmp_path: Path, wal: Path) -> bool:
+    return wal.read_bytes() == b"raft log" and (tmp_path / "data" / "member" / "snap" / "db").read_bytes() == b"keys"
+
+
+RESTART_ARGS = [
+    "--name", "i-0abc123",
+    "--initial-advertise-peer-urls", "http://ip-10-0-1-4.ec2.internal:2380",
+    "--listen-peer-urls", "http://10.0.1.4:2380",
+    "--listen-client-urls", "http://10.0.1.4:2379,http://127.0.0.1:2379",
+    "--advertise-client-urls", "http://10.0.1.4:2379",
+    "--data-dir", "DATA",
+]  # fmt: skip
+
+
+def test_restart_with_a_wal_in_the_data_dir_skips_discovery_and_waits_and_keeps_the_data(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    wal = _member_data(tmp_path)
     imds.lifecycle = [None]  # would time out if it waited
-    imds.tags["etcd-cluster-state"] = [None]
+    imds.tags["etcd-cluster-state"] = ["existing"]  # still an admitted member
     result = run(imds, etcd, tmp_path, BOOTSTRAP_LIFECYCLE_TIMEOUT="0", BOOTSTRAP_TAG_TIMEOUT="0")
     assert result.returncode == 0, result.stderr
-    assert etcd_args(out, tmp_path) == [
-        "--name", "i-0abc123",
-        "--initial-advertise-peer-urls", "http://ip-10-0-1-4.ec2.internal:2380",
-        "--listen-peer-urls", "http://10.0.1.4:2380",
-        "--listen-client-urls", "http://10.0.1.4:2379,http://127.0.0.1:2379",
-        "--advertise-client-urls", "http://10.0.1.4:2379",
-        "--data-dir", "DATA",
-    ]  # fmt: skip
-    assert "restart" in result.stderr
-    assert wal.read_bytes() == b"raft log" and (tmp_path / "data" / "member" / "snap" / "db").read_bytes() == b"keys"
+    paths = [p for _, p, _ in imds.requests]
+    assert "/latest/meta-data/autoscaling/target-lifecycle-state" not in paths
+    assert paths.count("/latest/meta-data/tags/instance/etcd-cluster-state") == 1
+    assert etcd_args(out, tmp_path) == RESTART_ARGS
+    assert "restart" in result.stderr and "revoked" not in result.stderr
+    assert _kept(tmp_path, wal)
+
+
+def test_a_wal_without_the_tag_is_a_revoked_membership_cleared_and_started_as_a_new_member(imds, fake_etcd, tmp_path):
+    """Back from a warm pool: the coordinator removed the member and deleted its admission tags; the instance
+    boots again with the removed member's WAL. IMDS answers 404 for the tag (and lists the instance's other
+    tags): the script waits until the instance is going InService, clears the data dir, and does the first start:
+    the go tag, then --discovery-srv and --initial-cluster-state from the tag."""
+    etcd, out = fake_etcd
+    _member_data(tmp_path)
+    imds.lifecycle = ["Pending:Wait", "InService"]
+    imds.tags["etcd-cluster-state"] = [None, None, None, "existing"]  # gone; then the go signal of the new join
+    result = run(imds, etcd, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert etcd_args(out, tmp_path) == expected_args("existing")
+    data = tmp_path / "data"
+    assert data.is_dir() and list(data.iterdir()) == []  # cleared (the dir itself stays: a mount point)
+    assert "membership revoked" in result.stderr and "restart:" not in result.stderr
+    # The data dir was cleared only once the target lifecycle state was InService, and only after a 404
+    # that the tag listing confirmed.
+    err = result.stderr
+    assert err.index("target lifecycle state: InService") < err.index("membership revoked: ")
+    paths = [p for _, p, _ in imds.requests]
+    first_tag = paths.index("/latest/meta-data/tags/instance/etcd-cluster-state")
+    assert paths[first_tag + 1] == "/latest/meta-data/tags/instance"
+    assert paths.count("/latest/meta-data/tags/instance/etcd-cluster-state") == 4
+
+
+def test_a_revoked_member_still_bound_for_the_warm_pool_keeps_its_data_and_does_not_start(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    wal = _member_data(tmp_path)
+    imds.lifecycle = ["Warmed:Stopped"]
+    imds.tags["etcd-cluster-state"] = [None]
+    result = run(imds, etcd, tmp_path)
+    assert result.returncode == 0 and "Warmed:Stopped" in result.stderr
+    assert not out.exists() and _kept(tmp_path, wal)
+    assert "membership revoked:" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "answers, in_metadata",
+    [([500], True), ([HANG], True), ([503, HANG, 500], True), ([None], False)],
+    ids=["5xx", "timeout", "5xx-and-timeouts", "tags-not-in-imds"],
+)
+def test_a_wal_and_an_unreadable_tag_never_clears_the_data(imds, fake_etcd, tmp_path, answers, in_metadata):
+    """A timeout, a 5xx or a 404 while instance tags are not in IMDS at all (InstanceMetadataTags disabled: the
+    listing answers 404 too) says nothing about the membership: read again until BOOTSTRAP_TAG_TIMEOUT, then the
+    script's own error (exit 1, systemd tries again), the WAL untouched and etcd not started."""
+    etcd, out = fake_etcd
+    wal = _member_data(tmp_path)
+    imds.tags["etcd-cluster-state"] = answers
+    imds.tags_in_metadata = in_metadata
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_TAG_TIMEOUT="2", IMDS_TIMEOUT="0.3")
+    assert result.returncode == 1, result.stderr
+    assert "cannot tell in 2s whether the tag etcd-cluster-state is there" in result.stderr
+    assert "is left as it is" in result.stderr
+    assert not out.exists() and _kept(tmp_path, wal)
+    paths = [p for _, p, _ in imds.requests]
+    assert paths.count("/latest/meta-data/tags/instance/etcd-cluster-state") >= 2  # it retried
+    assert "/latest/meta-data/autoscaling/target-lifecycle-state" not in paths
+    assert "revoked" not in result.stderr
+
+
+@pytest.mark.parametrize("final", ["existing", None])
+def test_transient_tag_read_failures_are_retried_until_a_definite_answer(imds, fake_etcd, tmp_path, final):
+    """500, then a timeout, then the answer: the tag (restart, data kept) or a 404 (revoked, cleared)."""
+    etcd, out = fake_etcd
+    wal = _member_data(tmp_path)
+    imds.tags["etcd-cluster-state"] = [500, HANG, final, *([] if final else [None, "new"])]
+    result = run(imds, etcd, tmp_path, IMDS_TIMEOUT="0.3")
+    assert result.returncode == 0, result.stderr
+    assert "answered 500" in result.stderr and "answered 000" in result.stderr
+    if final:
+        assert etcd_args(out, tmp_path) == RESTART_ARGS and _kept(tmp_path, wal)
+    else:
+        assert etcd_args(out, tmp_path) == expected_args("new")
+        assert list((tmp_path / "data").iterdir()) == []
 
 
 @pytest.mark.parametrize("state", ["existing", "new"])

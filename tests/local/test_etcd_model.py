@@ -452,3 +452,107 @@ def test_sim_fleet_retries_a_failed_first_start_on_a_cleared_data_dir(aws):
     assert len(model.clusters()) == 1  # never a rogue cluster
     (members,) = model.clusters().values()
     assert joiner in {m.name for m in members if m.running}
+
+
+# -- SimFleet and the warm pool: every boot runs the script; a revoked membership -----------------------
+@pytest.fixture
+def warm_aws():
+    with LocalAWS(SimClock(), propagation=1.0, warm_pools=True) as aws:
+        yield aws
+
+
+def _pool(aws: LocalAWS, stack) -> dict[str, str]:
+    out = aws.client("autoscaling").describe_warm_pool(AutoScalingGroupName=stack.group)
+    return {i["InstanceId"]: i["LifecycleState"] for i in out["Instances"]}
+
+
+def _messages(fleet: SimFleet, instance_id: str) -> list[str]:
+    return [message for _, message in fleet.instances[instance_id].log]
+
+
+def test_sim_fleet_runs_the_script_again_on_every_boot_of_a_warm_pool_instance(warm_aws):
+    """A launch into the warm pool reads Warmed:* and runs no etcd; stopped in the pool it stays down; when it
+    leaves the pool EC2 starts it again and the script runs from the top (it was ``not-joining`` before)."""
+    aws = warm_aws
+    stack = deploy(aws, mode="none", launch_default_result="CONTINUE", heartbeat_timeout=30)
+    model = EtcdModel(aws.clock, seed=5)
+    fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
+    aws.client("autoscaling").put_warm_pool(AutoScalingGroupName=stack.group, MinSize=1, MaxGroupPreparedCapacity=1)
+    aws.clock.advance(5)
+    ((warm, state),) = _pool(aws, stack).items()
+    assert state == "Warmed:Pending:Wait" and fleet.instances[warm].phase == "not-joining"
+    aws.clock.advance(60)  # the launch hook times out (CONTINUE): Warmed:Stopped, EC2 stopped
+    assert _pool(aws, stack) == {warm: "Warmed:Stopped"}
+    assert fleet.instances[warm].phase == "stopped" and warm not in model.processes
+    # Out of the pool: a boot. The script runs again and waits for the go tag.
+    stack.scale(1)
+    aws.clock.advance(5)
+    inst = fleet.instances[warm]
+    assert inst.boots == 2 and inst.phase == "waiting-tag"
+    _publish(aws, stack, [warm], "new")
+    aws.clock.advance(30)
+    assert model.process(warm).running and inst.starts == 1
+    log = _messages(fleet, warm)
+    assert log[0].startswith("booted (Warmed:") and "target lifecycle state is Warmed:" in log[1]
+    assert any(m.startswith("booted again (Pending") for m in log) and "etcd started (discovery new)" in log
+
+
+def test_sim_fleet_a_revoked_member_back_from_the_warm_pool_clears_its_data_and_joins_as_a_new_member(warm_aws):
+    """What the coordinator does on a return to the warm pool (member remove, admission tags deleted), by hand:
+    stopped in the pool, the instance keeps the removed member's WAL; out of the pool its script finds the WAL and
+    no ``etcd-cluster-state`` tag, waits for InService, clears the data dir and does the first start (tag, SRV,
+    discovery). With the tag still there it would restart on the WAL instead."""
+    aws = warm_aws
+    stack = deploy(aws, mode="none", launch_default_result="CONTINUE", heartbeat_timeout=30)
+    model = EtcdModel(aws.clock, seed=6)
+    fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
+    asg, ec2, t = aws.client("autoscaling"), aws.client("ec2"), model.transport()
+    stack.scale(3)
+    aws.clock.advance(5)
+    ids = sorted(stack.instances())
+    _publish(aws, stack, ids, "new")
+    aws.clock.advance(60)
+    (members,) = model.clusters().values()
+    assert sorted(m.name for m in members if m.running) == ids
+    asg.put_warm_pool(
+        AutoScalingGroupName=stack.group,
+        MinSize=0,
+        MaxGroupPreparedCapacity=3,
+        InstanceReusePolicy={"ReuseOnScaleIn": True},
+    )
+    stack.scale(2)
+    aws.clock.advance(2)
+    ((back, state),) = _pool(aws, stack).items()
+    assert state == "Warmed:Pending:Wait"  # the terminate hook, on its way to the pool: etcd still runs
+    assert model.process(back).running and fleet.instances[back].phase == "running"
+    old_id = model.process(back).member_id
+    rest = sorted(set(ids) - {back})
+    endpoint = model.process(rest[0]).client_url
+    aws.clock.advance(10)  # the survivors have been connected for the 5 s etcd wants before a remove
+    t.post(endpoint, "/v3/cluster/member/remove", {"ID": old_id}, 5)
+    ec2.delete_tags(Resources=[back], Tags=[{"Key": "etcd-cluster-state"}])
+    _publish(aws, stack, rest, "new")
+    aws.clock.advance(60)  # removed: etcd exits 0 and stays down; the hook times out: Warmed:Stopped
+    assert _pool(aws, stack) == {back: "Warmed:Stopped"}
+    assert fleet.instances[back].phase == "stopped"
+    assert model.process(back).data.state == "wal" and model.process(back).member_id == old_id  # EBS kept
+    # Out of the pool: the WAL of a removed member and no tag.
+    stack.scale(3)
+    aws.clock.advance(5)
+    inst = fleet.instances[back]
+    assert inst.boots == 2 and inst.phase == "waiting-tag"
+    assert model.process(back).data.state == "empty" and not model.process(back).running
+    log = _messages(fleet, back)
+    assert any("no tag etcd-cluster-state: membership revoked, data kept" in m for m in log)
+    assert any("membership revoked: the WAL is of a removed member; data dir cleared" in m for m in log)
+    assert not any("restart without discovery" in m for m in log)
+    # The coordinator's join: member add, record, go tag 'existing'.
+    dns = stack.private_dns([back])[back].rstrip(".")
+    t.post(endpoint, "/v3/cluster/member/add", {"peerURLs": [f"http://{dns}:2380"]}, 5)
+    _publish(aws, stack, ids, "existing")
+    aws.clock.advance(60)
+    assert len(model.clusters()) == 1
+    (members,) = model.clusters().values()
+    assert sorted(m.name for m in members if m.running) == ids
+    assert model.process(back).member_id not in (0, old_id)  # a new member
+    assert fleet.instances[back].starts == 2

@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
 # etcd-bootstrap.sh: start this instance's etcd member once the coordinator has published it.
 #
-# Run from user data (etcd-cluster.yaml) on an instance of an etcd Auto Scaling group served by
-# the coordinator (infra/aws/coordinator.yaml). The protocol, step by step:
+# ExecStart of the unit etcd.service (Restart=on-failure) that etcd-cluster.yaml's user data installs
+# and enables: it runs on *every* boot (a warm-pool instance started again when it leaves the pool runs
+# it again, its data dir as it was) and after a non-zero exit; exit 0 stays down until the next boot.
 #   1. IMDSv2 session token (PUT /latest/api/token).
-#   2. Wait until autoscaling/target-lifecycle-state is InService. This is where the instance is
-#      *going*: a launch into a warm pool (Warmed:*) must not start etcd. AWS sets the target at
-#      the start of the transition, so it does not prove that the launch hook has completed.
-#   3. Wait for the instance tag etcd-cluster-state (new | existing), which the coordinator sets
-#      once the record change that lists this instance is made (IMDS tags/instance/..., needs
-#      InstanceMetadataTags enabled in the launch template).
-#   4. Wait until the SRV record, as this instance's resolver answers it, lists this instance's
-#      peer host and port (needs `dig`; on by default when dig is installed). etcd reads the
-#      record exactly once, on first start: a missing or stale answer here would make it exit or,
-#      worse, bootstrap from an incomplete record.
+#   2. Wait until autoscaling/target-lifecycle-state (where the instance is *going*) is InService.
+#      Warmed:* (into a warm pool), Terminated, Detached: exit 0, etcd not started.
+#   3. Wait for the instance tag etcd-cluster-state (new | existing), the coordinator's go signal
+#      (IMDS tags/instance/..., launch template InstanceMetadataTags: enabled).
+#   4. Wait until the SRV record, as this instance's resolver answers it, lists this peer host and
+#      port (needs dig): etcd reads it once, on first start.
 #   5. exec etcd with DNS discovery, --initial-cluster-state from the tag.
-# Restart or first start: decided as etcd decides it, by the WAL (server: wal.Exist(member/wal)).
-#   - A *.wal file in $ETCD_DATA_DIR/member/wal: a member that has joined. Skip 2-4 and every
-#     discovery flag (etcd ignores them and the record may have changed since); keep the data.
-#   - member/ but no WAL: what a failed first start leaves. Seen with etcd 3.5.1: a joiner started
-#     with --initial-cluster-state existing whose record lists a member etcd does not have exits 1
-#     with "member count is unequal" and leaves member/snap/db (bbolt, 20 KB) and no member/wal;
-#     started again on that dir without discovery flags it bootstraps a one-member cluster of its
-#     own (new cluster ID, empty keyspace). So: log it, clear the data dir, do 2-5 again.
+# Restart or first start, by the WAL as etcd decides (wal.Exist(member/wal)):
+#   - $ETCD_DATA_DIR/member/wal/*.wal and the tag etcd-cluster-state present: restart. Skip 2-4 and
+#     every discovery flag (etcd ignores them; the record may have changed); keep the data.
+#   - A WAL and the tag definitely absent (IMDS answers 404 for it and tags/instance answers 200
+#     without it): membership revoked. The coordinator removes the member and deletes its admission
+#     tags when the instance goes back to a warm pool (ReuseOnScaleIn); on that WAL etcd would exit 0
+#     ("permanently removed from the cluster"). So: step 2 (Warmed:*: exit 0, data kept), log it,
+#     clear the data dir, do 3-5 (a new member). Any other answer (timeout, 5xx, tags not in IMDS)
+#     never clears data: read again until BOOTSTRAP_TAG_TIMEOUT, then exit 1.
+#   - member/ but no WAL: what a failed first start leaves (etcd 3.5.1, "member count is unequal":
+#     member/snap/db, no WAL); started on it without discovery etcd would bootstrap a one-member
+#     cluster of its own. So: log it, clear the data dir, do 2-5.
 #
 # Settings (environment variables):
 #   ETCD_DOMAIN                 required: the domain of the SRV record (--discovery-srv)
@@ -33,6 +34,7 @@
 #   ETCD_INITIAL_CLUSTER_TOKEN  default etcd-<ETCD_DOMAIN> (identical on every founding member)
 #   ETCD_BIN / ETCD_DATA_DIR    default /usr/local/bin/etcd / /var/lib/etcd
 #   IMDS_ENDPOINT               default http://169.254.169.254
+#   IMDS_TIMEOUT                seconds one IMDS request may take (default 3)
 #   BOOTSTRAP_POLL_INTERVAL     first wait between polls in seconds (default 1), doubled per poll
 #   BOOTSTRAP_POLL_MAX          longest wait between polls (default 10)
 #   BOOTSTRAP_LIFECYCLE_TIMEOUT seconds to wait for InService (default 900)
@@ -45,6 +47,7 @@ set -euo pipefail
 
 readonly PROG=etcd-bootstrap
 IMDS_ENDPOINT=${IMDS_ENDPOINT:-http://169.254.169.254}
+IMDS_TIMEOUT=${IMDS_TIMEOUT:-3}
 ETCD_DOMAIN=${ETCD_DOMAIN:-}
 ETCD_DISCOVERY_SRV_NAME=${ETCD_DISCOVERY_SRV_NAME:-}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-2380}
@@ -73,47 +76,49 @@ check_settings() {
   for name in ETCD_PEER_PORT ETCD_CLIENT_PORT BOOTSTRAP_LIFECYCLE_TIMEOUT BOOTSTRAP_TAG_TIMEOUT BOOTSTRAP_SRV_TIMEOUT; do
     is_uint "${!name}" || die "$name='${!name}' is not a whole number of the expected kind"
   done
-  for name in BOOTSTRAP_POLL_INTERVAL BOOTSTRAP_POLL_MAX; do
+  for name in BOOTSTRAP_POLL_INTERVAL BOOTSTRAP_POLL_MAX IMDS_TIMEOUT; do
     is_number "${!name}" || die "$name='${!name}' is not a number of seconds"
   done
   case $BOOTSTRAP_SRV_CHECK in auto | 0 | 1) ;; *) die "BOOTSTRAP_SRV_CHECK='$BOOTSTRAP_SRV_CHECK' is not auto, 0 or 1" ;; esac
-  # The script may clear it (a failed first start): never "/" or a relative path.
+  # The script may clear it (a failed first start, a revoked membership): never "/" or a relative path.
   [[ $ETCD_DATA_DIR == /* && -n ${ETCD_DATA_DIR//\//} ]] || die "ETCD_DATA_DIR='$ETCD_DATA_DIR' is not an absolute path below /"
   [[ -x $ETCD_BIN ]] || die "ETCD_BIN=$ETCD_BIN is not an executable etcd binary"
 }
 
-# -- IMDSv2 -----------------------------------------------------------------------------------
 TOKEN=""
 imds_token() {
-  TOKEN=$(curl -fsS --max-time 3 -X PUT "$IMDS_ENDPOINT/latest/api/token" \
+  TOKEN=$(curl -fsS --max-time "$IMDS_TIMEOUT" -X PUT "$IMDS_ENDPOINT/latest/api/token" \
     -H "X-aws-ec2-metadata-token-ttl-seconds: 21600") ||
     die "no IMDSv2 token from $IMDS_ENDPOINT/latest/api/token (is the metadata service reachable and enabled?)"
 }
 
-# imds_get PATH: print the item; status 1 when it does not exist (404) or cannot be read.
-# A rejected token (401, e.g. expired) is renewed once.
-imds_get() {
-  local out code
-  out=$(curl -sS --max-time 3 -w '\n%{http_code}' -H "X-aws-ec2-metadata-token: $TOKEN" \
-    "$IMDS_ENDPOINT/latest/meta-data/$1") || return 1
-  code=${out##*$'\n'}
-  out=${out%$'\n'*}
-  if [[ $code == 401 ]]; then
+# imds_fetch PATH [again]: one read; IMDS_CODE = HTTP status (000: no answer), IMDS_BODY. A 401 (token
+# expired) renews the token once.
+IMDS_CODE=""
+IMDS_BODY=""
+imds_fetch() {
+  local out
+  out=$(curl -sS --max-time "$IMDS_TIMEOUT" -w '\n%{http_code}' -H "X-aws-ec2-metadata-token: $TOKEN" \
+    "$IMDS_ENDPOINT/latest/meta-data/$1") || out=$'\n000'
+  IMDS_CODE=${out##*$'\n'}
+  IMDS_BODY=${out%$'\n'*}
+  if [[ $IMDS_CODE == 401 && -z ${2:-} ]]; then
     imds_token
-    out=$(curl -sS --max-time 3 -w '\n%{http_code}' -H "X-aws-ec2-metadata-token: $TOKEN" \
-      "$IMDS_ENDPOINT/latest/meta-data/$1") || return 1
-    code=${out##*$'\n'}
-    out=${out%$'\n'*}
+    imds_fetch "$1" again
   fi
-  [[ $code == 200 ]] || return 1
-  printf '%s' "$out"
+}
+
+# imds_get PATH: print the item; status 1 when it does not exist (404) or cannot be read.
+imds_get() {
+  imds_fetch "$1"
+  [[ $IMDS_CODE == 200 ]] || return 1
+  printf '%s' "$IMDS_BODY"
 }
 
 imds_require() {
   imds_get "$1" || die "cannot read $1 from $IMDS_ENDPOINT/latest/meta-data/"
 }
 
-# -- waits ------------------------------------------------------------------------------------
 # Wait between polls: BOOTSTRAP_POLL_INTERVAL, doubled after each poll up to BOOTSTRAP_POLL_MAX.
 DELAY=""
 reset_backoff() { DELAY=$BOOTSTRAP_POLL_INTERVAL; }
@@ -157,6 +162,35 @@ wait_cluster_state() {
   done
 }
 
+# admitted: 0 when the tag etcd-cluster-state is there, 1 when definitely absent (revoked); any other
+# answer is read again until BOOTSTRAP_TAG_TIMEOUT, then exit 1: data is never cleared on a guess.
+admitted() {
+  local deadline=$((SECONDS + BOOTSTRAP_TAG_TIMEOUT)) why="" said=""
+  reset_backoff
+  while :; do
+    imds_fetch tags/instance/etcd-cluster-state
+    case $IMDS_CODE in
+      200) log "etcd-cluster-state: $IMDS_BODY: still an admitted member"; return 0 ;;
+      404)
+        # A 404 proves absence only if instance tags are in IMDS at all: the listing answers.
+        imds_fetch tags/instance
+        if [[ $IMDS_CODE != 200 ]]; then
+          why="tags/instance answered $IMDS_CODE (InstanceMetadataTags not enabled?)"
+        elif [[ $'\n'$IMDS_BODY$'\n' == *$'\n'etcd-cluster-state$'\n'* ]]; then
+          why="tags/instance lists it, reading it answered 404"
+        else
+          return 1
+        fi
+        ;;
+      *) why="tags/instance/etcd-cluster-state answered $IMDS_CODE (000: no answer in ${IMDS_TIMEOUT}s)" ;;
+    esac
+    [[ $why == "$said" ]] || { log "is the tag etcd-cluster-state there? $why; reading again"; said=$why; }
+    ((SECONDS < deadline)) || die "cannot tell in ${BOOTSTRAP_TAG_TIMEOUT}s whether the tag" \
+      "etcd-cluster-state is there ($why); the WAL in $ETCD_DATA_DIR is left as it is"
+    backoff
+  done
+}
+
 srv_name() {
   if [[ -n $ETCD_DISCOVERY_SRV_NAME ]]; then
     printf '_etcd-server-%s._tcp.%s' "$ETCD_DISCOVERY_SRV_NAME" "${ETCD_DOMAIN%.}"
@@ -195,7 +229,6 @@ wait_srv_lists() {
   log "$(srv_name) lists $host:$ETCD_PEER_PORT"
 }
 
-# -- the data dir ------------------------------------------------------------------------------
 # wal_exists: the data dir holds a member's WAL (what etcd's wal.Exist checks).
 wal_exists() {
   compgen -G "$ETCD_DATA_DIR/member/wal/*.wal" >/dev/null
@@ -204,7 +237,7 @@ wal_exists() {
 # clear_data_dir: empty the data dir but keep it (it may be a mount point, with its mode and owner).
 clear_data_dir() {
   find "$ETCD_DATA_DIR" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + ||
-    die "cannot clear $ETCD_DATA_DIR (left by a failed first start); clear it by hand"
+    die "cannot clear $ETCD_DATA_DIR; clear it by hand"
 }
 
 main() {
@@ -226,17 +259,26 @@ main() {
     --advertise-client-urls "http://$ip:$ETCD_CLIENT_PORT"
   )
 
+  local revoked=0
   if wal_exists; then
-    log "restart: $ETCD_DATA_DIR/member/wal holds a WAL; starting without discovery, keeping the data"
-    exec "$ETCD_BIN" --name "$id" "${urls[@]}" --data-dir "$ETCD_DATA_DIR" "$@"
-  fi
-  if [[ -e $ETCD_DATA_DIR/member ]]; then
+    if admitted; then
+      log "restart: $ETCD_DATA_DIR/member/wal holds a WAL; starting without discovery, keeping the data"
+      exec "$ETCD_BIN" --name "$id" "${urls[@]}" --data-dir "$ETCD_DATA_DIR" "$@"
+    fi
+    revoked=1
+    log "a WAL but no tag etcd-cluster-state (404): membership revoked; data kept until joining the group"
+  elif [[ -e $ETCD_DATA_DIR/member ]]; then
     log "leftover of a failed first start: $ETCD_DATA_DIR/member has no WAL; clearing $ETCD_DATA_DIR" \
       "and starting as a first start again"
     clear_data_dir
   fi
 
   wait_in_service
+  if ((revoked)); then
+    log "membership revoked: the WAL is of a member etcd removed (back to the warm pool); clearing" \
+      "$ETCD_DATA_DIR and starting as a first start (a new member)"
+    clear_data_dir
+  fi
   wait_cluster_state
   wait_srv_lists "$host"
   local -a discovery=(--discovery-srv "${ETCD_DOMAIN%.}")
