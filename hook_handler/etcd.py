@@ -72,13 +72,20 @@ class HttpTransport:
     """The real thing: ``requests`` against etcd's gateway (the library etcd3gw itself uses)."""
 
     def __init__(self, *, verify: bool | str = True, cert: tuple[str, str] | None = None) -> None:
-        import requests
+        self.verify = verify
+        self.cert = cert
+        self._session: Any = None  # made on first use: importing requests stays off the cold start
 
-        self._requests = requests
-        self.session = requests.Session()
-        self.session.verify = verify
-        if cert is not None:
-            self.session.cert = cert
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            self._session.verify = self.verify
+            if self.cert is not None:
+                self._session.cert = self.cert
+        return self._session
 
     def post(self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         return self._send("POST", endpoint, path, timeout, json=dict(body))
@@ -87,10 +94,12 @@ class HttpTransport:
         return self._send("GET", endpoint, path, timeout)
 
     def _send(self, method: str, endpoint: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        import requests
+
         url = endpoint.rstrip("/") + path
         try:
             response = self.session.request(method, url, timeout=timeout, **kwargs)
-        except self._requests.RequestException as exc:
+        except requests.RequestException as exc:
             raise EtcdUnavailable(endpoint, type(exc).__name__ + ": " + str(exc)[:200]) from None
         try:
             data = response.json()
