@@ -63,11 +63,11 @@ class LocalAWS:
         transition_delay: float | tuple[float, float] = (1.0, 5.0),
         stale_describes: bool = False,  # issue 11: AWS default is True
         describe_staleness: float | tuple[float, float] = (0.0, 2.0),
-        warm_pools: bool = False,  # issue 11: AWS default is True
-        standby_states: bool = False,  # issue 11: AWS default is True
+        warm_pools: bool = True,  # issue 11: AWS's behaviour
+        standby_states: bool = True,  # issue 11: AWS's behaviour
         # -- issue 11: Route 53 values and Lambda limits as AWS enforces them (route53.py, delivery.py).
         route53_strict_values: bool = True,  # issue 11: AWS default is True (on: every existing test passes)
-        lambda_limits: bool = False,  # issue 11: AWS default is True
+        lambda_limits: bool = True,  # issue 11: AWS's behaviour
     ) -> None:
         self.clock = clock if clock is not None else SimClock()
         self.region = region

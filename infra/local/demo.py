@@ -44,8 +44,8 @@ COORDINATOR_SETTINGS = {
     "extra_srv_records": "_etcd-client._tcp:2379",
     "etcd_client_srv": "_etcd-client._tcp",
     "srv_record_ttl": "5",
-    "poll_interval_seconds": "0.2",
-    "poll_initial_delay_seconds": "0.2",
+    "poll_interval_seconds": "0.5",  # 2 GetChange/s: inside the account's 5 requests/s, which stays on
+    "poll_initial_delay_seconds": "0.5",
 }
 STEP_TIMEOUT = 45.0
 

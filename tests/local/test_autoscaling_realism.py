@@ -293,7 +293,7 @@ def test_stale_describes_draw_a_lag_per_call_from_the_seeded_rng(world: Any) -> 
 
 # -- 5. warm pools ---------------------------------------------------------------------------------
 def test_warm_pool_instances_run_the_hooks_of_each_warm_pool_transition(world: Any) -> None:
-    env = world()
+    env = world(warm_pools=False)
     env.group()
     env.asg.put_warm_pool(AutoScalingGroupName="etcd", MinSize=1, MaxGroupPreparedCapacity=1)
     assert env.asg.describe_warm_pool(AutoScalingGroupName="etcd")["Instances"] == []
@@ -366,7 +366,7 @@ def test_warm_pool_instances_run_the_hooks_of_each_warm_pool_transition(world: A
 
 # -- 6. standby ------------------------------------------------------------------------------------
 def test_standby_goes_through_entering_standby_and_exit_through_pending_without_hooks(world: Any) -> None:
-    env = world()
+    env = world(standby_states=False)
     env.group(desired=1)
     iid, _ = only(env.states())
     env.complete(iid)

@@ -306,10 +306,14 @@ def test_lambda_limits_refuse_what_lambdas_api_refuses() -> None:
         aws.stop()
 
 
-def test_without_lambda_limits_any_configuration_is_accepted(aws: LocalAWS) -> None:
-    aws.register_function("coordinator", lambda e, c: None, timeout=3600, max_event_age=30)
-    url, _ = queue(aws, "work")
-    aws.map_queue(url, "coordinator", batch_size=50, batching_window=0.0, max_concurrency=1)
+def test_without_lambda_limits_any_configuration_is_accepted() -> None:
+    aws = world(lambda_limits=False)
+    try:
+        aws.register_function("coordinator", lambda e, c: None, timeout=3600, max_event_age=30)
+        url, _ = queue(aws, "work")
+        aws.map_queue(url, "coordinator", batch_size=50, batching_window=0.0, max_concurrency=1)
+    finally:
+        aws.stop()
 
 
 # -- lost responses: the write lands, the caller sees a timeout or a 5xx ------------------------
