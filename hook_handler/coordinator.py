@@ -29,6 +29,7 @@ from hook_handler.clock import Clock
 from hook_handler.etcd import (
     LEARNER_NOT_READY,
     NOT_ENOUGH_STARTED,
+    TOO_MANY_LEARNERS,
     UNHEALTHY,
     EtcdRefused,
     EtcdUnavailable,
@@ -645,7 +646,6 @@ class Coordinator:
                 self.settings,
                 obs,
                 current,
-                pending,
                 keep=keep,
                 running=running,
                 owners=owners,
@@ -662,7 +662,11 @@ class Coordinator:
                 return plan, None, obs
             # Write before mutate: every leaver this change drops is marked first, so a pass that later finds
             # the record already without it (or deleted) knows a change is on its way and waits for its id.
-            marks = {iid: {LEAVE_CHANGE_TAG: PENDING} for iid in plan.leaves if iid in obs.instances}
+            marks = {
+                iid: {LEAVE_CHANGE_TAG: PENDING}
+                for iid in plan.leaves
+                if iid in obs.instances and obs.instances[iid].tags.get(LEAVE_CHANGE_TAG) != PENDING
+            }
             if marks:
                 self.asg.tag(marks, deadline)
             try:
@@ -875,11 +879,8 @@ class Coordinator:
         while left:
             if self.clock.now() - looked >= RELOOK_SECONDS:
                 looked = self.clock.now()
-                for iid in self._no_longer_launching(left, deadline):
-                    keeper.release(iid)
+                for iid in self._drop_ended(left, keeper, by_instance, deadline, report):
                     left.pop(iid)
-                    if (event := by_instance.pop(iid, None)) is not None:
-                        report.outcomes.append(Outcome(event, "already-done", "the launch ended elsewhere"))
                 if not left:
                     return
             view = self._view(obs, deadline)
@@ -921,10 +922,7 @@ class Coordinator:
             while True:
                 if self.clock.now() - looked >= RELOOK_SECONDS:
                     looked = self.clock.now()
-                    if self._no_longer_launching([iid], deadline):  # scaled in, killed, abandoned elsewhere
-                        keeper.release(iid)
-                        if (event := by_instance.pop(iid, None)) is not None:
-                            report.outcomes.append(Outcome(event, "already-done", "the launch ended elsewhere"))
+                    if self._drop_ended([iid], keeper, by_instance, deadline, report):
                         break
                 view = self._view(obs, deadline)
                 if view is None:
@@ -1033,10 +1031,24 @@ class Coordinator:
         else:
             self.log.error("quorum guard: joiner kept until termination", extra={"instance": iid, "quorum": detail})
 
-    def _no_longer_launching(self, ids: Iterable[str], deadline: float) -> list[str]:
-        """Of these launching instances, those the APIs no longer show in ``Pending:Wait``."""
+    def _drop_ended(
+        self,
+        ids: Iterable[str],
+        keeper: Keeper,
+        by_instance: dict[str | None, LifecycleEvent],
+        deadline: float,
+        report: Report,
+    ) -> list[str]:
+        """Of these launches, those the APIs no longer show in ``Pending:Wait`` (scaled in, killed, abandoned
+        elsewhere): let them go — no more heartbeats, their events are settled. Returns them."""
+        ids = list(ids)
         fresh = self.asg.observe(set(ids), deadline)
-        return [iid for iid in ids if (fresh.instances.get(iid) or Instance(iid)).lifecycle_state != "Pending:Wait"]
+        ended = [iid for iid in ids if (fresh.instances.get(iid) or Instance(iid)).lifecycle_state != "Pending:Wait"]
+        for iid in ended:
+            keeper.release(iid)
+            if (event := by_instance.pop(iid, None)) is not None:
+                report.outcomes.append(Outcome(event, "already-done", "the launch ended elsewhere"))
+        return ended
 
     def _pause(self, keeper: Keeper, deadline: float, why: str) -> None:
         """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""
@@ -1223,7 +1235,7 @@ def _supports_learners(version: str) -> bool:
 def _waitable(exc: EtcdRefused) -> bool:
     """etcd refusing for now, for the cluster's safety: the caller waits for the cluster to change."""
     text = exc.message.lower()
-    return any(t in text for t in (UNHEALTHY, NOT_ENOUGH_STARTED, LEARNER_NOT_READY, "too many learner"))
+    return any(t in text for t in (UNHEALTHY, NOT_ENOUGH_STARTED, LEARNER_NOT_READY, TOO_MANY_LEARNERS))
 
 
 def _float(value: str | None) -> float | None:

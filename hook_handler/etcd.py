@@ -27,10 +27,6 @@ UNHEALTHY = "unhealthy cluster"
 NOT_ENOUGH_STARTED = "not enough started members"
 LEARNER_NOT_READY = "can only promote a learner member which is in sync with leader"
 TOO_MANY_LEARNERS = "too many learner members in cluster"
-ID_NOT_FOUND = "member not found"
-ID_NOT_FOUND_MEMBERSHIP = "ID not found"
-PEER_URL_EXISTS = "Peer URLs already exists"
-NOT_LEADER = "not leader"
 
 
 class MembershipError(Exception):
@@ -210,16 +206,7 @@ class Membership:
     def members(self, endpoints: Sequence[str], deadline: float, *, once: bool = False) -> list[Member]:
         """The member list from the first endpoint that answers. ``once``: ask each endpoint one time
         (``EtcdUnavailable`` if none answers) instead of retrying until ``deadline``."""
-        if once:
-            last: MembershipError | None = None
-            for endpoint in endpoints:
-                try:
-                    out = self.transport.post(endpoint, "/v3/cluster/member/list", {}, self._timeout(deadline))
-                    return [_member(m) for m in out.get("members", []) or []]
-                except EtcdUnavailable as exc:
-                    last = exc
-            raise last or EtcdUnavailable("(none)", "no etcd endpoint to talk to")
-        out = self._call(endpoints, deadline, "/v3/cluster/member/list", {})
+        out = self._call(endpoints, deadline, "/v3/cluster/member/list", {}, once=once)
         return [_member(m) for m in out.get("members", []) or []]
 
     def status(self, endpoint: str, deadline: float) -> Status | None:
@@ -269,13 +256,18 @@ class Membership:
     def _timeout(self, deadline: float) -> float:
         return max(0.5, min(self.timeout, deadline - self.clock.now()))
 
-    def _call(self, endpoints: Sequence[str], deadline: float, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _call(
+        self, endpoints: Sequence[str], deadline: float, path: str, body: Mapping[str, Any], *, once: bool = False
+    ) -> dict[str, Any]:
         def op(endpoint: str) -> dict[str, Any]:
             return self.transport.post(endpoint, path, body, self._timeout(deadline))
 
-        return self._retry(endpoints, deadline, op)
+        return self._retry(endpoints, deadline, op, once=once)
 
-    def _retry(self, endpoints: Sequence[str], deadline: float, op: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    def _retry(
+        self, endpoints: Sequence[str], deadline: float, op: Callable[[str], dict[str, Any]], *, once: bool = False
+    ) -> dict[str, Any]:
+        """Every endpoint in turn, again and again with backoff until ``deadline`` (``once``: one round)."""
         endpoints = list(endpoints)
         if not endpoints:
             raise EtcdUnavailable("(none)", "no etcd endpoint to talk to: no member in service and none configured")
@@ -293,7 +285,7 @@ class Membership:
             raise last
 
         def stop(state: RetryCallState) -> bool:
-            return self.clock.now() + (state.upcoming_sleep or 0.0) >= deadline
+            return once or self.clock.now() + (state.upcoming_sleep or 0.0) >= deadline
 
         return Retrying(
             sleep=self.clock.sleep,

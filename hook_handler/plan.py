@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hook_handler.events import LifecycleEvent
 from hook_handler.members import LEAVE_CHANGE_TAG, SERVING_STATES, Group, Instance, is_member
 from hook_handler.membership import departure
 from hook_handler.settings import Settings, fqdn
@@ -139,7 +138,6 @@ def build_plan(
     settings: Settings,
     observation: Observation,
     current: Mapping[Key, RecordSet],
-    events: Iterable[LifecycleEvent] = (),
     *,
     keep: Iterable[str] = (),
     running: bool = False,

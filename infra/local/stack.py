@@ -93,6 +93,26 @@ class Stack:
 
         return peer_targets(RecordSet.of(self.srv_name, "SRV", record[0], record[1]))
 
+    def scheduled_event(self) -> dict[str, Any]:
+        """The event the template's ReconcileSchedule rule sends (EventBridge ``Scheduled Event``)."""
+        from infra.local.autoscaling import iso
+
+        return {
+            "version": "0",
+            "id": self.aws._delivery.new_uuid(),  # type: ignore[attr-defined]
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": self.aws.account,
+            "time": iso(self.aws.clock.now()),
+            "region": self.aws.region,
+            "resources": [f"arn:aws:events:{self.aws.region}:{self.aws.account}:rule/{self.group}-reconcile"],
+            "detail": {},
+        }
+
+    def reconcile(self) -> None:
+        """A scheduled reconcile, delivered to the function as the rule delivers it (async, with retries)."""
+        self.aws._delivery.invoke_async(self.function_arn, self.scheduled_event(), "eventbridge")  # type: ignore[attr-defined]
+
     def tags(self, instance_id: str) -> dict[str, str]:
         out = self.client("ec2").describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])
         return {t["Key"]: t["Value"] for t in out["Tags"]}

@@ -30,6 +30,13 @@ def recorded_calls() -> tuple[list[str], list[str]]:
     def record_tags(params: Any, **_: Any) -> None:  # before-parameter-build: the API parameters, unserialised
         keys.update(t["Key"] for t in (params or {}).get("Tags", []))
 
+    def instrument(stack: Any) -> None:
+        coordinator = stack.runtime.coordinator
+        for client in (coordinator.route53.client, coordinator.asg.autoscaling, coordinator.asg.ec2):
+            client.meta.events.register("before-call.*.*", record)
+        for operation in ("CreateTags", "DeleteTags"):
+            coordinator.asg.ec2.meta.events.register(f"before-parameter-build.ec2.{operation}", record_tags)
+
     with LocalAWS(clock=SimClock(), propagation=150.0) as aws:
         model = EtcdModel(aws.clock, seed=1)
         stack = deploy(
@@ -40,11 +47,7 @@ def recorded_calls() -> tuple[list[str], list[str]]:
             etcd=model.transport(),
         )
         SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
-        coordinator = stack.runtime.coordinator
-        for client in (coordinator.route53.client, coordinator.asg.autoscaling, coordinator.asg.ec2):
-            client.meta.events.register("before-call.*.*", record)
-        for operation in ("CreateTags", "DeleteTags"):
-            coordinator.asg.ec2.meta.events.register(f"before-parameter-build.ec2.{operation}", record_tags)
+        instrument(stack)
         for size in (3, 5, 4):
             stack.scale(size)
             aws.clock.advance(1200)
@@ -57,11 +60,7 @@ def recorded_calls() -> tuple[list[str], list[str]]:
         stack = deploy(aws, mode="eventbridge", settings={"launch_hook_name": "", "terminate_hook_name": ""},
                        etcd=model.transport())  # fmt: skip
         SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
-        coordinator = stack.runtime.coordinator
-        for client in (coordinator.route53.client, coordinator.asg.autoscaling, coordinator.asg.ec2):
-            client.meta.events.register("before-call.*.*", record)
-        for operation in ("CreateTags", "DeleteTags"):
-            coordinator.asg.ec2.meta.events.register(f"before-parameter-build.ec2.{operation}", record_tags)
+        instrument(stack)
         stack.scale(3)
         aws.clock.advance(600)
         aws.client("autoscaling").put_warm_pool(

@@ -6,13 +6,7 @@ group on 127.0.1.x and ``infra.local.dns`` answering the zone on 127.0.0.53."""
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import socket
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,93 +21,8 @@ pytestmark = [
     pytest.mark.timeout(90),
 ]
 
-DOMAIN = "example.com"
-SRV_NAME = f"_etcd-server._tcp.{DOMAIN}"
-GROUP = "etcd"
-
-
-# -- inside the sandbox ---------------------------------------------------------------------------
-@dataclass
-class World:
-    """The emulated account seen from inside the sandbox: clients, the zone and the group's instances."""
-
-    asg: Any
-    ec2: Any
-    route53: Any
-    zone_id: str
-    instances: list[dict[str, str]]  # id, ip, dns, by IP
-
-    def write_srv(self, targets: list[dict[str, str]]) -> None:
-        values = [{"Value": f"0 0 2380 {t['dns']}."} for t in targets]
-        record = {"Name": SRV_NAME, "Type": "SRV", "TTL": 5, "ResourceRecords": values}
-        self.route53.change_resource_record_sets(
-            HostedZoneId=self.zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": record}]}
-        )
-
-    def tag_state(self, targets: list[dict[str, str]], state: str) -> None:
-        # The coordinator's go signal, which the launcher reads.
-        self.ec2.create_tags(Resources=[t["id"] for t in targets], Tags=[{"Key": "etcd-cluster-state", "Value": state}])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def emulated_world(count: int) -> Iterator[World]:
-    """A moto server, a VPC on 127.0.0.0/16, a group of ``count`` instances and a zone served on 127.0.0.53:53."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from infra.local.dns import serve
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    dns = None
-    try:
-        asg, ec2, route53 = (boto3.client(s) for s in ("autoscaling", "ec2", "route53"))
-        vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.1.0/24")["Subnet"]["SubnetId"]
-        ec2.create_launch_template(
-            LaunchTemplateName="etcd", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
-        )
-        asg.create_auto_scaling_group(
-            AutoScalingGroupName=GROUP,
-            LaunchTemplate={"LaunchTemplateName": "etcd"},
-            MinSize=0,
-            MaxSize=5,
-            DesiredCapacity=count,
-            VPCZoneIdentifier=subnet,
-        )
-        ids = [i["InstanceId"] for i in asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"]]
-        described = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
-        instances = sorted(
-            ({"id": i["InstanceId"], "ip": i["PrivateIpAddress"], "dns": i["PrivateDnsName"]} for i in described),
-            key=lambda i: tuple(int(p) for p in i["ip"].split(".")),
-        )
-        zone_id = route53.create_hosted_zone(Name=DOMAIN, CallerReference=uuid.uuid4().hex)["HostedZone"]["Id"]
-        dns = serve(route53, zone_id, ec2=ec2, address="127.0.0.53", port=53)
-        yield World(asg, ec2, route53, zone_id, instances)
-    finally:
-        if dns is not None:
-            dns.stop()
-        server.stop()
-
-
-def _settings() -> Any:
-    from infra.local.instances import EtcdSettings
-
-    return EtcdSettings(domain=DOMAIN, token=f"etcd-test-{uuid.uuid4().hex[:12]}")
+# The same emulated account as the bootstrap tests: a moto server, a VPC on 127.0.0.0/16, the group, the zone.
+from tests.e2e.test_etcd_bootstrap import GROUP, _settings, emulated_world  # noqa: E402
 
 
 def _cluster_id(endpoint: str) -> str:

@@ -16,7 +16,6 @@ import pytest
 
 from hook_handler.etcd import EtcdRefused
 from infra.local import LocalAWS
-from infra.local.autoscaling import iso
 from infra.local.clock import SimClock
 from infra.local.etcd_model import EtcdModel
 from infra.local.sim_fleet import SimFleet
@@ -64,18 +63,7 @@ class World:
         assert not self.model.quorum_lost(cid)
 
     def reconcile(self) -> None:
-        event = {
-            "version": "0",
-            "id": self.aws._delivery.new_uuid(),  # type: ignore[attr-defined]
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": self.aws.account,
-            "time": iso(self.aws.clock.now()),
-            "region": self.aws.region,
-            "resources": [],
-            "detail": {},
-        }
-        self.aws._delivery.invoke_async(self.stack.function_arn, event, "eventbridge")  # type: ignore[attr-defined]
+        self.stack.reconcile()
 
     def actions(self, transition: str) -> list[Any]:
         return [a for a in self.aws.lifecycle_actions if a.transition == transition]
@@ -132,9 +120,6 @@ def test_a_launch_completes_only_once_its_member_is_started_and_healthy(aws):
     for _ in range(300):
         aws.clock.advance(1.0)
         members = {m.name: m for m in world.members()}
-        joiners = set(world.stack.instances()) - set(members) - {""}
-        action = next((a for a in world.actions(LAUNCH) if a.ended_by == "complete" and a.ended_at > 0), None)
-        del action, joiners
         done = [a for a in world.actions(LAUNCH)[3:] if a.ended_by == "complete"]
         if done:
             joined_at = done[0].ended_at
@@ -390,3 +375,45 @@ def test_one_join_into_a_running_cluster_costs_the_calls_the_readme_lists(aws):
     etcd = transports[0].counts
     assert etcd["/v3/cluster/member/add"] == 1 and etcd["/v3/cluster/member/promote"] >= 1
     print("etcd requests for one join:", dict(etcd))
+
+
+class Recording(Counting):
+    """A counting transport that also keeps the order of requests with their bodies."""
+
+    def __init__(self, model: EtcdModel) -> None:
+        super().__init__(model)
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def post(self, endpoint: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
+        self.requests.append((endpoint, path, dict(body)))
+        return super().post(endpoint, path, body, timeout)
+
+
+def test_leadership_is_handed_to_a_healthy_voter_before_the_leader_is_removed(aws):
+    """README, the quorum guard: the leader hands leadership to the healthiest caught-up voter first
+    (MoveLeader, sent to the leader itself), so the cluster is never left without a leader by the removal."""
+    transports: list[Recording] = []
+
+    def recording(model: EtcdModel) -> Recording:
+        transports.append(Recording(model))
+        return transports[-1]
+
+    world = make_world(aws, transport=recording)
+    grow(world, 3)
+    (leader,) = [m for m in world.members() if m.leader]
+    mark = len(transports[0].requests)
+    world.stack.terminate(leader.name, decrement=True)
+    aws.clock.advance(300)
+    requests = transports[0].requests[mark:]
+    paths = [p for _, p, _ in requests]
+    moved = paths.index("/v3/maintenance/transfer-leadership")
+    removed = next(
+        i for i, (_, p, b) in enumerate(requests) if p == "/v3/cluster/member/remove" and b["ID"] == leader.id
+    )
+    assert moved < removed
+    endpoint, _, body = requests[moved]
+    assert endpoint in leader.client_urls and body["targetID"] != leader.id
+    world.assert_in_step()
+    assert leader.name not in world.member_names()
+    (new_leader,) = [m for m in world.members() if m.leader]
+    assert new_leader.id == body["targetID"]

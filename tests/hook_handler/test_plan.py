@@ -6,7 +6,6 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.members import Group, Instance
 from hook_handler.plan import Observation, RecordSet, build_plan, peer_targets
 from hook_handler.settings import load_settings
@@ -198,12 +197,12 @@ def test_extra_srv_records_and_a_record_mode_change_in_one_batch():
 
 
 def test_a_leave_event_alone_never_explains_a_removal():
-    """Events say which action waits, never who leaves: an instance the APIs still place in service stays."""
+    """Events say which action waits, never who leaves: the plan takes no event at all, so an instance the
+    APIs still place in service stays whatever a termination event said of it."""
     leaving = inst(2, "InService")
-    event = LifecycleEvent(kind=Kind.LEAVE, source="eventbridge", group="etcd", instance_id=leaving.instance_id)
     settings = make_settings(tag_selector="Role=etcd")
     obs = observe(inst(1, tags={"Role": "etcd"}), leaving)
-    plan = build_plan(settings, obs, srv(1, 2), [event])
+    plan = build_plan(settings, obs, srv(1, 2))
     assert plan.removed == () and plan.guard_kept == ("ip-10-0-0-2.ec2.internal.",)
 
 

@@ -58,7 +58,6 @@ from hook_handler.settings import load_settings
 from hook_handler.srv import a_record_name
 from hook_handler.telemetry import logger as coordinator_logger
 from infra.local import LocalAWS
-from infra.local.autoscaling import iso
 from infra.local.clock import TaskKilled
 from infra.local.etcd_model import EtcdModel
 from infra.local.sim_fleet import SimFleet
@@ -541,18 +540,7 @@ class World:
         self.aws.clock.advance(seconds)
 
     def do_reconcile(self) -> None:
-        event = {
-            "version": "0",
-            "id": self.aws._delivery.new_uuid(),  # type: ignore[attr-defined]
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": self.aws.account,
-            "time": iso(self.aws.clock.now()),
-            "region": self.aws.region,
-            "resources": [f"arn:aws:events:{self.aws.region}:{self.aws.account}:rule/{self.group}-reconcile"],
-            "detail": {},
-        }
-        self.aws._delivery.invoke_async(self.stack.function_arn, event, "eventbridge")  # type: ignore[attr-defined]
+        self.stack.reconcile()
 
     def do_fault(self, operation: str, code: str, count: int) -> None:
         self.aws.faults.fail_next(operation, count, code=code, status=500 if code == "InternalError" else None)
