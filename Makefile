@@ -35,10 +35,11 @@ demo: setup
 
 # The long randomized run of tests/reliability (issue 6): 20,000 schedules over two processes; prints
 # the counts and writes them to tests/reliability/soak-results.json (quoted in the README's Guarantees).
+# Checkpointed every 500 schedules (tests/reliability/soak-progress.json): run it again to resume.
 SOAK_SCHEDULES ?= 20000
 SOAK_SEED ?= 20
 soak: setup
-	SOAK_SCHEDULES=$(SOAK_SCHEDULES) SOAK_SEED=$(SOAK_SEED) $(PY) -m pytest tests/reliability/test_schedules.py \
+	SOAK_SCHEDULES=$(SOAK_SCHEDULES) SOAK_SEED=$(SOAK_SEED) SOAK_COMMIT="$$(git describe --always --dirty 2>/dev/null)" $(PY) -m pytest tests/reliability/test_schedules.py \
 	  -m soak -k test_soak -s --timeout=0
 
 lint: setup

@@ -148,8 +148,9 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
 ]
 
 
-def schedule_property(examples: int, worker_seed: int):
-    """The hypothesis test for one worker: ``examples`` schedules from a fixed seed (reproducible)."""
+def schedule_property(examples: int, worker_seed: int, regressions: bool = True):
+    """The hypothesis test for one worker: ``examples`` schedules from a fixed seed (reproducible),
+    plus (``regressions``) every schedule in ``REGRESSIONS`` replayed first."""
 
     @seed(worker_seed)
     @settings(
@@ -163,23 +164,23 @@ def schedule_property(examples: int, worker_seed: int):
     def schedules_hold(config: Config, steps: tuple) -> None:
         check(config, steps)
 
-    for config, steps in REGRESSIONS:
+    for config, steps in REGRESSIONS if regressions else ():
         schedules_hold = example(config=config, steps=steps)(schedules_hold)
     return schedules_hold
 
 
-def _worker(args: tuple[int, int]) -> dict:
-    examples, worker_seed = args
+def _worker(args: tuple[int, int] | tuple[int, int, bool]) -> dict:
+    examples, worker_seed, *regressions = args
     quiet_logs()
     TOTALS.clear()
     failure = None
     try:
-        schedule_property(examples, worker_seed)()
+        schedule_property(examples, worker_seed, *regressions)()
     except Exception:  # noqa: BLE001 - reported to the parent with the shrunk schedule
         failure = {"traceback": traceback.format_exc()[-6000:], "schedule": repr(LAST_FAILURE[:1])}
     finally:
         POOL.close()
-    return {"totals": dict(TOTALS), "failure": failure}
+    return {"seed": worker_seed, "totals": dict(TOTALS), "failure": failure}
 
 
 def run_parallel(total: int, workers: int, base_seed: int = 6) -> tuple[Counter[str], list[dict], float]:
@@ -222,14 +223,55 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
     assert totals["violations"] == 0
 
 
+SOAK_CHUNK = 500  # schedules per checkpoint
+
+
+def run_soak(total: int, base_seed: int, progress: Path) -> tuple[Counter[str], list[dict], float]:
+    """``total`` schedules in chunks of ``SOAK_CHUNK`` (each its own seed) over ``WORKERS`` processes,
+    every finished chunk checkpointed to ``progress``: a soak cut short (a session ends) resumes where it
+    stopped when run again with the same ``total`` and seed. Returns totals, failures and wall seconds
+    (summed over every run that contributed)."""
+    key = {"schedules": total, "seed": base_seed}
+    state = json.loads(progress.read_text()) if progress.exists() else {}
+    if state.get("key") != key:
+        state = {"key": key, "chunks": {}, "wall_seconds": 0.0}
+    jobs = []
+    for i in range((total + SOAK_CHUNK - 1) // SOAK_CHUNK):
+        chunk_seed = base_seed * 1000 + i
+        if str(chunk_seed) not in state["chunks"]:
+            jobs.append((min(SOAK_CHUNK, total - i * SOAK_CHUNK), chunk_seed, i == 0))
+    if jobs:
+        print(f"\nsoak: {len(jobs)} chunks of {SOAK_CHUNK} to run ({len(state['chunks'])} already done)")
+    chunks = len(state["chunks"]) + len(jobs)
+    start = time.monotonic()
+    with multiprocessing.get_context("fork").Pool(min(WORKERS, max(1, len(jobs)))) as pool:
+        for out in pool.imap_unordered(_worker, jobs):
+            state["chunks"][str(out["seed"])] = out
+            state["wall_seconds"] += time.monotonic() - start
+            start = time.monotonic()
+            progress.write_text(json.dumps(state) + "\n")
+            failed = "FAILED" if out["failure"] else "ok"
+            print(f"soak: chunk seed {out['seed']} {failed} ({len(state['chunks'])}/{chunks})", flush=True)
+    totals: Counter[str] = Counter()
+    failures = []
+    for out in state["chunks"].values():
+        totals.update(out["totals"])
+        if out["failure"]:
+            failures.append(out["failure"])
+    return totals, failures, state["wall_seconds"]
+
+
 @pytest.mark.soak
 @pytest.mark.skipif(not os.environ.get("SOAK_SCHEDULES"), reason="make soak (SOAK_SCHEDULES=20000)")
 def test_soak() -> None:
-    """The long run: ``SOAK_SCHEDULES`` schedules; counts printed and written to soak-results.json."""
+    """The long run: ``SOAK_SCHEDULES`` schedules; counts printed and written to soak-results.json.
+    Checkpointed per chunk in ``soak-progress.json`` (git-ignored): run it again to resume."""
     total = int(os.environ["SOAK_SCHEDULES"])
-    totals, failures, wall = run_parallel(total, WORKERS, base_seed=int(os.environ.get("SOAK_SEED", "20")))
+    base_seed = int(os.environ.get("SOAK_SEED", "20"))
+    totals, failures, wall = run_soak(total, base_seed, HERE / "soak-progress.json")
     figures = {
-        "command": f"make soak  (SOAK_SCHEDULES={total} SOAK_SEED={os.environ.get('SOAK_SEED', '20')})",
+        "command": f"make soak  (SOAK_SCHEDULES={total} SOAK_SEED={base_seed})",
+        "commit": os.environ.get("SOAK_COMMIT", ""),
         "wall_seconds": round(wall, 1),
         "schedules": totals["schedules"],
         "events_delivered": totals["events_delivered"],
