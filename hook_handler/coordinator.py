@@ -64,7 +64,16 @@ from hook_handler.membership import (
     quorum_after,
     removals,
 )
-from hook_handler.plan import Observation, Plan, RecordSet, build_plan, peer_targets, record_keys, target_of
+from hook_handler.plan import (
+    Observation,
+    Plan,
+    RecordSet,
+    absolute,
+    build_plan,
+    peer_targets,
+    record_keys,
+    target_of,
+)
 from hook_handler.retry import error_code, error_message
 from hook_handler.route53 import Conflict, Route53
 from hook_handler.settings import Settings
@@ -82,6 +91,7 @@ VIEW_READ_SECONDS = 15.0  # how long a look at etcd may take before the pass tre
 RECONFIG_CALL_SECONDS = 20.0  # one member add/remove/promote call (retried inside) before the pass pauses
 _PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
 # What makes an instance an admitted member, revoked when it goes back to the warm pool.
+WAIT_STATES = frozenset({"Pending:Wait", "Terminating:Wait"})  # a lifecycle action of ours waits
 ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG)
 
 
@@ -215,10 +225,13 @@ class Coordinator:
         pending = [e for e in pending if e.kind is not Kind.PASS]
         if passing and not dry_run:
             self._complete_passing(passing, deadline, report)
-        if not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live):
-            return report  # every action was already settled (a duplicate or a late delivery): nothing to do
+        # Every action was already settled (a duplicate or a late delivery): nothing to do — unless other actions
+        # wait (queued joiners, held leaves) whose own events may come too late (throttled with backoff up to 5
+        # minutes, or lost): then this pass reconciles, which keeps them alive and serves the next one.
+        settled = not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live)
+        if settled and not _others_waiting(observation, {e.instance_id for e in live}):
+            return report
         keeper = Keeper(self.asg, self.clock, self.settings.heartbeat_interval_seconds, deadline)
-        reconcile = not pending
         rounds = 0
         # One round per joiner while launches queue for a running cluster (``Plan.queued``: etcd takes one new
         # member at a time); otherwise a single round. Each round completes at least one action or stops.
@@ -291,12 +304,13 @@ class Coordinator:
                 self._hand_off(waiting, "an earlier joiner is not settled yet", deadline, report)
                 keeper.beat(force=True)
                 return report
-            # 6. The next joiner.
+            # 6. The next joiner — this pass's own, or another launch's whose event is late, throttled or
+            # lost: Lambda retries a throttled event with backoff up to 5 minutes, past the hook's heartbeat
+            # timeout, so the pass that holds the queue works it down (until its deadline) rather than
+            # leaving it to events that may come too late.
             self.log.info("next joiner", extra={"queued": sorted(queued)})
             observation = self.asg.observe({e.instance_id for e in waiting if e.instance_id}, deadline)
             pending, _ = self._judge(waiting, observation, report)
-            if not pending and not reconcile:
-                return report
 
     # -- 1. events ----------------------------------------------------------------------------
     def _refuse_early(self, event: LifecycleEvent) -> Outcome | None:
@@ -694,8 +708,11 @@ class Coordinator:
         self, obs: Observation, current: Mapping[Any, RecordSet], deadline: float
     ) -> Observation:
         """Look up record targets no observed instance owns, so the guard can judge their removal: by
-        instance id when the target's first label is one (a-record mode), else by private DNS name."""
+        instance id when the target's first label is one (a-record mode), else by private DNS name; what
+        is still unowned, by the ``etcd-srv-target`` tag (a terminated instance has no addresses left,
+        but its tags stay while EC2 still describes it)."""
         known = {t for i in obs.instances.values() if (t := target_of(i, self.settings))}
+        known |= {absolute(t) for t in _tagged_owners(obs)}
         unknown = peer_targets(current.get((self.settings.srv_fqdn, "SRV"))) - known
         if not unknown:
             return obs
@@ -706,6 +723,12 @@ class Coordinator:
         names = [t.rstrip(".") for t in unknown if t.split(".")[0] not in by_id]
         if names and self.settings.target_mode == "private-dns":
             found.update(self.asg.describe_instances(names, deadline, by="private-dns-name"))
+        owned = {t for i in found.values() if (t := target_of(i, self.settings))}
+        owned |= {absolute(i.tags[TARGET_TAG]) for i in found.values() if i.tags.get(TARGET_TAG)}
+        rest = sorted(unknown - owned)
+        if rest:
+            values = {v for t in rest for v in (t, t.rstrip("."))}
+            found.update(self.asg.describe_instances(values, deadline, by=f"tag:{TARGET_TAG}"))
         if not found:
             return obs
         return Observation(groups=obs.groups, instances={**found, **obs.instances}, now=obs.now)
@@ -1208,6 +1231,14 @@ def _joiners_pending(view: EtcdView, identity: Identity, obs: Observation) -> bo
         if member is None or member.learner or member.id not in view.healthy:
             return True
     return False
+
+
+def _others_waiting(obs: Observation, handled: set[str | None]) -> bool:
+    """Whether an instance of a served group other than ``handled`` waits on a lifecycle action."""
+    return any(
+        inst.group in obs.served and inst.lifecycle_state in WAIT_STATES and inst.instance_id not in handled
+        for inst in obs.instances.values()
+    )
 
 
 def _tagged_owners(obs: Observation) -> dict[str, Instance]:

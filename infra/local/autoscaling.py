@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -815,8 +816,9 @@ class Lifecycle:
             entries.pop(0)
 
     def stale_time(self) -> float | None:
-        """The moment this describe answers as of (``now - lag``), or None for a current answer."""
-        if not self.opt("stale_describes"):
+        """The moment this describe answers as of (``now - lag``), or None for a current answer
+        (always current inside ``LocalAWS.observer()``: a test looking at the world, not a client)."""
+        if not self.opt("stale_describes") or getattr(_OBSERVER, "depth", 0):
             return None
         self.observe()
         return self.now - self.draw("describe_staleness", (0.0, 2.0))
@@ -1050,13 +1052,27 @@ def unaddress(engine: Lifecycle, instance: Any) -> None:
 # ---------------------------------------------------------------------------------------
 _INSTALLED = False
 _CAPTURE = threading.local()
+_OBSERVER = threading.local()  # depth > 0: this thread is a test observing the world (current describes)
+
+
+@contextlib.contextmanager
+def observer() -> Iterator[None]:
+    """Describe calls made inside answer the current state (``stale_describes`` does not apply): what a
+    test uses to check outcomes, as one reads AWS's settled state after the fact. The calls are logged."""
+    _OBSERVER.depth = getattr(_OBSERVER, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _OBSERVER.depth -= 1
+
+
 _ORIG: dict[str, Callable[..., Any]] = {}
 
 
 def _engine() -> Lifecycle | None:
-    from infra.local import aws as aws_module
+    from infra.local import state
 
-    running = aws_module._CURRENT
+    running = state.running()
     if running is None:
         return None
     return getattr(running, "_lifecycle", None)

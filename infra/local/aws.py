@@ -23,20 +23,26 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from infra.local import autoscaling, delivery, faults, route53, state
 from infra.local.clock import SimClock, WallClock
+from infra.local.faults import CallRecord, Faults
+from infra.local.route53 import ChangeRecord, Route53State
+from infra.local.state import current
+
+__all__ = ["DEFAULT_ACCOUNT", "DEFAULT_REGION", "KINDER_WORLD", "LocalAWS", "current"]
 
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
 
-# The one LocalAWS whose behaviour moto's patched methods follow (moto's backends are global).
-_CURRENT: LocalAWS | None = None
-
-
-def current() -> LocalAWS:
-    """The running emulator; raises when none is started."""
-    if _CURRENT is None:
-        raise RuntimeError("no LocalAWS is running")
-    return _CURRENT
+# The emulator before issue 11, kinder than AWS: states change at once, describes are never stale, an
+# EC2-level kill skips the terminate hook, a terminated instance keeps its addresses. Only for a test
+# that isolates one other behaviour and says so; every default below is AWS's.
+KINDER_WORLD: dict[str, bool] = {
+    "health_check_replacement": False,
+    "terminated_addresses": False,
+    "transitional_states": False,
+    "stale_describes": False,
+}
 
 
 class LocalAWS:
@@ -55,13 +61,13 @@ class LocalAWS:
         route53_burst: float | None = None,
         instance_ips: Iterable[str] | None = None,
         # -- issue 11: Auto Scaling / EC2 as AWS behaves (infra.local.autoscaling; each documented there).
-        health_check_replacement: bool = False,  # issue 11: AWS default is True
+        health_check_replacement: bool = True,  # issue 11: AWS default
         health_check_delay: float | tuple[float, float] = (10.0, 30.0),
-        terminated_addresses: bool = False,  # issue 11: AWS default is True
+        terminated_addresses: bool = True,  # issue 11: AWS default
         terminated_retention: float | None = 3600.0,
-        transitional_states: bool = False,  # issue 11: AWS default is True
+        transitional_states: bool = True,  # issue 11: AWS default
         transition_delay: float | tuple[float, float] = (1.0, 5.0),
-        stale_describes: bool = False,  # issue 11: AWS default is True
+        stale_describes: bool = True,  # issue 11: AWS default
         describe_staleness: float | tuple[float, float] = (0.0, 2.0),
         warm_pools: bool = True,  # issue 11: AWS's behaviour
         standby_states: bool = True,  # issue 11: AWS's behaviour
@@ -78,9 +84,6 @@ class LocalAWS:
         self.prior_request_window = prior_request_window
         self.route53_burst = route53_burst  # token bucket size; None: same as route53_rate
         # -- Route 53, call log, faults (infra.local.route53, infra.local.faults) -------------
-        from infra.local.faults import CallRecord, Faults
-        from infra.local.route53 import ChangeRecord, Route53State
-
         self.lock = threading.RLock()  # guards emulator state shared by request threads
         self.calls: list[CallRecord] = []  # every request served, in arrival order
         self.route53_changes: list[ChangeRecord] = []  # every accepted ChangeResourceRecordSets
@@ -113,8 +116,7 @@ class LocalAWS:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> LocalAWS:
-        global _CURRENT
-        if _CURRENT is not None and _CURRENT is not self:
+        if state.running() not in (None, self):
             raise RuntimeError("another LocalAWS is already running in this process")
         from moto import mock_aws
 
@@ -132,21 +134,16 @@ class LocalAWS:
             self._saved_env[key] = os.environ.pop(key)
         self._mock = mock_aws()
         self._mock.start()
-        _CURRENT = self
-        from infra.local import faults, route53
-
+        state.enter(self)
         route53.install()
         faults.install()
         # -- Auto Scaling and delivery: lifecycle hooks, notifications, Lambda runner --------
-        from infra.local import autoscaling, delivery
-
         autoscaling.install(self)
         delivery.install(self)
         # -- end Auto Scaling and delivery ---------------------------------------------------
         return self
 
     def stop(self) -> None:
-        global _CURRENT
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -155,8 +152,12 @@ class LocalAWS:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if _CURRENT is self:
-            _CURRENT = None
+        state.leave(self)
+
+    def observer(self) -> Any:
+        """Context manager: describes inside answer the current state, never a stale view — for a test
+        checking outcomes (the coordinator's own calls never run inside it)."""
+        return autoscaling.observer()
 
     def __enter__(self) -> LocalAWS:
         return self.start()
@@ -185,7 +186,6 @@ class LocalAWS:
             ...     {("_etcd-server._tcp.example.com.", "SRV"): (60, ["0 0 2380 a."])},
             ... )
         """
-        from infra.local import route53
 
         zone = route53.backend(self).create_hosted_zone(
             route53.normalize_name(name), private_zone=False, caller_reference=f"local-{name}"
@@ -199,7 +199,6 @@ class LocalAWS:
 
         Bypasses the API: no change record, no rate limit, no call log.
         """
-        from infra.local import route53
 
         zone = route53.backend(self).get_hosted_zone(route53.bare_zone_id(zone_id))
         name = route53.normalize_name(name)
@@ -210,13 +209,11 @@ class LocalAWS:
 
     def records(self, zone_id: str) -> dict[tuple[str, str], tuple[int | None, tuple[str, ...]]]:
         """The zone's record sets now: ``{(name, type): (ttl, sorted values)}`` (names lower case, dotted)."""
-        from infra.local import route53
 
         return route53.zone_records(route53.backend(self).get_hosted_zone(route53.bare_zone_id(zone_id)))
 
     def change(self, change_id: str) -> Any:
         """The ``ChangeRecord`` of a change id (``C...`` or ``/change/C...``); KeyError if unknown."""
-        from infra.local import route53
 
         return self.route53_state.by_id["/change/" + route53.bare_change_id(change_id)]
 

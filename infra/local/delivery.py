@@ -226,8 +226,8 @@ class DeliveryOptions:
     latency: float = DEFAULT_LATENCY
     loss_probability: float = 0.0  # issue 11: AWS default is > 0 (EventBridge is best effort)
     sns_loss_probability: float = 0.0  # issue 11: AWS default is > 0 (rare)
-    throttle_backoff: bool = False  # issue 11: AWS default is True
-    sqs_pollers: bool = False  # issue 11: AWS default is True
+    throttle_backoff: bool = True  # issue 11: AWS default
+    sqs_pollers: bool = True  # issue 11: AWS default
     batch_lateness: float = 0.0  # issue 11: AWS default is > 0 (a window is a maximum wait, not a promise)
 
 
@@ -332,8 +332,8 @@ class Delivery:
         *,
         loss_probability: float = 0.0,  # issue 11: AWS default is > 0
         sns_loss_probability: float = 0.0,  # issue 11: AWS default is > 0
-        throttle_backoff: bool = False,  # issue 11: AWS default is True
-        sqs_pollers: bool = False,  # issue 11: AWS default is True
+        throttle_backoff: bool = True,  # issue 11: AWS default
+        sqs_pollers: bool = True,  # issue 11: AWS default
         batch_lateness: float = 0.0,  # issue 11: AWS default is > 0
     ) -> None:
         """At-least-once: deliver some async events twice, and/or late by ``uniform(*delay)`` s.
@@ -749,9 +749,9 @@ _INSTALLED = False
 
 
 def _delivery() -> Delivery | None:
-    from infra.local import aws as aws_module
+    from infra.local import state
 
-    running = aws_module._CURRENT
+    running = state.running()
     return None if running is None else getattr(running, "_delivery", None)
 
 
@@ -862,15 +862,15 @@ def _patch() -> None:
     original_unix_time_millis = sqs_models.unix_time_millis
 
     def unix_time(*args: Any) -> float:
-        from infra.local import aws as aws_module
+        from infra.local import state
 
-        running = aws_module._CURRENT
+        running = state.running()
         return running.clock.now() if running is not None and not args else original_unix_time(*args)
 
     def unix_time_millis(*args: Any) -> float:
-        from infra.local import aws as aws_module
+        from infra.local import state
 
-        running = aws_module._CURRENT
+        running = state.running()
         return running.clock.now() * 1000.0 if running is not None and not args else original_unix_time_millis(*args)
 
     sqs_models.unix_time = unix_time
@@ -891,9 +891,9 @@ def _patch() -> None:
     def receive_message(
         self: Any, queue_name: str, count: int, wait_seconds_timeout: int, *args: Any, **kwargs: Any
     ) -> Any:
-        from infra.local import aws as aws_module
+        from infra.local import state
 
-        running = aws_module._CURRENT
+        running = state.running()
         clock = getattr(running, "clock", None)
         if clock is None or not hasattr(clock, "spawn") or not wait_seconds_timeout:
             return original_receive(self, queue_name, count, wait_seconds_timeout, *args, **kwargs)

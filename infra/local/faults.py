@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
 
-from infra.local import aws as aws_module
+from infra.local import state
 
 if TYPE_CHECKING:
     from infra.local.aws import LocalAWS
@@ -380,7 +380,7 @@ def _error_of(status: int, body: str) -> tuple[str | None, str | None]:
 
 
 def _call_action(self: BaseResponse) -> Any:
-    aws = aws_module._CURRENT
+    aws = state.running()
     if aws is None:
         return _ORIGINAL["call_action"](self)
     operation = _operation(self)

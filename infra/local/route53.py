@@ -35,7 +35,7 @@ from moto.route53.models import FakeZone, RecordSet, route53_backends
 from moto.route53.responses import Route53
 from moto.route53.utils import validate_domain_name
 
-from infra.local import aws as aws_module
+from infra.local import state
 from infra.local.faults import EmulatedError
 
 if TYPE_CHECKING:
@@ -422,7 +422,7 @@ _ORIGINAL: dict[str, Any] = {}
 
 
 def _change_resource_record_sets(self: Route53) -> Any:
-    aws = aws_module._CURRENT
+    aws = state.running()
     if aws is None:
         return _ORIGINAL["change_resource_record_sets"](self)
     zone = self.backend.get_hosted_zone(self._get_param("HostedZoneId"))
@@ -432,7 +432,7 @@ def _change_resource_record_sets(self: Route53) -> Any:
 
 
 def _get_change(self: Route53) -> Any:
-    aws = aws_module._CURRENT
+    aws = state.running()
     if aws is None:
         return _ORIGINAL["get_change"](self)
     change_id = "/change/" + bare_change_id(self._get_param("Id"))
@@ -453,7 +453,7 @@ def _zone_operation(name: str) -> Any:
 
     def operation(self: Route53) -> Any:
         result = _ORIGINAL[name](self)
-        aws = aws_module._CURRENT
+        aws = state.running()
         info = getattr(result, "result", None)
         if aws is not None and isinstance(info, dict) and isinstance(info.get("ChangeInfo"), dict):
             with aws.lock:

@@ -63,8 +63,10 @@ class Stack:
         )
 
     def instances(self) -> dict[str, str]:
-        """Instance id → lifecycle state, as the Auto Scaling API reports them."""
-        out = self.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])
+        """Instance id → lifecycle state, as the Auto Scaling API reports them now (an observer's view:
+        never stale)."""
+        with self.aws.observer():
+            out = self.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])
         return {i["InstanceId"]: i["LifecycleState"] for i in out["AutoScalingGroups"][0]["Instances"]}
 
     def in_service(self) -> set[str]:
@@ -73,7 +75,8 @@ class Stack:
     def private_dns(self, instance_ids: set[str] | list[str]) -> dict[str, str]:
         if not instance_ids:
             return {}
-        out = self.client("ec2").describe_instances(InstanceIds=sorted(instance_ids))
+        with self.aws.observer():
+            out = self.client("ec2").describe_instances(InstanceIds=sorted(instance_ids))
         return {
             i["InstanceId"]: i["PrivateDnsName"].lower().rstrip(".") + "."
             for r in out["Reservations"]
@@ -114,7 +117,8 @@ class Stack:
         self.aws._delivery.invoke_async(self.function_arn, self.scheduled_event(), "eventbridge")  # type: ignore[attr-defined]
 
     def tags(self, instance_id: str) -> dict[str, str]:
-        out = self.client("ec2").describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])
+        with self.aws.observer():
+            out = self.client("ec2").describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])
         return {t["Key"]: t["Value"] for t in out["Tags"]}
 
 

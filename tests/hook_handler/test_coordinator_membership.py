@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from hook_handler.coordinator import LAG_LOOKS
 from hook_handler.etcd import EtcdRefused
 from infra.local import LocalAWS
 from infra.local.clock import SimClock
@@ -127,12 +128,17 @@ def test_a_launch_completes_only_once_its_member_is_started_and_healthy(aws):
             assert member is not None and member.started and not member.learner
             break
     assert joined_at is not None
+    aws.clock.advance(10.0)  # Pending:Proceed (1-5 s), then InService
     world.assert_in_step()
 
 
 def test_queued_joiners_are_kept_alive_while_the_earlier_ones_start(aws):
     """Defect 7 of issue 10: joins queue one at a time, but heartbeats covered only the current one:
-    3 → 9 with a 40 s etcd start abandoned launches at the 300 s hook timeout."""
+    3 → 9 with a 40 s etcd start abandoned launches at the 300 s hook timeout.
+
+    Issue 11: with Lambda's throttle backoff (AWS's default: a throttled event is retried 1 s .. 5 min
+    later) the queued joiners' own events may come after their heartbeat timeout; the pass that holds
+    the queue now works it down itself (three launches timed out ABANDON before)."""
     world = make_world(aws, start_seconds=(60.0, 60.0))
     grow(world, 3, 200)
     grow(world, 9, 1800)
@@ -196,7 +202,7 @@ def test_a_member_that_never_starts_is_removed_and_its_launch_abandoned_and_the_
     world = make_world(aws, settings={"member_start_timeout_seconds": "120"})
     grow(world, 3)
     world.stack.scale(4)
-    aws.clock.advance(1)
+    aws.clock.advance(5.5)  # Pending (up to 5 s), then Pending:Wait
     (broken,) = set(world.stack.instances()) - world.in_service()
     world.fleet.never_start.add(broken)
     aws.clock.advance(900)
@@ -222,7 +228,7 @@ def _ip_reuse(aws: LocalAWS) -> None:
     victim = next(i for i, d in world.stack.private_dns(world.in_service()).items() if d.startswith("ip-10-0-9-1."))
     dead_member = next(m for m in world.members() if m.name == victim)
     aws.kill_instance(victim)
-    aws.clock.advance(5)
+    aws.clock.advance(40)  # the health check notices within 10-30 s; the replacement launches then
     (replacement,) = set(world.stack.instances()) - world.in_service() - {victim}
     assert world.stack.private_dns([replacement])[replacement].startswith("ip-10-0-9-1.")
     world.reconcile()
@@ -363,9 +369,12 @@ def test_one_join_into_a_running_cluster_costs_the_calls_the_readme_lists(aws):
             calls[call.operation] = calls.get(call.operation, 0) + 1
     world.assert_in_step()
     polls = calls.pop("GetChange")
+    # Describes are eventually consistent (issue 11): while they answer a view from before the event, the
+    # pass looks again (LAG_LOOKS, 2 s apart); each look is one DescribeAutoScalingGroups + DescribeInstances.
+    looks = calls.pop("DescribeAutoScalingGroups")
+    assert 1 <= looks <= 1 + LAG_LOOKS and calls.pop("DescribeInstances") == looks
+    print("describe looks for one join:", looks)
     assert calls == {
-        "DescribeAutoScalingGroups": 1,
-        "DescribeInstances": 1,
         "ListResourceRecordSets": 1,
         "ChangeResourceRecordSets": 1,
         "CreateTags": 3,

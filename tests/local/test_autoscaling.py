@@ -1,4 +1,9 @@
-"""Auto Scaling lifecycle semantics of the emulator (each of these fails on plain moto)."""
+"""Auto Scaling lifecycle semantics of the emulator (each of these fails on plain moto).
+
+The emulator is AWS's world here (issue 11): transitional states take seconds and describes may answer
+an older view, so a test lets simulated time pass (``Env.settle``) before it reads what the group says,
+and reads exact timings from ``aws.lifecycle_actions`` (the ground truth), never from a describe.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from infra.local.clock import EPOCH, SimClock
 LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATE = "autoscaling:EC2_INSTANCE_TERMINATING"
 ROLE = "arn:aws:iam::123456789012:role/asg-notify"
+SETTLE = 15.0  # s: two transitional states (<= 5 s each) and a describe's lag (<= 2 s)
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
@@ -57,6 +63,10 @@ class Env:
         self.asg.put_lifecycle_hook(
             AutoScalingGroupName=group, LifecycleHookName=name, LifecycleTransition=transition, **kwargs
         )
+
+    def settle(self, seconds: float = SETTLE) -> None:
+        """Let the transitional states (1-5 s each) pass and describes catch up (views up to 2 s old)."""
+        self.aws.clock.advance(seconds)
 
     def states(self, group: str = "etcd") -> dict[str, str]:
         groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
@@ -106,6 +116,7 @@ def test_scale_out_with_launch_hook_puts_each_instance_in_pending_wait_with_its_
     env.group()
     env.hook()
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=3)
+    env.settle()
 
     states = env.states()
     assert sorted(states.values()) == ["Pending:Wait"] * 3
@@ -123,12 +134,14 @@ def test_group_created_with_hook_specification_launches_into_pending_wait(env: E
             {"LifecycleHookName": "launch", "LifecycleTransition": LAUNCH, "HeartbeatTimeout": 300}
         ],
     )
+    env.settle()
     assert sorted(env.states().values()) == ["Pending:Wait", "Pending:Wait"]
     assert len(env.events("EC2 Instance-launch Lifecycle Action")) == 2
 
 
 def test_without_hooks_instances_go_in_service_and_the_group_says_launch_successful(env: Env) -> None:
     env.group(desired=1)
+    env.settle()
     (instance_id,) = env.states()
     assert env.states() == {instance_id: "InService"}
     (event,) = env.events("EC2 Instance Launch Successful")
@@ -140,6 +153,7 @@ def test_update_auto_scaling_group_scale_out_also_waits(env: Env) -> None:
     env.group()
     env.hook()
     env.asg.update_auto_scaling_group(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     assert list(env.states().values()) == ["Pending:Wait"]
 
 
@@ -148,6 +162,7 @@ def test_pending_wait_instances_count_toward_desired_capacity(env: Env) -> None:
     env.hook()
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=2)
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=3)
+    env.settle()
     assert len(env.states()) == 3  # moto alone would launch 3 more: it counts only InService
 
 
@@ -214,13 +229,17 @@ def test_launch_notification_on_eventbridge_and_to_the_hook_queue_match_aws_form
     env.drain(url)  # the test notification
     env.aws.clock.advance(12.5)
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (instance_id,) = env.states()
-    token = env.active(instance_id).token
+    action = env.active(instance_id)
+    token = action.token
+    waiting_since = action.started_at - EPOCH  # Pending (1-5 s), then Pending:Wait and the notification
+    assert 13.5 <= waiting_since <= 17.5
 
     (event,) = env.events("EC2 Instance-launch Lifecycle Action")
     assert list(event) == ["version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"]
     assert event["source"] == "aws.autoscaling" and event["account"] == "123456789012"
-    assert event["region"] == "us-east-1" and event["time"] == "2026-01-01T00:00:12Z"
+    assert event["region"] == "us-east-1" and event["time"] == f"2026-01-01T00:00:{int(waiting_since):02d}Z"
     assert event["resources"] == [env.asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["AutoScalingGroupARN"]]
     assert event["detail"] == {
         "LifecycleActionToken": token,
@@ -237,7 +256,9 @@ def test_launch_notification_on_eventbridge_and_to_the_hook_queue_match_aws_form
         "Origin", "Destination", "LifecycleHookName", "AccountId", "RequestId", "LifecycleTransition",
         "AutoScalingGroupName", "Service", "Time", "EC2InstanceId", "LifecycleActionToken", "NotificationMetadata",
     }  # fmt: skip
-    assert raw["Service"] == "AWS Auto Scaling" and raw["Time"] == "2026-01-01T00:00:12.500Z"
+    millis = round((waiting_since - int(waiting_since)) * 1000)
+    assert raw["Service"] == "AWS Auto Scaling"
+    assert raw["Time"] == f"2026-01-01T00:00:{int(waiting_since):02d}.{millis:03d}Z"
     assert (raw["LifecycleActionToken"], raw["EC2InstanceId"]) == (token, instance_id)
     assert [n.channel for n in env.aws.notifications] == ["sqs", "eventbridge", "sqs"]
 
@@ -250,7 +271,9 @@ def test_hook_target_topic_publishes_the_raw_message_as_sns_message_string(env: 
     env.group()
     env.hook(TERMINATE, name="drain", NotificationTargetARN=topic, RoleARN=ROLE)
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=0)
+    env.settle()
 
     messages = [json.loads(n["Message"]) for n in env.drain(url)]
     assert messages[0]["Event"] == "autoscaling:TEST_NOTIFICATION"
@@ -264,8 +287,10 @@ def test_complete_by_token_moves_to_in_service_and_a_second_completion_is_refuse
     env.group()
     env.hook()
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (instance_id,) = env.states()
-    token = env.active(instance_id).token
+    action = env.active(instance_id)
+    token = action.token
     params = {
         "AutoScalingGroupName": "etcd",
         "LifecycleHookName": "launch",
@@ -273,6 +298,8 @@ def test_complete_by_token_moves_to_in_service_and_a_second_completion_is_refuse
         "LifecycleActionToken": token,
     }
     env.asg.complete_lifecycle_action(**params)
+    completed_at = env.aws.clock.now()
+    env.settle()
 
     assert env.states() == {instance_id: "InService"}
     assert len(env.events("EC2 Instance Launch Successful")) == 1
@@ -281,13 +308,14 @@ def test_complete_by_token_moves_to_in_service_and_a_second_completion_is_refuse
         f"No active Lifecycle Action found with token {token}",
     )
     (record,) = env.aws.lifecycle_actions
-    assert (record.result, record.ended_by, record.ended_at) == ("CONTINUE", "complete", EPOCH)
+    assert (record.result, record.ended_by, record.ended_at) == ("CONTINUE", "complete", completed_at)
 
 
 def test_complete_by_instance_id_and_wrong_ids_are_refused_verbatim(env: Env) -> None:
     env.group()
     env.hook()
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (instance_id,) = env.states()
     wrong = "6e9a3bc5-0a3f-4f6e-9b59-6f2b3d0c1a11"
     assert error_of(
@@ -298,6 +326,7 @@ def test_complete_by_instance_id_and_wrong_ids_are_refused_verbatim(env: Env) ->
         LifecycleActionToken=wrong,
     ) == ("ValidationError", f"No active Lifecycle Action found with token {wrong}")
     env.complete(instance_id)
+    env.settle()
     assert env.states() == {instance_id: "InService"}
     assert error_of(env.complete, instance_id=instance_id) == (
         "ValidationError",
@@ -310,11 +339,14 @@ def test_two_launch_hooks_run_one_after_the_other(env: Env) -> None:
     env.hook(name="first")
     env.hook(name="second")
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (instance_id,) = env.states()
     env.complete(instance_id, hook="first")
+    env.settle()
     assert env.states() == {instance_id: "Pending:Wait"}
     assert env.active(instance_id).hook == "second"
     env.complete(instance_id, hook="second")
+    env.settle()
     assert env.states() == {instance_id: "InService"}
     hooks = [e["detail"]["LifecycleHookName"] for e in env.events("EC2 Instance-launch Lifecycle Action")]
     assert hooks == ["first", "second"]
@@ -324,8 +356,10 @@ def test_launch_abandon_terminates_the_instance_and_the_group_replaces_it(env: E
     env.group()
     env.hook()
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (first,) = env.states()
     env.complete(first, "ABANDON")
+    env.settle()
 
     states = env.states()
     assert first not in states and list(states.values()) == ["Pending:Wait"]
@@ -339,14 +373,16 @@ def test_timeout_applies_the_default_result_at_the_heartbeat_timeout(env: Env) -
     env.group()
     env.hook(HeartbeatTimeout=300, DefaultResult="CONTINUE")
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (instance_id,) = env.states()
-
-    env.aws.clock.advance(299.9)
-    assert env.states() == {instance_id: "Pending:Wait"}
-    env.aws.clock.advance(0.1)
-    assert env.states() == {instance_id: "InService"}
     (record,) = env.aws.lifecycle_actions
-    assert (record.result, record.ended_by, record.ended_at - EPOCH) == ("CONTINUE", "timeout", 300.0)
+
+    env.aws.clock.advance(record.started_at + 299.9 - env.aws.clock.now())
+    assert record.active and env.states() == {instance_id: "Pending:Wait"}
+    env.aws.clock.advance(0.1)
+    assert (record.result, record.ended_by, record.ended_at - record.started_at) == ("CONTINUE", "timeout", 300.0)
+    env.settle()
+    assert env.states() == {instance_id: "InService"}
     assert error_of(env.complete, instance_id=instance_id)[1] == (
         f"No active Lifecycle Action found with instance ID {instance_id}"
     )
@@ -356,25 +392,29 @@ def test_heartbeat_restarts_the_full_timeout(env: Env) -> None:
     env.group()
     env.hook(HeartbeatTimeout=60, DefaultResult="CONTINUE")
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (instance_id,) = env.states()
-    env.aws.clock.advance(50)
+    (record,) = env.aws.lifecycle_actions
+    env.aws.clock.advance(record.started_at + 50 - env.aws.clock.now())
     env.asg.record_lifecycle_action_heartbeat(
         AutoScalingGroupName="etcd", LifecycleHookName="launch", InstanceId=instance_id
     )
     env.aws.clock.advance(59)
-    assert env.states() == {instance_id: "Pending:Wait"}
+    assert record.active and env.states() == {instance_id: "Pending:Wait"}
     env.aws.clock.advance(1)
+    assert (record.heartbeats, record.ended_by, record.ended_at - record.started_at) == (1, "timeout", 110.0)
+    env.settle()
     assert env.states() == {instance_id: "InService"}
-    (record,) = env.aws.lifecycle_actions
-    assert (record.heartbeats, record.ended_at - EPOCH) == (1, 110.0)
 
 
 def test_heartbeats_cannot_extend_past_the_global_timeout(env: Env) -> None:
     env.group()
     env.hook(HeartbeatTimeout=30, DefaultResult="CONTINUE")  # global cap: 100 x 30 s = 3000 s
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
-    (instance_id,) = env.states()
+    env.settle(5.0)
+    (instance_id,) = [a.instance_id for a in env.aws.lifecycle_actions]
     token = env.active(instance_id).token
+    env.aws.clock.advance(env.active(instance_id).started_at - env.aws.clock.now())
     for _ in range(200):
         env.aws.clock.advance(20)
         try:
@@ -385,7 +425,7 @@ def test_heartbeats_cannot_extend_past_the_global_timeout(env: Env) -> None:
             assert exc.response["Error"]["Message"] == f"No active Lifecycle Action found with token {token}"
             break
     (record,) = env.aws.lifecycle_actions
-    assert (record.ended_by, record.ended_at - EPOCH) == ("timeout", 3000.0)
+    assert (record.ended_by, record.ended_at - record.started_at) == ("timeout", 3000.0)
     assert record.heartbeats == 149
 
 
@@ -393,8 +433,10 @@ def test_launch_timeout_with_default_abandon_replaces_the_instance(env: Env) -> 
     env.group()
     env.hook(HeartbeatTimeout=30)
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
-    (first,) = env.states()
+    env.settle(5.0)
+    (first,) = [a.instance_id for a in env.aws.lifecycle_actions]
     env.aws.clock.advance(30)
+    env.settle()
     (second,) = env.states()
     assert second != first and env.ec2_state(first) == "terminated"
     assert [(a.instance_id, a.result, a.ended_by) for a in env.aws.lifecycle_actions] == [
@@ -407,8 +449,10 @@ def test_launch_timeout_with_default_abandon_replaces_the_instance(env: Env) -> 
 def test_scale_in_with_terminate_hook_waits_then_terminates(env: Env) -> None:
     env.group(desired=2)
     env.hook(TERMINATE, name="drain")
+    env.settle()
     env.events()
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
 
     leaving = [i for i, s in env.states().items() if s == "Terminating:Wait"]
     assert len(leaving) == 1 and len(env.states()) == 2
@@ -418,6 +462,7 @@ def test_scale_in_with_terminate_hook_waits_then_terminates(env: Env) -> None:
     assert env.ec2_state(leaving[0]) == "running"
 
     env.complete(leaving[0], hook="drain")
+    env.settle()
     assert leaving[0] not in env.states() and len(env.states()) == 1
     assert env.ec2_state(leaving[0]) == "terminated"
     (done,) = env.events("EC2 Instance Terminate Successful")
@@ -427,8 +472,10 @@ def test_scale_in_with_terminate_hook_waits_then_terminates(env: Env) -> None:
 def test_terminate_instance_in_group_waits_and_launches_a_replacement(env: Env) -> None:
     env.group(desired=1)
     env.hook(TERMINATE, name="drain")
+    env.settle()
     (old,) = env.states()
     env.asg.terminate_instance_in_auto_scaling_group(InstanceId=old, ShouldDecrementDesiredCapacity=False)
+    env.settle()
     states = env.states()
     assert states[old] == "Terminating:Wait"
     assert sorted(states.values()) == ["InService", "Terminating:Wait"]
@@ -436,6 +483,7 @@ def test_terminate_instance_in_group_waits_and_launches_a_replacement(env: Env) 
 
 def test_terminate_instance_with_decrement_below_min_size_is_refused(env: Env) -> None:
     env.group(desired=1, MinSize=1)
+    env.settle()
     (old,) = env.states()
     code, message = error_of(
         env.asg.terminate_instance_in_auto_scaling_group, InstanceId=old, ShouldDecrementDesiredCapacity=True
@@ -449,8 +497,10 @@ def test_kill_instance_bypasses_hooks_and_the_group_replaces_it(env: Env) -> Non
     env.hook()
     env.hook(TERMINATE, name="drain")
     env.asg.set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
+    env.settle()
     (victim,) = env.states()
     env.aws.kill_instance(victim)
+    env.settle(60.0)  # the health check notices within 10-30 s
 
     states = env.states()
     assert victim not in states and list(states.values()) == ["Pending:Wait"]
@@ -468,6 +518,7 @@ def test_instance_ips_give_addresses_in_order_and_dns_names_agree() -> None:
     with LocalAWS(clock=SimClock(), instance_ips=ips) as aws:
         env = Env(aws)
         env.group(desired=2)
+        env.settle()
         described = [i for r in env.ec2.describe_instances()["Reservations"] for i in r["Instances"]]
         pairs = sorted((i["PrivateIpAddress"], i["PrivateDnsName"]) for i in described)
         assert pairs == [("127.0.1.1", "ip-127-0-1-1.ec2.internal"), ("127.0.1.2", "ip-127-0-1-2.ec2.internal")]
@@ -492,6 +543,7 @@ def test_dns_names_outside_us_east_1_use_the_regional_form_everywhere() -> None:
             DesiredCapacity=1,
             AvailabilityZones=["eu-west-1a"],
         )
+        aws.clock.advance(SETTLE)
         (instance,) = ec2.describe_instances()["Reservations"][0]["Instances"]
         expected = "ip-" + instance["PrivateIpAddress"].replace(".", "-") + ".eu-west-1.compute.internal"
         assert instance["PrivateDnsName"] == expected

@@ -1,7 +1,8 @@
 """Issue 11: Auto Scaling / EC2 behaviours as AWS documents them, each behind a ``LocalAWS`` option.
 
-Each test runs the scenario twice: with the option off (today's kinder emulator: asserted, so the
-test shows what changes) and on (AWS's outcome). Citations are in ``infra/local/autoscaling.py``.
+Each test runs the scenario twice: in ``KINDER_WORLD`` (the emulator before issue 11: asserted, so the
+test shows what changed) and with the option on (AWS's outcome, the default), the other options of
+``KINDER_WORLD`` kept off so the one behaviour is seen alone. Citations are in ``infra/local/autoscaling.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.local.aws import LocalAWS
+from infra.local.aws import KINDER_WORLD, LocalAWS
 from infra.local.clock import SimClock
 
 LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
@@ -97,13 +98,13 @@ class Env:
 
 @pytest.fixture
 def world(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """``world(**options)`` → a started ``Env``; stopped at the end of the test."""
+    """``world(**options)`` → a started ``Env`` in ``KINDER_WORLD`` but for ``options``; stopped at the end."""
     started: list[LocalAWS] = []
 
     def make(**options: Any) -> Env:
         for aws in started:
             aws.stop()
-        aws = LocalAWS(clock=SimClock(), **options).start()
+        aws = LocalAWS(clock=SimClock(), **(KINDER_WORLD | options)).start()
         started.append(aws)
         return Env(aws)
 
@@ -119,7 +120,7 @@ def only(mapping: dict[str, str]) -> tuple[str, str]:
 
 # -- 1. health check replacement ---------------------------------------------------------------
 def test_an_instance_killed_at_ec2_level_is_terminated_through_its_hooks_after_the_health_check(world: Any) -> None:
-    # Today: dropped and replaced at once, no terminate hook.
+    # Kinder world: dropped and replaced at once, no terminate hook.
     env = world()
     env.group(desired=1)
     victim, _ = only(env.states())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,12 @@ def aws() -> Iterator[LocalAWS]:
 
 def t(aws: LocalAWS) -> float:
     return aws.clock.now() - EPOCH
+
+
+def waited(aws: LocalAWS, n: int = 0) -> float:
+    """When the ``n``-th lifecycle action began (its notification was sent): the launch spends 1-5 s in
+    ``Pending`` first, as on AWS, so delivery times are read from here."""
+    return aws.lifecycle_actions[n].started_at - EPOCH
 
 
 def group_with_hook(aws: LocalAWS, **hook: Any) -> None:
@@ -68,9 +75,10 @@ def test_eventbridge_rule_invokes_the_function_with_the_event_and_a_lambda_conte
     aws.clock.advance(5)
 
     (when, event, context, remaining) = seen[0]
-    assert when == 0.5  # default delivery latency
+    assert when - waited(aws) == 0.5  # default delivery latency
     assert event["detail-type"] == "EC2 Instance-launch Lifecycle Action"
-    assert event["account"] == "123456789012" and event["time"] == "2026-01-01T00:00:00Z"
+    assert event["account"] == "123456789012"
+    assert event["time"] == f"2026-01-01T00:00:{int(waited(aws)):02d}Z"
     assert event["detail"]["LifecycleTransition"] == LAUNCH and "ingestion-time" not in event
     assert event["detail"]["LifecycleActionToken"] == aws.lifecycle_actions[0].token
     assert (context.function_name, context.invoked_function_arn) == ("coordinator", arn)
@@ -90,7 +98,7 @@ def test_failing_async_invocation_is_retried_twice_then_dead_lettered(aws: Local
     aws.client("autoscaling").set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=1)
     aws.clock.run()  # pending deliveries and retries are tasks: run() waits for all of them
 
-    assert attempts == [0.5, 60.5, 180.5] and t(aws) == 180.5
+    assert [a - waited(aws) for a in attempts] == [0.5, 60.5, 180.5] and t(aws) - waited(aws) == 180.5
     (dead,) = aws.dead_letters
     assert (dead.attempts, dead.source, dead.error) == (3, "eventbridge", "RuntimeError: Route 53 unreachable")
     assert dead.event["detail-type"] == "EC2 Instance-launch Lifecycle Action"
@@ -110,7 +118,8 @@ def test_a_handler_running_past_its_timeout_is_killed_and_retried(aws: LocalAWS)
     aws.clock.advance(300)
 
     assert finished == []
-    assert [(i.time - EPOCH, i.ended_at - EPOCH, i.outcome) for i in aws.invocations] == [
+    base = EPOCH + waited(aws)
+    assert [(i.time - base, i.ended_at - base, i.outcome) for i in aws.invocations] == [
         (0.5, 10.5, "timeout"),
         (70.5, 80.5, "timeout"),
     ]
@@ -118,7 +127,9 @@ def test_a_handler_running_past_its_timeout_is_killed_and_retried(aws: LocalAWS)
     assert len(aws.dead_letters) == 1
 
 
-def test_reserved_concurrency_queues_async_events_until_a_slot_frees(aws: LocalAWS) -> None:
+def test_reserved_concurrency_runs_async_events_one_at_a_time_and_throttled_ones_later(aws: LocalAWS) -> None:
+    """Three launch events, reserved concurrency 1: never two at once; every event runs; a throttled one
+    goes back to Lambda's queue (``aws.throttles``) and runs on a later retry, not dropped."""
     spans: list[tuple[float, float]] = []
 
     def handler(event: dict[str, Any], context: Any) -> None:
@@ -129,9 +140,14 @@ def test_reserved_concurrency_queues_async_events_until_a_slot_frees(aws: LocalA
     rule_to(aws, aws.register_function("coordinator", handler, reserved_concurrency=1))
     group_with_hook(aws)
     aws.client("autoscaling").set_desired_capacity(AutoScalingGroupName="etcd", DesiredCapacity=3)
-    aws.clock.advance(60)
+    aws.clock.advance(600)
 
-    assert spans == [(0.5, 5.5), (5.5, 10.5), (10.5, 15.5)]
+    assert len(spans) == 3 and all(end - start == 5 for start, end in spans)
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))  # one at a time
+    assert {th.event["detail"]["LifecycleActionToken"] for th in aws.throttles} <= {
+        a.token for a in aws.lifecycle_actions
+    }
+    assert len(aws.throttles) >= 1 and len(aws.invocations) == 3
 
 
 def test_duplicate_and_late_delivery_options_are_seeded(aws: LocalAWS) -> None:
@@ -143,7 +159,7 @@ def test_duplicate_and_late_delivery_options_are_seeded(aws: LocalAWS) -> None:
     aws.clock.advance(60)
 
     assert len(times) == 2
-    assert all(10.5 <= x <= 20.5 for x in times)
+    assert all(10.5 <= x - waited(aws) <= 20.5 for x in times)
     tokens = {i.event["detail"]["LifecycleActionToken"] for i in aws.invocations}
     assert len(tokens) == 1  # the same event, twice
 
@@ -227,18 +243,27 @@ def test_failing_batches_go_to_the_dead_letter_queue_after_max_receive_count(aws
     assert [m["Body"] for m in dead] == ["poison"]
 
 
-def test_batching_window_gathers_messages_into_one_invocation(aws: LocalAWS) -> None:
-    batches: list[tuple[float, int]] = []
-    aws.register_function("coordinator", lambda event, context: batches.append((t(aws), len(event["Records"]))))
+def test_batching_window_holds_each_batch_until_its_window_ends(aws: LocalAWS) -> None:
+    """AWS's SQS source runs several pollers: messages sent 1 s apart may open batches on different
+    pollers, each invoked when its 5 s window ends (one poller alone gathers them into one batch:
+    tests/local/test_delivery_realism.py); every message is delivered once."""
+    batches: list[tuple[float, list[str]]] = []
+    aws.register_function(
+        "coordinator", lambda event, context: batches.append((t(aws), [r["body"] for r in event["Records"]]))
+    )
     url, _ = queue(aws, "work")
     aws.map_queue(url, "coordinator", batch_size=10, batching_window=5.0)
     sqs = aws.client("sqs")
-    for _ in range(3):
-        sqs.send_message(QueueUrl=url, MessageBody="launch")
+    for n in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"launch-{n}")
         aws.clock.advance(1)
     aws.clock.advance(30)
 
-    assert batches == [(5.5, 3)]
+    assert sorted(b for _, batch in batches for b in batch) == ["launch-0", "launch-1", "launch-2"]
+    first_sent = {f"launch-{n}": float(n) for n in range(3)}
+    for started, batch in batches:
+        opened = min(first_sent[b] for b in batch)
+        assert round(started - opened, 2) == 5.5  # the window, then the delivery latency
 
 
 def test_mapping_max_concurrency_limits_parallel_batches(aws: LocalAWS) -> None:

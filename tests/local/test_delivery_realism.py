@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from infra.local.aws import LocalAWS
+from infra.local.aws import KINDER_WORLD, LocalAWS
 from infra.local.clock import EPOCH, SimClock
 from infra.local.delivery import LambdaLimitError
 
@@ -24,7 +24,8 @@ ROLE = "arn:aws:iam::123456789012:role/asg-notify"
 
 
 def world(**options: Any) -> LocalAWS:
-    aws = LocalAWS(clock=SimClock(), **options).start()
+    """Auto Scaling's transitions instant (``KINDER_WORLD``) so delivery times read from 0; delivery as AWS's."""
+    aws = LocalAWS(clock=SimClock(), **(KINDER_WORLD | options)).start()
     aws.client("ec2").create_launch_template(
         LaunchTemplateName="etcd-node", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
     )
@@ -85,7 +86,7 @@ def busy_handler(aws: LocalAWS, spans: list[tuple[float, float, str]], seconds: 
 def test_throttled_async_events_are_retried_with_backoff_not_the_instant_a_slot_frees() -> None:
     aws = world()
     try:
-        aws.delivery_options(throttle_backoff=True)
+        assert aws._delivery.options.throttle_backoff  # AWS's behaviour is the default
         spans: list[tuple[float, float, str]] = []
         rule_to(aws, aws.register_function("coordinator", busy_handler(aws, spans, 5.0), reserved_concurrency=1))
         group_with_hook(aws, HeartbeatTimeout=3600)
@@ -109,6 +110,7 @@ def test_throttled_async_events_are_retried_with_backoff_not_the_instant_a_slot_
 
 
 def test_without_throttle_backoff_the_next_event_starts_when_the_slot_frees(aws: LocalAWS) -> None:
+    aws.delivery_options(throttle_backoff=False)
     spans: list[tuple[float, float, str]] = []
     rule_to(aws, aws.register_function("coordinator", busy_handler(aws, spans, 5.0), reserved_concurrency=1))
     group_with_hook(aws)
@@ -141,6 +143,7 @@ def test_backoff_caps_at_five_minutes_and_events_older_than_the_maximum_age_are_
 
 
 def test_without_throttle_backoff_queued_events_never_age_out(aws: LocalAWS) -> None:
+    aws.delivery_options(throttle_backoff=False)
     spans: list[tuple[float, float, str]] = []
     handler = busy_handler(aws, spans, 880.0)
     rule_to(aws, aws.register_function("coordinator", handler, timeout=900, reserved_concurrency=1, max_event_age=600))
@@ -267,6 +270,7 @@ def test_a_batching_window_is_a_maximum_wait_batches_can_start_later(aws: LocalA
 
 
 def test_without_sqs_pollers_one_poller_gathers_one_batch_per_window(aws: LocalAWS) -> None:
+    aws.delivery_options(sqs_pollers=False)
     batches = sqs_world(aws, batch_size=10, window=5.0, max_concurrency=2, n=6)
     assert [(start, len(batch)) for start, _, batch in batches] == [(5.5, 6)]
 

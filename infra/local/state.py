@@ -1,0 +1,43 @@
+"""Which emulated account is running: the one ``LocalAWS`` whose behaviour moto's patched methods follow.
+
+moto's backends are global, so the patches installed by ``route53``, ``faults``, ``autoscaling`` and
+``delivery`` look the running emulator up here at call time. This module imports nothing of
+``infra.local``: every installer reaches the running emulator without importing ``LocalAWS``'s module
+(``aws.py`` imports the installers, never the other way round).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from infra.local.aws import LocalAWS
+
+_CURRENT: LocalAWS | None = None
+
+
+def running() -> LocalAWS | None:
+    """The running emulator, or None (the patches then behave as plain moto)."""
+    return _CURRENT
+
+
+def current() -> LocalAWS:
+    """The running emulator; raises when none is started."""
+    if _CURRENT is None:
+        raise RuntimeError("no LocalAWS is running")
+    return _CURRENT
+
+
+def enter(aws: LocalAWS) -> None:
+    """Make ``aws`` the running emulator; only one runs per process."""
+    global _CURRENT
+    if _CURRENT is not None and _CURRENT is not aws:
+        raise RuntimeError("another LocalAWS is already running in this process")
+    _CURRENT = aws
+
+
+def leave(aws: LocalAWS) -> None:
+    """``aws`` stopped: no emulator runs (unless another one already took over)."""
+    global _CURRENT
+    if _CURRENT is aws:
+        _CURRENT = None
