@@ -228,8 +228,11 @@ class Coordinator:
         # Every action was already settled (a duplicate or a late delivery): nothing to do — unless other actions
         # wait (queued joiners, held leaves) whose own events may come too late (throttled with backoff up to 5
         # minutes, or lost): then this pass reconciles, which keeps them alive and serves the next one.
+        # A refused event (forged, foreign) never starts that work.
         settled = not pending and not any(e.kind is Kind.RECONCILE for e in live) and any(e.is_action for e in live)
-        if settled and not _others_waiting(observation, {e.instance_id for e in live}):
+        late = any(o.status == "already-done" for o in report.outcomes)
+        refused = any(o.status == "rejected" for o in report.outcomes)
+        if settled and (refused or not late or not _others_waiting(observation, {e.instance_id for e in live})):
             return report
         keeper = Keeper(self.asg, self.clock, self.settings.heartbeat_interval_seconds, deadline)
         rounds = 0

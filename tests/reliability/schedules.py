@@ -85,6 +85,18 @@ FAULTS = (
 
 # Where ``killat`` may kill a pass: right after a successful etcd request or AWS call (its effect applied,
 # its answer lost), e.g. between ``member add`` and the ``CreateTags`` recording the new member's ID.
+# Writes that land while the caller sees a failure (issue 11: a read timeout, or a 5xx after the fact).
+LOST_RESPONSES = (
+    ("ChangeResourceRecordSets", "timeout"),
+    ("ChangeResourceRecordSets", "InternalError"),
+    ("CompleteLifecycleAction", "timeout"),
+    ("CompleteLifecycleAction", "InternalFailure"),
+    ("RecordLifecycleActionHeartbeat", "InternalFailure"),
+    ("CreateTags", "InternalError"),
+    ("DeleteTags", "InternalError"),
+    ("GetChange", "ServiceUnavailable"),
+)
+LONG_TAIL = ("lognormal", 30.0, 240.0, 420.0)  # Route 53 propagation: median 30 s, p99 4 min, at most 7 min
 KILL_POINTS = (
     "member-add",
     "member-remove",
@@ -121,7 +133,7 @@ class Config:
     mode: str = "eventbridge"  # eventbridge | sqs | sns
     reserved_concurrency: int | None = 1  # eventbridge/sns; None: unreserved
     timeout: float = 300.0  # Lambda timeout (small vs propagation: hand-offs to retries)
-    propagation: tuple[float, float] = (2.0, 8.0)
+    propagation: Any = (2.0, 8.0)  # (low, high) uniform, or LONG_TAIL
     prior_request_window: float = 0.0
     launch_failure_result: str = "ABANDON"
     poll_interval: float = 1.0
@@ -554,6 +566,21 @@ class World:
 
     def do_delivery(self, duplicate: float, delay: float) -> None:
         self.aws.delivery_options(duplicate_probability=duplicate, delay=(0.0, delay))
+
+    def do_lose(self, probability: float) -> None:
+        """EventBridge (best effort) and SNS lose lifecycle notifications, until the next delivery step or
+        the settle: the scheduled reconcile must find and settle the actions no event announced."""
+        self.aws.delivery_options(loss_probability=probability, sns_loss_probability=probability)
+
+    def do_loseresp(self, operation: str, code: str, count: int) -> None:
+        """The next ``count`` calls of ``operation`` land, but their callers see ``code`` (a read timeout
+        after the coordinator's 15 s, or a 5xx): a retry must meet its own write, not double it."""
+        self.aws.faults.lose_response(operation, count, code=code, after=15.0)
+        self.faults += count
+
+    def do_tail(self) -> None:
+        """Route 53 propagation with a long tail (to several minutes) from now on."""
+        self.aws.propagation = LONG_TAIL
 
     def do_killlambda(self, after: float = 0.0) -> None:
         """Kill whatever invocation of the coordinator runs ``after`` seconds from now (crash, OOM)."""

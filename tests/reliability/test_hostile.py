@@ -56,9 +56,12 @@ class World:
             DesiredCapacity=1,
             AvailabilityZones=[f"{aws.region}a"],
         )
-        foreign = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[C.UNSERVED_GROUP])["AutoScalingGroups"][0]
-        self.foreign = foreign["Instances"][0]["InstanceId"]
+        aws.clock.advance(10.0)  # Pending (1-5 s), and the describe's lag
+        with aws.observer():
+            groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[C.UNSERVED_GROUP])
+        self.foreign = groups["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
         self.stack.scale(3)
+        aws.clock.advance(10.0)  # three launches in Pending:Wait, seen by the describes
         self.handle({"action": "reconcile"})  # bootstrap: three members in service
         assert len(self.stack.in_service()) == 3
         self.pending: str = ""
@@ -84,6 +87,7 @@ class World:
         if self.pending and self.stack.instances().get(self.pending) == "Pending:Wait":
             return
         self.stack.scale(len(self.stack.instances()) + 1)
+        self.aws.clock.advance(10.0)  # Pending (1-5 s), then Pending:Wait with its action; describes catch up
         waiting = [a for a in self.aws.lifecycle_actions if a.active and a.hook == "etcd-launch"]
         self.pending, self.token = waiting[-1].instance_id, waiting[-1].token
 

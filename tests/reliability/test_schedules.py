@@ -6,7 +6,10 @@ of steps (scale out/in, terminations, kills that bypass hooks, kills whose repla
 duplicate/late deliveries, throttling bursts, PriorRequestNotComplete, slow propagation up to 200 s,
 crashed invocations — at a moment or right after a given etcd request or AWS call — reconciles, Standby
 round trips, members that never start, etcd crashes (some staying down for 10 minutes), settings changed
-for a while, time passing); ``schedules.run_schedule`` applies them on simulated time and checks
+for a while, time passing; and from issue 11: lost events, lost responses, a propagation tail to 7 minutes)
+in AWS's world as the emulator now has it by default (transitional states, stale describes, the health
+check's terminate hook on a killed instance, throttle backoff, several SQS pollers);
+``schedules.run_schedule`` applies them on simulated time and checks
 ``invariants`` after each step and at quiescence. A schedule that ever broke an invariant is kept below
 in ``REGRESSIONS`` and replayed as an ``@example``.
 
@@ -32,7 +35,17 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from schedules import FAULTS, KILL_POINTS, POOL, SETTING_CHANGES, Config, quiet_logs, run_schedule
+from schedules import (
+    FAULTS,
+    KILL_POINTS,
+    LONG_TAIL,
+    LOST_RESPONSES,
+    POOL,
+    SETTING_CHANGES,
+    Config,
+    quiet_logs,
+    run_schedule,
+)
 
 HERE = Path(__file__).resolve().parent
 SCHEDULES = int(os.environ.get("SCHEDULES", "1000"))
@@ -45,7 +58,9 @@ configs = st.builds(
     reserved_concurrency=st.sampled_from([1, 1, 2, None]),
     timeout=st.sampled_from([300.0, 300.0, 40.0, 15.0]),
     # issue 11: a long tail — 20-60 s often, sometimes 200 s
-    propagation=st.sampled_from([(2.0, 8.0), (2.0, 8.0), (1.0, 3.0), (20.0, 60.0), (20.0, 60.0), (60.0, 200.0)]),
+    propagation=st.sampled_from(
+        [(2.0, 8.0), (2.0, 8.0), (1.0, 3.0), (20.0, 60.0), (20.0, 60.0), (60.0, 200.0), LONG_TAIL]
+    ),
     prior_request_window=st.sampled_from([0.0, 0.0, 2.0]),
     launch_failure_result=st.sampled_from(["ABANDON", "ABANDON", "CONTINUE"]),
     poll_interval=st.sampled_from([5.0, 5.0, 2.0, 1.0]),
@@ -57,7 +72,7 @@ configs = st.builds(
 ).map(
     # A 45 s action timeout under 60-200 s propagation can never be met (every launch falls back, for ever):
     # the long tail runs with the default action timeout.
-    lambda c: replace(c, action_timeout=900.0) if c.propagation[1] > 60.0 else c
+    lambda c: replace(c, action_timeout=900.0) if c.propagation == LONG_TAIL or c.propagation[1] > 60.0 else c
 )
 
 step = st.one_of(
@@ -84,6 +99,10 @@ step = st.one_of(
     st.tuples(st.just("neverstart"), st.integers(0, 3)),
     st.tuples(st.just("crash"), st.integers(0, 3), st.booleans()),
     st.tuples(st.just("setting"), st.sampled_from(SETTING_CHANGES), st.sampled_from([60.0, 200.0, 600.0])),
+    # AWS as it behaves (issue 11): lost events, lost responses, a long propagation tail
+    st.tuples(st.just("lose"), st.sampled_from([0.3, 1.0])),
+    st.builds(lambda f, n: ("loseresp", f[0], f[1], n), st.sampled_from(LOST_RESPONSES), st.integers(1, 2)),
+    st.tuples(st.just("tail")),
 )
 steps_lists = st.lists(step, min_size=1, max_size=8).map(tuple)
 
