@@ -298,7 +298,7 @@ class Coordinator:
                     # member that may now go goes in this pass rather than at the next reconcile.
                     rounds += 1
                     report.quorum_held = []
-                    observation = self.asg.observe(set(), deadline)
+                    observation = _as_completed(self.asg.observe(set(), deadline), report)
                     pending = []
                     continue
                 keeper.beat(force=True)  # held terminations and launches outlive this pass
@@ -313,6 +313,7 @@ class Coordinator:
             # leaving it to events that may come too late.
             self.log.info("next joiner", extra={"queued": sorted(queued)})
             observation = self.asg.observe({e.instance_id for e in waiting if e.instance_id}, deadline)
+            observation = _as_completed(observation, report)
             pending, _ = self._judge(waiting, observation, report)
 
     # -- 1. events ----------------------------------------------------------------------------
@@ -1234,6 +1235,28 @@ def _joiners_pending(view: EtcdView, identity: Identity, obs: Observation) -> bo
         if member is None or member.learner or member.id not in view.healthy:
             return True
     return False
+
+
+_AFTER_COMPLETION = {
+    ("Pending:Wait", "CONTINUE"): "Pending:Proceed",
+    ("Terminating:Wait", "CONTINUE"): "Terminating:Proceed",
+    ("Terminating:Wait", "ABANDON"): "Terminating:Proceed",
+}
+
+
+def _as_completed(obs: Observation, report: Report) -> Observation:
+    """``obs`` with the actions this pass completed as the group now has them: describes are eventually
+    consistent, and a look seconds after a completion may still show the instance waiting (the next round
+    would take the joiner it just completed for the one to serve, and leave the queued one waiting)."""
+    changed = {}
+    for iid, result in report.completed:
+        inst = obs.instances.get(iid)
+        after = _AFTER_COMPLETION.get((inst.lifecycle_state or "", result)) if inst is not None else None
+        if after is not None:
+            changed[iid] = replace(inst, lifecycle_state=after)
+    if not changed:
+        return obs
+    return Observation(groups=obs.groups, instances={**obs.instances, **changed}, now=obs.now)
 
 
 def _others_waiting(obs: Observation, handled: set[str | None]) -> bool:

@@ -376,8 +376,10 @@ class Launcher:
         """Private IP and DNS name from EC2 (IMDS local-ipv4 and local-hostname); None if it cannot run here."""
         reservations = self.ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": [self.instance_id]}])
         found = [i for r in reservations["Reservations"] for i in r["Instances"]]
-        if not found or not found[0].get("PrivateIpAddress"):
-            self.log("no such instance, or it has no private IP")
+        if not found:
+            return False  # IMDS always knows its own instance; DescribeInstances may lag a launch (issue 11)
+        if not found[0].get("PrivateIpAddress"):
+            self.log("the instance has no private IP (terminated?)")
             self._set_state("failed")
             return None
         ip = found[0]["PrivateIpAddress"]
@@ -422,8 +424,10 @@ class Launcher:
             if states and states[0] in _TARGET_IN_SERVICE:
                 self.log(f"target lifecycle state: InService (lifecycle state {states[0]})")
                 return True
-            if not states or states[0].startswith(_NOT_JOINING):
-                self.log(f"lifecycle state is {states[0] if states else 'gone'}: not joining, etcd not started")
+            if not states:
+                return False  # IMDS answers at once; the describe may not list a launch yet (issue 11)
+            if states[0].startswith(_NOT_JOINING):
+                self.log(f"lifecycle state is {states[0]}: not joining, etcd not started")
                 self._set_state("not-joining")
                 return None
             return False

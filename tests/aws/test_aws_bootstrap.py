@@ -391,6 +391,24 @@ def test_an_instance_bound_for_the_warm_pool_does_not_start_etcd(imds, fake_etcd
     assert not out.exists()
 
 
+@pytest.mark.parametrize("pool", ["Warmed:Running", "Warmed:Hibernated"])
+def test_an_instance_in_a_running_or_hibernated_warm_pool_waits_and_starts_when_it_leaves(
+    imds, fake_etcd, tmp_path, pool
+):
+    """Issue 11: in a pool whose instances keep running (or hibernate) no boot re-runs the script when the
+    instance leaves the pool; it exited 0 on Warmed:* and etcd never started. It now waits in the pool
+    (longer than BOOTSTRAP_LIFECYCLE_TIMEOUT) and starts etcd once the instance is InService."""
+    etcd, out = fake_etcd
+    imds.lifecycle = [pool] * 10 + ["InService"]  # ~3 s of polls (0.02 s doubling to 0.5 s)
+    started = time.monotonic()
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_LIFECYCLE_TIMEOUT="2", BOOTSTRAP_POLL_MAX="0.5")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started > 2.0  # in the pool longer than the lifecycle timeout
+    assert f"target lifecycle state is {pool}: waiting in the warm pool" in result.stderr
+    assert result.stderr.count("waiting in the warm pool") == 1
+    assert etcd_args(out, tmp_path) == expected_args("new")
+
+
 def test_missing_domain_fails_before_any_imds_call(imds, fake_etcd, tmp_path):
     etcd, _ = fake_etcd
     result = run(imds, etcd, tmp_path, ETCD_DOMAIN="")

@@ -426,3 +426,28 @@ def test_leadership_is_handed_to_a_healthy_voter_before_the_leader_is_removed(aw
     assert leader.name not in world.member_names()
     (new_leader,) = [m for m in world.members() if m.leader]
     assert new_leader.id == body["targetID"]
+
+
+def test_a_late_duplicate_serves_the_launches_whose_events_were_lost(aws):
+    """Issue 11: a pass whose own event was already settled (a duplicate or a late delivery) returned at
+    once, even while other launches waited on events that Lambda's throttle backoff (up to 5 minutes) or
+    EventBridge's best-effort delivery would bring too late or never: they timed out (ABANDON). Now such
+    a pass reconciles: it keeps them alive and brings them in."""
+    world = make_world(aws)
+    grow(world, 3)
+    founder_event = next(
+        n.payload
+        for n in aws.notifications
+        if n.channel == "eventbridge" and n.payload.get("detail", {}).get("LifecycleTransition") == LAUNCH
+    )
+    aws.delivery_options(loss_probability=1.0)  # every lifecycle event from now on is lost
+    world.stack.scale(5)
+    aws.clock.advance(30)
+    joiners = [a for a in world.actions(LAUNCH)[3:]]
+    assert len(joiners) == 2 and all(a.active for a in joiners) and len(aws.lost_events) == 2
+    aws._delivery.invoke_async(world.stack.function_arn, founder_event, "eventbridge")  # the late duplicate
+    aws.clock.advance(400)  # past the hook's 300 s heartbeat timeout
+    assert [(a.ended_by, a.result) for a in joiners] == [("complete", "CONTINUE")] * 2
+    aws.clock.advance(10)  # Pending:Proceed, then InService
+    world.assert_in_step()
+    assert len(world.members()) == 5

@@ -6,7 +6,9 @@
 # it again, its data dir as it was) and after a non-zero exit; exit 0 stays down until the next boot.
 #   1. IMDSv2 session token (PUT /latest/api/token).
 #   2. Wait until autoscaling/target-lifecycle-state (where the instance is *going*) is InService.
-#      Warmed:* (into a warm pool), Terminated, Detached: exit 0, etcd not started.
+#      Warmed:Stopped (into a stopped warm pool: the next boot runs this again), Terminated, Detached:
+#      exit 0, etcd not started. Warmed:Running / Warmed:Hibernated: no boot comes when the instance
+#      leaves the pool, so keep waiting (no timeout while in the pool) and go on once it is InService.
 #   3. Wait for the instance tag etcd-cluster-state (new | existing), the coordinator's go signal
 #      (IMDS tags/instance/..., launch template InstanceMetadataTags: enabled).
 #   4. Wait until the SRV record, as this instance's resolver answers it, lists this peer host and
@@ -134,6 +136,12 @@ wait_in_service() {
     state=$(imds_get autoscaling/target-lifecycle-state) || state=""
     case $state in
       InService) log "target lifecycle state: InService"; return 0 ;;
+      Warmed:Running | Warmed:Hibernated)
+        # A pool that keeps the instance running (or hibernates it): no boot will run this script again
+        # when it leaves the pool, so wait here, etcd not started, for as long as it stays in the pool.
+        [[ $state == "${POOL_LOGGED:-}" ]] || log "target lifecycle state is $state: waiting in the warm pool"
+        POOL_LOGGED=$state
+        deadline=$((SECONDS + BOOTSTRAP_LIFECYCLE_TIMEOUT)) ;;
       Warmed:* | Terminated | Detached)
         log "target lifecycle state is $state: this instance is not joining the group, etcd not started"
         exit 0 ;;
