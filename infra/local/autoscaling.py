@@ -1016,6 +1016,17 @@ class _Inst:
         return instance.private_dns_name if instance.private_ip else ""
 
 
+def addresses(instance: Any) -> tuple[str | None, str]:
+    """(private IP, private DNS name) the instance had, even once ``unaddress`` blanked them: for a test
+    that maps record targets back to instances (no API call; the coordinator never sees this)."""
+    blanked = getattr(instance, "_local_unaddressed", False)
+    instance._local_unaddressed = False
+    try:
+        return instance.private_ip, instance.private_dns_name or ""
+    finally:
+        instance._local_unaddressed = blanked
+
+
 def unaddress(engine: Lifecycle, instance: Any) -> None:
     """``terminated_addresses``: a terminated instance shows no private IP and an empty DNS name, and
     leaves DescribeInstances ``terminated_retention`` s later.

@@ -58,6 +58,7 @@ from hook_handler.settings import load_settings
 from hook_handler.srv import a_record_name
 from hook_handler.telemetry import logger as coordinator_logger
 from infra.local import LocalAWS
+from infra.local.autoscaling import addresses
 from infra.local.clock import TaskKilled
 from infra.local.etcd_model import EtcdModel
 from infra.local.sim_fleet import SimFleet
@@ -383,14 +384,14 @@ class World:
         """Remember every SRV target form (private DNS, A record) of every instance the group ever launched,
         gone ones included (invariants map targets back to instances; a reused IP gives a target two)."""
         for instance in self._all_instances():
-            if instance.id in self.history.target_of or not instance.private_dns_name:
+            # The addresses it had: a terminated instance shows none (issue 11), but a change may have listed it.
+            ip, dns_name = addresses(instance)
+            if instance.id in self.history.target_of or not dns_name:
                 continue
-            dns = instance.private_dns_name.lower().rstrip(".") + "."
+            dns = dns_name.lower().rstrip(".") + "."
             self.history.learn(instance.id, dns)
-            if instance.private_ip:
-                self.history.learn(
-                    instance.id, a_record_name("{instance_id}", instance.id, instance.private_ip, self.domain)
-                )
+            if ip:
+                self.history.learn(instance.id, a_record_name("{instance_id}", instance.id, ip, self.domain))
 
     def served(self) -> set[str]:
         return {

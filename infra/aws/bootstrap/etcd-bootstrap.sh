@@ -6,9 +6,8 @@
 # it again, its data dir as it was) and after a non-zero exit; exit 0 stays down until the next boot.
 #   1. IMDSv2 session token (PUT /latest/api/token).
 #   2. Wait until autoscaling/target-lifecycle-state (where the instance is *going*) is InService.
-#      Warmed:Stopped (into a stopped warm pool: the next boot runs this again), Terminated, Detached:
-#      exit 0, etcd not started. Warmed:Running / Warmed:Hibernated: no boot comes when the instance
-#      leaves the pool, so keep waiting (no timeout while in the pool) and go on once it is InService.
+#      Warmed:Running/Hibernated: wait on (no boot runs this when it leaves the pool). Other
+#      Warmed:*, Terminated, Detached: exit 0, etcd not started.
 #   3. Wait for the instance tag etcd-cluster-state (new | existing), the coordinator's go signal
 #      (IMDS tags/instance/..., launch template InstanceMetadataTags: enabled).
 #   4. Wait until the SRV record, as this instance's resolver answers it, lists this peer host and
@@ -137,8 +136,6 @@ wait_in_service() {
     case $state in
       InService) log "target lifecycle state: InService"; return 0 ;;
       Warmed:Running | Warmed:Hibernated)
-        # A pool that keeps the instance running (or hibernates it): no boot will run this script again
-        # when it leaves the pool, so wait here, etcd not started, for as long as it stays in the pool.
         [[ $state == "${POOL_LOGGED:-}" ]] || log "target lifecycle state is $state: waiting in the warm pool"
         POOL_LOGGED=$state
         deadline=$((SECONDS + BOOTSTRAP_LIFECYCLE_TIMEOUT)) ;;
