@@ -242,6 +242,51 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
     assert totals["violations"] == 0
 
 
+# Schedules the 2026-12-02 soak (commit f97f383, 18,000 of 20,000 schedules run) broke, as hypothesis shrank
+# them. NOT fixed yet (issue 10 stays open on them; infra/DESIGN.md "State of the work" has the analysis):
+# each fails on today's code in some runs (instance ids and IPs are not seeded, so not every run). Replayed by
+# `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py -k findings`; once fixed, each moves to
+# REGRESSIONS.
+_SLOW_LAMBDA = Config(timeout=15.0, propagation=(20.0, 60.0), poll_interval=5.0, action_timeout=45.0, membership=True)
+SOAK_FINDINGS = [
+    # Scale to 0 with slow propagation: terminations completed before the change deleting the record was
+    # INSYNC (a follower pass read the leavers' tags from a describe older than their `pending` mark, so
+    # took them for never listed); other runs: terminations expire unexplained.
+    (
+        Config(propagation=(20.0, 60.0), poll_interval=1.0, etcd_start=(5.0, 20.0), member_start_timeout=120.0),
+        (("advance", 200.0), ("slow", 60.0, 200.0), ("scale", 4), ("advance", 200.0), ("scale", 0),
+         ("standby", 1, True), ("fault", "GetChange", "Throttling", 2), ("standby", 2, True)),
+    ),
+    # A 15 s Lambda under 20-60 s propagation: a founding group never settles (not quiescent after an hour).
+    (replace(_SLOW_LAMBDA, etcd_start=(5.0, 20.0), peer_host="ip"), (("scale", 3),)),
+    (replace(_SLOW_LAMBDA, poll_interval=1.0), (("scale", 4),)),
+    # Two etcd clusters among served instances (once, not reproduced since).
+    (replace(_SLOW_LAMBDA, peer_host="ip"), (("unstandby", 0), ("scale", 4), ("neverstart", 0))),
+    # A learner added and never started; the throttled retries never drain (not quiescent).
+    (
+        Config(poll_interval=5.0),
+        (("crash", 0, True), ("scale", 3), ("kill", 1), ("killat", "move-leader", 1),
+         ("setting", (("target_mode", "a-record"),), 60.0), ("advance", 90.0), ("kill", 1), ("scale", 3)),
+    ),
+    # The record kept an a-record-mode name after target_mode was changed back (not reproduced since).
+    (Config(poll_interval=5.0), (("scale", 1), ("setting", (("target_mode", "a-record"),), 60.0), ("advance", 0.5))),
+]  # fmt: skip
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not os.environ.get("SOAK_FINDINGS"), reason="SOAK_FINDINGS=1: the soak's open findings")
+@pytest.mark.parametrize("n", range(len(SOAK_FINDINGS)))
+def test_soak_findings(n: int) -> None:
+    """Each open soak finding, five times (its failure depends on unseeded ids and addresses)."""
+    restore = quiet_logs()
+    try:
+        for _ in range(5):
+            check(*SOAK_FINDINGS[n])
+    finally:
+        POOL.close()
+        restore()
+
+
 SOAK_CHUNK = 500  # schedules per checkpoint
 
 
