@@ -91,6 +91,9 @@ VIEW_READ_SECONDS = 15.0  # how long a look at etcd may take before the pass tre
 RECONFIG_CALL_SECONDS = 20.0  # one member add/remove/promote call (retried inside) before the pass pauses
 _PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
 # What makes an instance an admitted member, revoked when it goes back to the warm pool.
+MARKER_LABEL = "_etcd-asg-coordinator"  # the proof marker set: <label>.<peer record> (see _marker_change)
+MARKER_TARGET = "etcd-asg-coordinator.invalid."
+MARKER_TTL = 60
 WAIT_STATES = frozenset({"Pending:Wait", "Terminating:Wait"})  # a lifecycle action of ours waits
 ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG)
 
@@ -816,38 +819,36 @@ class Coordinator:
         """The changes to wait for, and whether they are another pass's (follower); None: nothing proves
         the record's state yet (it was deleted, and the deleting pass has not tagged its change).
 
-        A launch's proof is a change whose record lists it (tag ``etcd-srv-change``); a leave's, a change
-        submitted after its termination began (tag ``etcd-leave-change``, written only by a pass that saw
-        it leaving, ``pending`` from just before its change is sent). Without either, the record is
-        rewritten with its own values to get a fresh change. When the record is gone, a leaver marked
-        ``pending`` waits for the deleting pass's id; one never marked was not in the record when it was
-        deleted (every change marks the leavers it drops first) and needs no proof.
+        A launch's proof is a change whose record lists it (tag ``etcd-srv-change``); without one, the
+        record is rewritten with its own values to get a fresh change. A leave's proof is a change
+        submitted after its termination began, and only a change this pass submits is known to be: tags
+        are read through eventually consistent describes, so a tag (``etcd-leave-change``, or its absence)
+        may be older than the change that last dropped the leaver (the soak of 2026-12-02 completed
+        terminations before the deletion was INSYNC that way). So with a leaver to settle the pass always
+        submits a fresh change: the record rewritten with its own values, or — the record is gone — the
+        marker set ``_etcd-asg-coordinator.<peer record>`` (SRV, CREATE/DELETE like every write). A zone's
+        changes propagate in order, so its INSYNC means the deletion's too.
         """
         if change_id is not None:
             self._tag_proof(change_id, launches, CHANGE_TAG, obs, deadline)
             self._tag_proof(change_id, leaves, LEAVE_CHANGE_TAG, obs, deadline)
             return {change_id}, False
         launch_tags = {obs.instances[i].tags.get(CHANGE_TAG) for i in launches}
-        leave_tags = {obs.instances[i].tags.get(LEAVE_CHANGE_TAG) for i in leaves}
-        tags = launch_tags | leave_tags
-        if tags and not tags & {None, PENDING}:
-            return {t for t in tags if t}, True
+        if launch_tags and not leaves and not launch_tags & {None, PENDING}:
+            return {t for t in launch_tags if t}, True
         peer = plan.current.get((self.settings.srv_fqdn, "SRV"))
         if peer is None:
-            if launches or PENDING in leave_tags:
-                # The record was deleted by a pass that has not named its change yet: wait for its tag.
-                self.log.warning("no change id proves the deletion yet; waiting for the deleting pass's tag")
+            if launches:
+                # The record was deleted under a launch that a change once listed: wait for a pass to list it.
+                self.log.warning("no change id proves the record for a launch; waiting for a retry")
                 self.metrics.add_metric(name="UnprovenDeletions", unit=MetricUnit.Count, value=1)
                 return None
-            proofs = {t for t in leave_tags if t}
-            if proofs:
-                return proofs, True
-            self.log.info("leavers were not in the record when it was deleted", extra={"instances": sorted(leaves)})
-            return set(), False
-        rewrite = [
-            {"Action": "DELETE", "ResourceRecordSet": peer.to_route53()},
-            {"Action": "CREATE", "ResourceRecordSet": peer.to_route53()},
-        ]
+            rewrite = self._marker_change(deadline)
+        else:
+            rewrite = [
+                {"Action": "DELETE", "ResourceRecordSet": peer.to_route53()},
+                {"Action": "CREATE", "ResourceRecordSet": peer.to_route53()},
+            ]
         try:
             change = self.route53.apply(rewrite, "etcd-asg-coordinator: prove propagation", deadline)
         except Conflict:
@@ -855,6 +856,24 @@ class Coordinator:
         self._tag_proof(change.id, launches, CHANGE_TAG, obs, deadline)
         self._tag_proof(change.id, leaves, LEAVE_CHANGE_TAG, obs, deadline)
         return {change.id}, False
+
+    def _marker_change(self, deadline: float) -> list[dict[str, Any]]:
+        """A change to the marker set ``_etcd-asg-coordinator.<peer record>`` (one SRV value whose port counts
+        the proofs): submitted now, so its INSYNC proves every earlier change to the zone INSYNC. It names
+        no host a member could read as a peer (``etcd-asg-coordinator.invalid.``, RFC 2606)."""
+        name = f"{MARKER_LABEL}.{self.settings.srv_fqdn}"
+        current = self.route53.read([(name, "SRV")], deadline).get((absolute(name), "SRV"))
+        port = 1
+        changes: list[dict[str, Any]] = []
+        if current is not None:
+            changes.append({"Action": "DELETE", "ResourceRecordSet": current.to_route53()})
+            try:
+                port = int(current.values[0].split()[2]) % 65535 + 1
+            except (IndexError, ValueError):
+                port = 1
+        marker = RecordSet.of(name, "SRV", MARKER_TTL, [f"0 0 {port} {MARKER_TARGET}"])
+        changes.append({"Action": "CREATE", "ResourceRecordSet": marker.to_route53()})
+        return changes
 
     def _tag_proof(
         self, change_id: str, actions: Mapping[str, Action], key: str, obs: Observation, deadline: float

@@ -422,3 +422,34 @@ def test_a_warm_pool_entry_is_completed_at_once_without_touching_the_record(aws)
     ops = [c.operation for c in aws.calls[mark:]]
     assert "ChangeResourceRecordSets" not in ops and "GetChange" not in ops
     assert len(aws.route53_changes) == changes
+
+
+def test_a_leave_is_never_proven_by_a_tag_a_describe_may_show_stale(aws):
+    """Soak finding (issue 10, 2026-12-02): a follower pass read a leaver's tags from a describe older than
+    the deleting pass's `pending` mark — an old `etcd-leave-change` id, or none — found the record gone and
+    completed the termination before the deletion was INSYNC. A leave now waits for a change its own pass
+    submits: here, the record gone, one to the marker set, and the completion comes after its INSYNC."""
+    stack = deploy(aws, mode="none", settings={"etcd_membership": "false"})
+    grow_direct(stack, 1)
+    (iid,) = stack.in_service()
+    old = aws.route53_changes[-1]  # the change that listed it, INSYNC long ago
+    aws.client("ec2").create_tags(Resources=[iid], Tags=[{"Key": "etcd-leave-change", "Value": old.id}])
+    aws.set_records(stack.zone_id, stack.srv_name, "SRV", 60, None)  # another pass deleted the record
+    stack.terminate(iid, decrement=True)
+    aws.clock.advance(PENDING)
+    (event,) = lifecycle_events(aws, TERMINATE, iid)
+    mark = len(aws.route53_changes)
+    invoke(stack, event).value()
+    (done,) = completions(aws, TERMINATE)
+    (marker,) = aws.route53_changes[mark:]
+    assert marker.records_after[(f"_etcd-asg-coordinator.{stack.srv_name}", "SRV")][1] == (
+        "0 0 1 etcd-asg-coordinator.invalid.",
+    )
+    assert marker.submitted_at >= event_time(event) and done.ended_at >= marker.insync_at > old.insync_at
+    assert stack.record() is None  # the peer record itself is never re-created
+
+
+def event_time(event: dict[str, Any]) -> float:
+    from hook_handler.coordinator import _parse_time
+
+    return _parse_time(event["time"]) or 0.0
