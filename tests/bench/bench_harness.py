@@ -282,8 +282,8 @@ def _figure(
     """When the record that settles ``action`` was INSYNC, and whether it was completed before that.
 
     Launch: the first change (after the action started) whose record lists the instance.
-    Termination: the first change after the start whose record lacks it — or the start itself when
-    the record did not list it then.
+    Termination: the first change after the start whose record lacks it — or, when the record did not
+    list it at the start, the INSYNC of the change that dropped it (no earlier than the start).
     """
 
     def listed(change: Any) -> bool:
@@ -299,7 +299,16 @@ def _figure(
         before = [c for c in changes if c.submitted_at < action.started_at]
         listed_at_start = listed(before[-1]) if before else target in initial
         if not listed_at_start:
-            insync = action.started_at
+            # Dropped before its action began (a pass saw it in `Terminating`, the transitional state before
+            # `Terminating:Wait`): settled once the change that dropped it is INSYNC, or at the start if later.
+            dropped = None  # the earliest change of the run of changes lacking it, up to the start
+            for c in reversed(before):
+                if listed(c):
+                    break
+                dropped = c
+            if before and dropped is before[0] and target not in initial:
+                dropped = None  # never listed at all
+            insync = max(action.started_at, dropped.insync_at) if dropped is not None else action.started_at
         else:
             first = next((c for c in later if not listed(c)), None)
             insync = first.insync_at if first else None
@@ -321,8 +330,11 @@ def _private_dns(aws: LocalAWS) -> dict[str, str]:
     """Instance id → private DNS name (dotted), terminated instances included, without an API call."""
     from moto.ec2.models import ec2_backends
 
+    from infra.local.autoscaling import addresses
+
     backend = ec2_backends[aws.account][aws.region]
-    return {i.id: i.private_dns_name.lower().rstrip(".") + "." for i in backend.all_instances()}
+    # The name each had: a terminated instance shows none (AWS), but the record listed it by that name.
+    return {i.id: addresses(i)[1].lower().rstrip(".") + "." for i in backend.all_instances()}
 
 
 def _busy(clock: SimClock) -> bool:
