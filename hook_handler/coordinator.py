@@ -819,23 +819,26 @@ class Coordinator:
         """The changes to wait for, and whether they are another pass's (follower); None: nothing proves
         the record's state yet (it was deleted, and the deleting pass has not tagged its change).
 
-        A launch's proof is a change whose record lists it (tag ``etcd-srv-change``); without one, the
-        record is rewritten with its own values to get a fresh change. A leave's proof is a change
-        submitted after its termination began, and only a change this pass submits is known to be: tags
-        are read through eventually consistent describes, so a tag (``etcd-leave-change``, or its absence)
-        may be older than the change that last dropped the leaver (the soak of 2026-12-02 completed
-        terminations before the deletion was INSYNC that way). So with a leaver to settle the pass always
-        submits a fresh change: the record rewritten with its own values, or — the record is gone — the
-        marker set ``_etcd-asg-coordinator.<peer record>`` (SRV, CREATE/DELETE like every write). A zone's
-        changes propagate in order, so its INSYNC means the deletion's too.
+        A launch's proof is a change whose record lists it (tag ``etcd-srv-change``); a leave's, a change
+        submitted after its termination began (tag ``etcd-leave-change``: only a pass that saw it leaving
+        writes that id, after the change that drops it; ``pending`` from just before). A tag that names a
+        change is followed. Without one — no tag, or ``pending`` — the pass submits a fresh change: the
+        record rewritten with its own values, or, when the record is gone, the marker set
+        ``_etcd-asg-coordinator.<peer record>`` (SRV, CREATE/DELETE like every write); a zone's changes
+        propagate in order, so its INSYNC means the deletion's too. A missing mark proves nothing: tags
+        are read through eventually consistent describes, and a view older than the deleting pass's
+        ``pending`` mark shows none (the soak of 2026-12-02 completed terminations before the deletion was
+        INSYNC by taking such leavers for never listed).
         """
         if change_id is not None:
             self._tag_proof(change_id, launches, CHANGE_TAG, obs, deadline)
             self._tag_proof(change_id, leaves, LEAVE_CHANGE_TAG, obs, deadline)
             return {change_id}, False
         launch_tags = {obs.instances[i].tags.get(CHANGE_TAG) for i in launches}
-        if launch_tags and not leaves and not launch_tags & {None, PENDING}:
-            return {t for t in launch_tags if t}, True
+        leave_tags = {obs.instances[i].tags.get(LEAVE_CHANGE_TAG) for i in leaves}
+        tags = launch_tags | leave_tags
+        if tags and not tags & {None, PENDING}:
+            return {t for t in tags if t}, True
         peer = plan.current.get((self.settings.srv_fqdn, "SRV"))
         if peer is None:
             if launches:

@@ -426,15 +426,17 @@ def test_a_warm_pool_entry_is_completed_at_once_without_touching_the_record(aws)
 
 def test_a_leave_is_never_proven_by_a_tag_a_describe_may_show_stale(aws):
     """Soak finding (issue 10, 2026-12-02): a follower pass read a leaver's tags from a describe older than
-    the deleting pass's `pending` mark — an old `etcd-leave-change` id, or none — found the record gone and
-    completed the termination before the deletion was INSYNC. A leave now waits for a change its own pass
-    submits: here, the record gone, one to the marker set, and the completion comes after its INSYNC."""
+    the deleting pass's `pending` mark — so no mark at all — found the record gone, took the leaver for
+    never listed and completed the termination before the deletion was INSYNC. Without a mark naming a
+    change, the pass now submits one of its own (the record gone: to the marker set) and completes after
+    its INSYNC."""
     stack = deploy(aws, mode="none", settings={"etcd_membership": "false"})
     grow_direct(stack, 1)
     (iid,) = stack.in_service()
     old = aws.route53_changes[-1]  # the change that listed it, INSYNC long ago
-    aws.client("ec2").create_tags(Resources=[iid], Tags=[{"Key": "etcd-leave-change", "Value": old.id}])
-    aws.set_records(stack.zone_id, stack.srv_name, "SRV", 60, None)  # another pass deleted the record
+    # Another pass marked it pending, deleted the record (not INSYNC yet) and tagged the change: the
+    # describe this pass reads is older than all of that — no etcd-leave-change tag.
+    aws.set_records(stack.zone_id, stack.srv_name, "SRV", 60, None)
     stack.terminate(iid, decrement=True)
     aws.clock.advance(PENDING)
     (event,) = lifecycle_events(aws, TERMINATE, iid)
