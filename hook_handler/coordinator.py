@@ -685,7 +685,7 @@ class Coordinator:
             # the record already without it (or deleted) knows a change is on its way and waits for its id.
             marks = {
                 iid: {LEAVE_CHANGE_TAG: PENDING}
-                for iid in plan.leaves
+                for iid in plan.dropped
                 if iid in obs.instances and obs.instances[iid].tags.get(LEAVE_CHANGE_TAG) != PENDING
             }
             if marks:
@@ -761,6 +761,22 @@ class Coordinator:
             keeper.hold(action)
         leaves = {iid: a for iid, a in actions.items() if iid not in plan.launches}
         launches = {iid: a for iid, a in actions.items() if iid in plan.launches}
+        if change_id is not None:
+            # Leaves an earlier change already dropped (its id on the instance: written only by a pass that saw
+            # them leaving) settle on that change, not on this pass's own (a joiner's, with a propagation of its
+            # own): completed as soon as it is INSYNC.
+            early = {iid: a for iid, a in leaves.items() if _earlier_leave_proof(obs.instances[iid], change_id)}
+            if early:
+                for proof in sorted({obs.instances[iid].tags[LEAVE_CHANGE_TAG] for iid in early}):
+                    self.route53.wait_insync(
+                        proof,
+                        deadline=deadline,
+                        initial_delay=0.0,
+                        interval=self.settings.poll_interval_seconds,
+                        while_waiting=keeper.beat,
+                    )
+                self._settle_leaves(early, obs, by_instance, keeper, deadline, report)
+                leaves = {iid: a for iid, a in leaves.items() if iid not in early}
         proven = self._proofs(plan, obs, launches, leaves, change_id, deadline)
         if proven is None:
             # The record is already gone and no change id proves when: the pass that deleted it tags its
@@ -786,12 +802,7 @@ class Coordinator:
         self.metrics.add_metric(name="Members", unit=MetricUnit.Count, value=len(plan.targets))
 
         # Leaves and warm-pool moves: the record without them is INSYNC (their members are out of etcd).
-        self._complete(leaves, "CONTINUE", by_instance, keeper, deadline, report)
-        returning = [iid for iid in leaves if (obs.instances[iid].lifecycle_state or "").startswith("Warmed:")]
-        if returning:
-            # Back to the warm pool: its membership is revoked, so when it leaves the pool again its start
-            # script finds no go signal (and clears the removed member's data) and it joins as a new member.
-            self.asg.untag(returning, ADMISSION_TAGS, deadline)
+        self._settle_leaves(leaves, obs, by_instance, keeper, deadline, report)
         if not launches:
             self._not_covered(by_instance, report)
             return
@@ -806,6 +817,23 @@ class Coordinator:
         else:
             self._join(plan, obs, launches, by_instance, keeper, deadline, report)
         self._not_covered(by_instance, report)
+
+    def _settle_leaves(
+        self,
+        leaves: Mapping[str, Action],
+        obs: Observation,
+        by_instance: Mapping[str | None, LifecycleEvent],
+        keeper: Keeper,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        """Complete leaves whose record without them is INSYNC (their members are out of etcd)."""
+        self._complete(leaves, "CONTINUE", by_instance, keeper, deadline, report)
+        returning = [iid for iid in leaves if (obs.instances[iid].lifecycle_state or "").startswith("Warmed:")]
+        if returning:
+            # Back to the warm pool: its membership is revoked, so when it leaves the pool again its start
+            # script finds no go signal (and clears the removed member's data) and it joins as a new member.
+            self.asg.untag(returning, ADMISSION_TAGS, deadline)
 
     def _proofs(
         self,
@@ -832,7 +860,10 @@ class Coordinator:
         """
         if change_id is not None:
             self._tag_proof(change_id, launches, CHANGE_TAG, obs, deadline)
-            self._tag_proof(change_id, leaves, LEAVE_CHANGE_TAG, obs, deadline)
+            # Every leaver this change dropped, with an action or not yet (seen in `Terminating`, before its
+            # `Terminating:Wait`): its own pass then follows this change instead of writing another.
+            dropped = [iid for iid in plan.dropped if iid in obs.instances]
+            self._tag_proof(change_id, [*leaves, *dropped], LEAVE_CHANGE_TAG, obs, deadline)
             return {change_id}, False
         launch_tags = {obs.instances[i].tags.get(CHANGE_TAG) for i in launches}
         leave_tags = {obs.instances[i].tags.get(LEAVE_CHANGE_TAG) for i in leaves}
@@ -878,13 +909,11 @@ class Coordinator:
         changes.append({"Action": "CREATE", "ResourceRecordSet": marker.to_route53()})
         return changes
 
-    def _tag_proof(
-        self, change_id: str, actions: Mapping[str, Action], key: str, obs: Observation, deadline: float
-    ) -> None:
+    def _tag_proof(self, change_id: str, instances: Iterable[str], key: str, obs: Observation, deadline: float) -> None:
         """Name the change on every instance it settles, before waiting: a retry that finds the record
         already right waits on this change instead of writing again."""
         tags: dict[str, dict[str, str]] = {}
-        for iid in actions:
+        for iid in dict.fromkeys(instances):
             inst = obs.instances[iid]
             want = {key: change_id}
             if key == CHANGE_TAG and (target := target_of(inst, self.settings)):
@@ -1279,6 +1308,12 @@ def _as_completed(obs: Observation, report: Report) -> Observation:
     if not changed:
         return obs
     return Observation(groups=obs.groups, instances={**obs.instances, **changed}, now=obs.now)
+
+
+def _earlier_leave_proof(inst: Instance, change_id: str) -> bool:
+    """Whether the instance names an earlier change that dropped it (not ``pending``, not this pass's)."""
+    tag = inst.tags.get(LEAVE_CHANGE_TAG)
+    return tag is not None and tag not in (PENDING, change_id)
 
 
 def _others_waiting(obs: Observation, handled: set[str | None]) -> bool:

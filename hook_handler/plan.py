@@ -76,6 +76,9 @@ class Plan:
     expected: int = 0  # members a new cluster waits for
     launches: tuple[str, ...] = ()  # Pending:Wait instance ids the published record lists
     leaves: tuple[str, ...] = ()  # Terminating:Wait instance ids the published record lacks
+    # Every leaving instance (Terminating, Terminating:Wait, returning to a warm pool) the published record lacks:
+    # the change proves their leave, also for one whose lifecycle action has not begun yet (marked and tagged).
+    dropped: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -276,6 +279,18 @@ def build_plan(
             and target_of(i, settings) not in final_targets
         )
     )
+    dropped = tuple(
+        sorted(
+            i.instance_id
+            for i in instances.values()
+            if i.group in served
+            and (
+                i.lifecycle_state in ("Terminating", "Terminating:Wait")
+                or _returning_to_warm_pool(i, old_targets, settings)
+            )
+            and target_of(i, settings) not in final_targets
+        )
+    )
     return Plan(
         members=tuple(listed),
         current=dict(current),
@@ -292,5 +307,6 @@ def build_plan(
         expected=expected,
         launches=launches,
         leaves=leaves,
+        dropped=dropped,
         notes=tuple(notes),
     )
