@@ -451,3 +451,22 @@ def test_a_late_duplicate_serves_the_launches_whose_events_were_lost(aws):
     aws.clock.advance(10)  # Pending:Proceed, then InService
     world.assert_in_step()
     assert len(world.members()) == 5
+
+
+def test_a_launch_while_the_founder_is_still_starting_joins_its_cluster_not_a_new_one(aws):
+    """Soak finding (issue 10, 2026-12-02): two etcd clusters among the served instances. A pass that got
+    no answer from etcd while nothing was in service took the cluster for not founded yet — though an
+    instance had been told `new` and was still starting — and founded another. A live instance with the go
+    signal now means a cluster may run: no answer is an error (retry), never a founding."""
+    # The founder's etcd takes 400 s to start: longer than a pass (Lambda timeout 300 s), within the start timeout.
+    world = make_world(aws, start_seconds=(400.0, 400.0), settings={"member_start_timeout_seconds": "900"})
+    world.stack.scale(1)
+    aws.clock.advance(320)  # the founder was told `new`; its pass has ended (a retry will follow)
+    (founder,) = world.stack.instances()
+    assert world.stack.tags(founder)["etcd-cluster-state"] == "new" and world.clusters() == {}
+    world.stack.scale(2)
+    aws.clock.advance(1200)
+    (second,) = set(world.stack.instances()) - {founder}
+    assert world.stack.tags(second)["etcd-cluster-state"] == "existing"
+    world.assert_in_step()  # one cluster: both members, started, voters
+    assert world.member_names() == {founder, second}
