@@ -439,21 +439,15 @@ class Coordinator:
         """etcd's member list and each member's own health; None when there is no cluster to ask yet.
 
         No answer while an instance is in service (or on standby) is an error: the pass cannot judge
-        quorum or add a member, so it stops and a retry tries again. So is no answer while a live instance
-        carries the go signal (``etcd-cluster-state``): it was told to start etcd, so a cluster may run
-        (founders starting, or started and not yet completed) — founding another would split it (the soak
-        of 2026-12-02 found two clusters that way). No answer, nothing in service and no instance ever
-        told to start is a cluster not founded yet (or gone with all its instances): the record
-        bootstraps a new one.
+        quorum or add a member, so it stops and a retry tries again. No answer and nothing in service
+        is a cluster not founded yet (or gone with all its instances): the record bootstraps a new one.
         """
         assert self.membership is not None
         endpoints = self._endpoints(obs)
-        served = [i for i in obs.instances.values() if i.group in obs.served]
-        serving = any(i.lifecycle_state in SERVING_STATES for i in served)
-        admitted = any(STATE_TAG in i.tags and not i.gone for i in served)
+        serving = any(i.lifecycle_state in SERVING_STATES for i in obs.instances.values() if i.group in obs.served)
         if not endpoints:
-            if serving or admitted:
-                raise EtcdUnavailable("(none)", "no endpoint: instances told to run etcd have no private IP")
+            if serving:
+                raise EtcdUnavailable("(none)", "no endpoint: instances in service have no private IP")
             return None
         try:
             if serving:
@@ -461,7 +455,7 @@ class Coordinator:
             else:  # a cluster being founded (or none yet): one look, no retries
                 members = self.membership.members(endpoints, deadline, once=True)
         except EtcdUnavailable:
-            if serving or admitted:
+            if serving:
                 raise
             return None
         healthy: set[str] = set()
