@@ -246,22 +246,18 @@ class Launcher:
 
     def kill(self) -> None:
         """The instance is gone: SIGKILL its etcd (no graceful stop, as a terminated VM), drop its data dir."""
-        self._stop.set()
-        with self._lock:
-            process = self.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGKILL)
-            process.wait()
-            self.log(f"etcd pid {process.pid} killed (SIGKILL)")
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        self._halt("")
         self._set_state("killed")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def power_off(self) -> None:
         """EC2 stopped the instance (e.g. ``Warmed:Stopped`` in a warm pool): SIGKILL its etcd, keep the data dir
         (EBS). Final for this launcher: the next boot is a new ``Launcher`` on the same data dir."""
+        self._halt(": the instance stopped, data dir kept")
+        self._set_state("stopped")
+
+    def _halt(self, why: str) -> None:
+        """Stop this launcher for good: SIGKILL its etcd (as a VM that loses power) and wait for its thread."""
         self._stop.set()
         with self._lock:
             process = self.process
@@ -269,10 +265,9 @@ class Launcher:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGKILL)
             process.wait()
-            self.log(f"etcd pid {process.pid} killed (SIGKILL): the instance stopped, data dir kept")
+            self.log(f"etcd pid {process.pid} killed (SIGKILL){why}")
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        self._set_state("stopped")
 
     def crash(self) -> None:
         """etcd dies (SIGKILL) and stays down while the instance keeps running: no restart, data dir kept."""
