@@ -265,7 +265,7 @@ class Coordinator:
             except _PASS_ERRORS as exc:
                 if not pending:
                     raise  # a reconcile that cannot finish must fail loudly (the Errors alarm)
-                self._hand_off(pending, _why(exc), deadline, report)
+                self._hand_off(pending, _why(exc), observation, deadline, report)
                 keeper.beat(force=True)
                 return report
             report.plan = plan
@@ -291,7 +291,7 @@ class Coordinator:
                 # 4-5. Wait INSYNC, complete the leaves, bring the joiners in.
                 self._settle(plan, observation, settle, change_id, keeper, deadline, report)
             except _PASS_ERRORS as exc:
-                self._hand_off([*settle, *waiting], _why(exc), deadline, report)
+                self._hand_off([*settle, *waiting], _why(exc), observation, deadline, report)
                 keeper.beat(force=True)
                 return report
             if not queued:
@@ -307,7 +307,7 @@ class Coordinator:
                 keeper.beat(force=True)  # held terminations and launches outlive this pass
                 return report
             if len(report.completed) == completed:
-                self._hand_off(waiting, "an earlier joiner is not settled yet", deadline, report)
+                self._hand_off(waiting, "an earlier joiner is not settled yet", observation, deadline, report)
                 keeper.beat(force=True)
                 return report
             # 6. The next joiner — this pass's own, or another launch's whose event is late, throttled or
@@ -439,15 +439,21 @@ class Coordinator:
         """etcd's member list and each member's own health; None when there is no cluster to ask yet.
 
         No answer while an instance is in service (or on standby) is an error: the pass cannot judge
-        quorum or add a member, so it stops and a retry tries again. No answer and nothing in service
-        is a cluster not founded yet (or gone with all its instances): the record bootstraps a new one.
+        quorum or add a member, so it stops and a retry tries again. So is no answer while a live instance
+        carries the go signal (``etcd-cluster-state``): it was told to start etcd, so a cluster may run
+        (founders starting, or started and not yet completed) — founding another would split it (the soak
+        of 2026-12-02 found two clusters that way). No answer, nothing in service and no instance ever
+        told to start is a cluster not founded yet (or gone with all its instances): the record
+        bootstraps a new one.
         """
         assert self.membership is not None
         endpoints = self._endpoints(obs)
-        serving = any(i.lifecycle_state in SERVING_STATES for i in obs.instances.values() if i.group in obs.served)
+        served = [i for i in obs.instances.values() if i.group in obs.served]
+        serving = any(i.lifecycle_state in SERVING_STATES for i in served)
+        admitted = any(STATE_TAG in i.tags and not i.gone for i in served)
         if not endpoints:
-            if serving:
-                raise EtcdUnavailable("(none)", "no endpoint: instances in service have no private IP")
+            if serving or admitted:
+                raise EtcdUnavailable("(none)", "no endpoint: instances told to run etcd have no private IP")
             return None
         try:
             if serving:
@@ -455,7 +461,7 @@ class Coordinator:
             else:  # a cluster being founded (or none yet): one look, no retries
                 members = self.membership.members(endpoints, deadline, once=True)
         except EtcdUnavailable:
-            if serving:
+            if serving or admitted:
                 raise
             return None
         healthy: set[str] = set()
@@ -781,7 +787,7 @@ class Coordinator:
         if proven is None:
             # The record is already gone and no change id proves when: the pass that deleted it tags its
             # change right after writing. Wait for that proof (a retry), never complete on the absence.
-            self._hand_off(settle, "no change id proves the record's deletion yet", deadline, report)
+            self._hand_off(settle, "no change id proves the record's deletion yet", obs, deadline, report)
             return
         proofs, follower = proven
         interval = self.settings.poll_interval_seconds
@@ -1221,20 +1227,40 @@ class Coordinator:
                 keeper.hold(action)
                 self.log.info("held action kept alive", extra={"instance": iid, "transition": transition})
 
-    def _hand_off(self, settle: Sequence[LifecycleEvent], why: str, deadline: float, report: Report) -> None:
+    def _hand_off(
+        self, settle: Sequence[LifecycleEvent], why: str, obs: Observation, deadline: float, report: Report
+    ) -> None:
         """Out of time: give up on actions past their own timeout, hand the rest to a retry.
 
         A termination whose member removal quorum holds never falls back: the hook's global timeout ends it
-        (see README, Failure behaviour). A launch abandoned here first loses its etcd member, if any, on its
-        termination pass (the member is identified by the tag recorded at ``member add``).
+        (see README, Failure behaviour). With etcd membership a launch on its way in (queued, listed and
+        waiting for INSYNC, or told to start less than ``member_start_timeout_seconds`` ago) never falls back
+        either: its phases have their own timeout, and abandoning it would only make the group launch another
+        that waits the same (founding churned for good that way with a 45 s action timeout under 20-60 s
+        propagation). A launch abandoned here first loses its etcd member, if any, on its termination pass
+        (the member is identified by the tag recorded at ``member add``).
         """
         now = self.clock.now()
+        queued = set(report.plan.queued) if report.plan is not None else set()
+        listed = {m.instance_id for m in report.plan.members} if report.plan is not None else set()
         for event in settle:
             if any(o.event == event for o in report.outcomes):
                 continue
             started = _parse_time(event.time) or now
             held = event.instance_id in report.quorum_held
-            if held or now - started < self.settings.action_timeout_seconds or not event.hook_name or not event.group:
+            under_way = (
+                self.membership is not None
+                and event.kind is Kind.JOIN
+                and _launch_under_way(
+                    obs.instances.get(event.instance_id or ""),
+                    queued=event.instance_id in queued,
+                    listed=event.instance_id in listed,
+                    now=now,
+                    start_timeout=self.settings.member_start_timeout_seconds,
+                )
+            )
+            timed_out = now - started >= self.settings.action_timeout_seconds and not under_way
+            if held or not timed_out or not event.hook_name or not event.group:
                 self.log.warning("handing off to a retry", extra={"instance": event.instance_id, "why": why})
                 report.outcomes.append(Outcome(event, "held" if held else "handoff", why, ok=held))
                 continue
@@ -1274,6 +1300,25 @@ class Coordinator:
                 "notes": plan.notes,
             },
         )
+
+
+def _launch_under_way(
+    instance: Instance | None, *, queued: bool, listed: bool, now: float, start_timeout: float
+) -> bool:
+    """Whether a launch is progressing through its membership phases, waiting on others (so the action timeout
+    does not apply): queued behind an earlier joiner, listed (by this pass's plan or a recorded change) and
+    waiting for INSYNC, or told to start (the go signal) less than ``start_timeout`` ago (``etcd-member-since``).
+    A launch whose own step keeps failing (``member add`` refused: phase ``adding``, no go signal) is not."""
+    if queued:
+        return True
+    if instance is None or instance.gone:
+        return False
+    if STATE_TAG in instance.tags:
+        since = _float(instance.tags.get(SINCE_TAG))
+        return since is not None and now - since < start_timeout
+    if PHASE_TAG in instance.tags:
+        return False
+    return listed or CHANGE_TAG in instance.tags
 
 
 def _joiners_pending(view: EtcdView, identity: Identity, obs: Observation) -> bool:

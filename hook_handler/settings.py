@@ -91,7 +91,9 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
     Spec(
         "action_timeout_seconds",
         "900",
-        "Give up on a lifecycle action this long after it started and apply `launch_failure_result`.",
+        "Give up on a lifecycle action this long after it started and apply `launch_failure_result`. With etcd "
+        "membership a launch on its way in (queued, listed and waiting for INSYNC, or told to start) is governed "
+        "by `member_start_timeout_seconds` instead.",
     ),
     Spec(
         "launch_failure_result",

@@ -9,7 +9,6 @@ started/learner, one cluster ID, quorum), what Route 53 says (the record) and wh
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,11 +70,14 @@ class World:
         return [a for a in self.aws.lifecycle_actions if a.transition == transition]
 
 
-def make_world(aws: LocalAWS, *, settings=None, transport=None, seed: int = 1, **fleet_options) -> World:
+def make_world(
+    aws: LocalAWS, *, settings=None, transport=None, seed: int = 1, timeout: float = 300.0, **fleet_options
+) -> World:
     model = EtcdModel(aws.clock, seed=seed, start_seconds=fleet_options.pop("start_seconds", (1.0, 3.0)))
     stack = deploy(
         aws,
         mode="eventbridge",
+        timeout=timeout,
         etcd=transport(model) if transport else model.transport(),
         settings={"poll_interval_seconds": "2", **(settings or {})},
     )
@@ -454,15 +456,12 @@ def test_a_late_duplicate_serves_the_launches_whose_events_were_lost(aws):
     assert len(world.members()) == 5
 
 
-@pytest.mark.skipif(not os.environ.get("SOAK_FINDINGS"), reason="open soak finding (issue 10): fails today")
 def test_a_launch_while_the_founder_is_still_starting_joins_its_cluster_not_a_new_one(aws):
-    """OPEN soak finding (issue 10, 2026-12-02), reproduced deterministically here: two etcd clusters among
-    the served instances. A pass that gets no answer from etcd while nothing is in service takes the
-    cluster for not founded yet — though an instance was told `new` and is still starting (its pass ended
-    at the Lambda deadline) — and founds another. Fails on today's code (two clusters). The candidate fix
-    (no answer while a live instance carries a recent go signal is an error, never a founding; see
-    infra/DESIGN.md) makes this pass but stalls founding with a 15 s Lambda in some schedules, so it is not
-    landed yet. Run with SOAK_FINDINGS=1."""
+    """Soak finding (issue 10, 2026-12-02; a split brain): two etcd clusters among the served instances. A pass
+    that got no answer from etcd while nothing was in service took the cluster for not founded yet — though an
+    instance had been told `new` and was still starting (its pass ended at the Lambda deadline) — and founded
+    another. No answer while a live instance carries the go signal is now an error (a retry looks again),
+    never a founding."""
     # The founder's etcd takes 400 s to start: longer than a pass (Lambda timeout 300 s), within the start timeout.
     world = make_world(aws, start_seconds=(400.0, 400.0), settings={"member_start_timeout_seconds": "900"})
     world.stack.scale(1)
@@ -475,3 +474,18 @@ def test_a_launch_while_the_founder_is_still_starting_joins_its_cluster_not_a_ne
     assert world.stack.tags(second)["etcd-cluster-state"] == "existing"
     world.assert_in_step()  # one cluster: both members, started, voters
     assert world.member_names() == {founder, second}
+
+
+def test_a_founding_whose_record_outlasts_the_action_timeout_is_not_abandoned_but_completes():
+    """Soak finding (issue 10, 2026-12-02): a 15 s Lambda, a 45 s action timeout and 60 s propagation. Each pass
+    handed off before INSYNC and the next one, past the action timeout, ABANDONed the founders; their
+    replacements waited the same, so the group churned for good (never quiescent). A launch on its way in
+    (listed and waiting for INSYNC, queued, or told to start within the member start timeout) is not given up by
+    the action timeout: the founders complete once started, first time."""
+    with LocalAWS(clock=SimClock(), propagation=60.0) as aws:
+        world = make_world(aws, timeout=15.0, settings={"action_timeout_seconds": "45"})
+        grow(world, 3, 900)
+        launches = world.actions(LAUNCH)
+        assert [(a.ended_by, a.result) for a in launches] == [("complete", "CONTINUE")] * 3
+        world.assert_in_step()
+        assert len(world.member_names()) == 3
