@@ -57,6 +57,7 @@ from hook_handler.membership import (
     SINCE_TAG,
     EtcdView,
     Identity,
+    departure,
     identify,
     is_instance_id,
     join_step,
@@ -440,17 +441,17 @@ class Coordinator:
 
         No answer while an instance is in service (or on standby) is an error: the pass cannot judge
         quorum or add a member, so it stops and a retry tries again. So is no answer while a live instance
-        carries the go signal (``etcd-cluster-state``): it was told to start etcd, so a cluster may run
-        (founders starting, or started and not yet completed) — founding another would split it (the soak
-        of 2026-12-02 found two clusters that way). No answer, nothing in service and no instance ever
-        told to start is a cluster not founded yet (or gone with all its instances): the record
-        bootstraps a new one.
+        that is not leaving carries the go signal (``etcd-cluster-state``): it was told to start etcd, so
+        a cluster may run (founders starting, or started and not yet completed) — founding another would
+        split it (the soak of 2026-12-02 found two clusters that way). No answer, nothing in service and
+        no instance told to start that stays is a cluster not founded yet (or one every instance leaves):
+        the record bootstraps a new one.
         """
         assert self.membership is not None
         endpoints = self._endpoints(obs)
         served = [i for i in obs.instances.values() if i.group in obs.served]
         serving = any(i.lifecycle_state in SERVING_STATES for i in served)
-        admitted = any(STATE_TAG in i.tags and not i.gone for i in served)
+        admitted = any(STATE_TAG in i.tags and not i.gone and departure(i) is None for i in served)
         if not endpoints:
             if serving or admitted:
                 raise EtcdUnavailable("(none)", "no endpoint: instances told to run etcd have no private IP")
@@ -514,13 +515,14 @@ class Coordinator:
         whose removal is held (the record keeps listing them)."""
         obs = self._with_owners(obs, view, deadline)
         done: set[str] = set()
+        ending: set[str] = set()  # the last voter of a cluster every instance leaves: etcd never removes it
+        dismantling = _dismantling(obs)
         while True:
             identity = identify(view, obs.instances)
             joining = _joiners_pending(view, identity, obs)
-            todo = [
-                r for r in removals(view, identity, obs.instances, joiners_pending=joining) if r.member.id not in done
-            ]
-            allowed = [r for r in todo if r.allowed]
+            found = removals(view, identity, obs.instances, joiners_pending=joining, dismantling=dismantling)
+            ending = {r.member.id for r in found if r.held_by == "last"}
+            allowed = [r for r in found if r.allowed and r.member.id not in done]
             if not allowed:
                 break
             removal = allowed[0]
@@ -528,13 +530,23 @@ class Coordinator:
             if report.dry_run:
                 self.log.info("would remove etcd member", extra={"member": removal.member.hex_id, "why": removal.why})
                 continue
+            leaver = obs.instances.get(removal.instance_id or "")
+            if leaver is not None and leaver.lifecycle_state == "Terminating:Wait":
+                self._hold([leaver.instance_id], TERMINATING, obs, keeper, deadline)  # alive while etcd refuses
             self._remove_member(removal.member, removal.instance_id, removal.why, view, obs, keeper, deadline, report)
             view = self._view(obs, deadline) or replace(view, members=())
         held_hosts: set[str] = set()
         identity = identify(view, obs.instances)
         joining = _joiners_pending(view, identity, obs)
-        for removal in removals(view, identity, obs.instances, joiners_pending=joining):
+        for removal in removals(view, identity, obs.instances, joiners_pending=joining, dismantling=dismantling):
             if removal.allowed or removal.member.id in done:
+                continue
+            if removal.held_by == "last":
+                ending.add(removal.member.id)
+                self.log.info(
+                    "the cluster ends with its last member",
+                    extra={"instance": removal.instance_id, "member": removal.member.hex_id, "why": removal.why},
+                )
                 continue
             held_hosts |= removal.member.peer_hosts
             iid = removal.instance_id
@@ -551,7 +563,7 @@ class Coordinator:
         # The record goes on listing every member etcd still has (held removals, members no instance can be
         # found for): a joiner starting from the record must find exactly the members, and no setting
         # (`max_unexplained_removals` included) may drop a live member from it.
-        held_hosts |= {h for m in view.members if m.id not in done for h in m.peer_hosts}
+        held_hosts |= {h for m in view.members if m.id not in done | ending for h in m.peer_hosts}
         return obs, view, frozenset(held_hosts)
 
     def _remove_member(
@@ -1300,6 +1312,13 @@ class Coordinator:
                 "notes": plan.notes,
             },
         )
+
+
+def _dismantling(obs: Observation) -> bool:
+    """Every instance of the served groups is leaving or gone (a scale to zero, a group deleted): no cluster
+    is left to keep, so its last voter is not removed (etcd refuses to remove a cluster's last member)."""
+    served = [i for i in obs.instances.values() if i.group in obs.served]
+    return bool(served) and all(i.gone or departure(i) is not None for i in served)
 
 
 def _launch_under_way(

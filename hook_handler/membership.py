@@ -174,6 +174,11 @@ def quorum_after(view: EtcdView, removing: Iterable[str]) -> tuple[bool, str]:
     return healthy >= need, detail
 
 
+def _voters_after(view: EtcdView, removing: Sequence[str]) -> list[Member]:
+    gone = set(removing)
+    return [m for m in view.voters() if m.id not in gone]
+
+
 @dataclass(frozen=True)
 class Removal:
     """A member to remove, why, and whether quorum allows it now."""
@@ -193,6 +198,7 @@ def removals(
     *,
     targets_of_live: Iterable[str] = (),
     joiners_pending: bool = False,
+    dismantling: bool = False,
 ) -> list[Removal]:
     """Members whose instances the APIs say are gone or leaving, in the order they should go.
 
@@ -202,7 +208,10 @@ def removals(
     voter it blocks every later add. While a joiner is on its way in (``joiners_pending``), a healthy
     leaver waits for it — add before remove, as a replacement should: the cluster never drops below the
     fault tolerance it has, and the only member of a one-member cluster is never removed from under
-    its replacement (which would bootstrap an empty cluster).
+    its replacement (which would bootstrap an empty cluster). While every instance leaves (``dismantling``),
+    the last voter is not removed (``held_by="last"``): etcd refuses to remove a cluster's last member
+    ("re-configuration failed due to not enough started members", ``IsReadyToRemoveVotingMember``), and the
+    cluster ends with it.
     """
     live_hosts = {h.lower().rstrip(".") for h in targets_of_live}
     for inst in instances.values():
@@ -234,6 +243,9 @@ def removals(
         if ok and joiners_pending and member.id in view.healthy and not member.learner:
             ok, held_by = False, "joiner"
             detail = "a joiner is on its way in: add before remove"
+        elif ok and dismantling and not member.learner and not _voters_after(view, [*planned, member.id]):
+            ok, held_by = False, "last"
+            detail = "every instance leaves: the cluster ends with its last voter (etcd never removes it)"
         out.append(Removal(member, iid, why, ok, detail, held_by))
         if ok:
             planned.append(member.id)

@@ -120,6 +120,8 @@ class Lifecycle:
         # stale_describes: per instance, [(time, view)] (see ``observe``); per group, [(time, desired)]
         self.history: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.group_history: dict[str, list[tuple[float, int | None]]] = {}
+        # For tests (no API shows it): when each instance first entered a Terminating* state.
+        self.terminating_since: dict[str, float] = {}
         ips = getattr(aws, "instance_ips", None)
         self._ips: Iterator[str] | None = iter(ips) if ips is not None else None
 
@@ -187,6 +189,8 @@ class Lifecycle:
     def set_state(self, state: InstanceState, lifecycle_state: str) -> None:
         """Change an instance's lifecycle state; invalidates transitions scheduled for the old one."""
         state.lifecycle_state = lifecycle_state
+        if lifecycle_state.startswith("Terminating"):
+            self.terminating_since.setdefault(state.instance.id, self.now)
         state._local_gen = getattr(state, "_local_gen", 0) + 1  # type: ignore[attr-defined]
         self.observe()
 

@@ -489,3 +489,36 @@ def test_a_founding_whose_record_outlasts_the_action_timeout_is_not_abandoned_bu
         assert [(a.ended_by, a.result) for a in launches] == [("complete", "CONTINUE")] * 3
         world.assert_in_step()
         assert len(world.member_names()) == 3
+
+
+@pytest.mark.parametrize("founding", [False, True], ids=["running", "founding"])
+def test_a_scale_to_zero_settles_every_termination_though_etcd_keeps_its_last_member(founding):
+    """Soak finding (issue 10, 2026-12-02): scaled to 0, etcd refuses to remove the cluster's last member ("re-
+    configuration failed due to not enough started members": it always does). The pass retried until its
+    deadline without heartbeating the terminations it worked on; they expired, and no later pass settled them.
+    Now every instance leaving is a dismantle: the last voter is not removed, the record is deleted, and every
+    termination completes CONTINUE once that is INSYNC. (``running`` fails on the code before the fix; ``founding``
+    — scaled in while the founders' etcd still starts, where the soak saw terminations expire in some runs —
+    passed before too and guards the dismantle path when etcd does not answer yet.)"""
+    with LocalAWS(clock=SimClock(), propagation=(20.0, 60.0)) as aws:
+        world = make_world(aws, start_seconds=(20.0, 20.0))
+        world.stack.scale(4)
+        if founding:  # scaled in right after the go signal: the founders' etcd is still starting
+            for _ in range(600):
+                aws.clock.advance(1.0)
+                tags = [world.stack.tags(i) for i in world.stack.instances()]
+                if len(tags) == 4 and all("etcd-cluster-state" in t for t in tags):
+                    break
+            else:
+                raise AssertionError("the founders never got their go signal")
+        else:
+            aws.clock.advance(600)
+            world.assert_in_step()
+        world.stack.scale(0)
+        aws.clock.advance(1200)
+        leaves = world.actions(TERMINATE)
+        assert len(leaves) == 4
+        assert [(a.ended_by, a.result) for a in leaves] == [("complete", "CONTINUE")] * 4
+        assert not world.stack.targets() and not world.stack.instances()
+        last = leaves[-1].ended_at
+        assert all(aws.insync_at(c.id) <= last for c in aws.route53_changes)  # completed after the deletion INSYNC

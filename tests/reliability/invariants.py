@@ -271,10 +271,14 @@ def check_quiescence(view: View) -> list[str]:
 
 # -- (d) no foreign targets, no unexplained losses ----------------------------------------------
 def explained_at(view: View, instance_id: str) -> float | None:
-    """Earliest time the APIs could explain the instance leaving: termination began, killed, abandoned."""
+    """Earliest time the APIs could explain the instance leaving: termination began (its ``Terminating``
+    state, which precedes the terminate hook's action), killed, abandoned."""
     times = []
     if instance_id in view.history.kills:
         times.append(view.history.kills[instance_id])
+    engine = getattr(view.aws, "_lifecycle", None)
+    if engine is not None and instance_id in engine.terminating_since:
+        times.append(engine.terminating_since[instance_id])
     for action in group_actions(view):
         if action.instance_id != instance_id:
             continue
@@ -285,6 +289,11 @@ def explained_at(view: View, instance_id: str) -> float | None:
         ):
             times.append(action.ended_at)
     return min(times) if times else None
+
+
+def _leaving_by(view: View, instance_id: str, when: float) -> bool:
+    at = explained_at(view, instance_id)
+    return at is not None and at <= when
 
 
 def check_record_changes(view: View, changes: Iterable[Any]) -> list[str]:
@@ -560,7 +569,9 @@ def check_quorum(view: View, runs: Sequence[Up]) -> list[str]:
     that found its cluster with a quorum of running voters leaves it with one — unless a member the
     schedule crashed or killed within ``QUORUM_EXCUSE_SECONDS`` before it would have kept the quorum (the
     pass's look at etcd was outdated by the schedule, not wrong). And no termination the coordinator
-    completes (CONTINUE, not a documented fallback) leaves its instance's member in a cluster that runs."""
+    completes (CONTINUE, not a documented fallback) leaves its instance's member in a cluster that runs — except
+    in a dismantle (every member's instance leaving: nothing is left to protect, and etcd refuses to remove a
+    cluster's last member)."""
     model = view.model
     problems: list[str] = []
     state: dict[int, dict[int, bool]] = {}
@@ -587,8 +598,12 @@ def check_quorum(view: View, runs: Sequence[Up]) -> list[str]:
         if view.history.fell_back(a.instance_id):
             continue
         for cluster in {u.cluster for u in runs if u.start <= a.ended_at < u.end}:
-            for member, learner in members_at(model, cluster, a.ended_at).items():
-                if member_owner(view, cluster, member, facts, runs) == a.instance_id:
+            members = members_at(model, cluster, a.ended_at)
+            owners = {m: member_owner(view, cluster, m, facts, runs) for m in members}
+            if all(o is None or _leaving_by(view, o, a.ended_at) for o in owners.values()):
+                continue  # a dismantle: every member's instance leaves, no cluster is left to protect
+            for member, learner in members.items():
+                if owners[member] == a.instance_id:
                     kind = "learner" if learner else "voter"
                     problems.append(
                         f"termination of {a.instance_id} completed at {a.ended_at:.1f} while its etcd {kind} "

@@ -181,6 +181,23 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
         Config(mode="sns", timeout=15.0, propagation=(20.0, 60.0), poll_interval=5.0, action_timeout=45.0),
         (("scale", 4), ("scale", 4), ("killat", "move-leader", 1)),
     ),
+    # Scale to 0 with slow propagation during founding: etcd refuses to remove a cluster's last member, the pass
+    # retried it unheartbeated until its deadline, the terminations expired (and earlier: completed before the
+    # deletion was INSYNC on a stale describe's missing mark). Fixed: a dismantle keeps the last voter, deletes
+    # the record and completes every termination after its INSYNC; leavers are heartbeated while etcd refuses.
+    (
+        Config(propagation=(20.0, 60.0), poll_interval=1.0, etcd_start=(5.0, 20.0), member_start_timeout=120.0),
+        (
+            ("advance", 200.0),
+            ("slow", 60.0, 200.0),
+            ("scale", 4),
+            ("advance", 200.0),
+            ("scale", 0),
+            ("standby", 1, True),
+            ("fault", "GetChange", "Throttling", 2),
+            ("standby", 2, True),
+        ),
+    ),
 ]
 
 
@@ -265,14 +282,6 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
 # `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py -k findings`; once fixed, each moves to
 # REGRESSIONS.
 SOAK_FINDINGS = [
-    # Scale to 0 with slow propagation: terminations completed before the change deleting the record was
-    # INSYNC (a follower pass read the leavers' tags from a describe older than their `pending` mark, so
-    # took them for never listed); other runs: terminations expire unexplained.
-    (
-        Config(propagation=(20.0, 60.0), poll_interval=1.0, etcd_start=(5.0, 20.0), member_start_timeout=120.0),
-        (("advance", 200.0), ("slow", 60.0, 200.0), ("scale", 4), ("advance", 200.0), ("scale", 0),
-         ("standby", 1, True), ("fault", "GetChange", "Throttling", 2), ("standby", 2, True)),
-    ),
     # A learner added and never started; the throttled retries never drain (not quiescent).
     (
         Config(poll_interval=5.0),
