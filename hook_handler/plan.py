@@ -91,7 +91,7 @@ def _returning_to_warm_pool(instance: Instance, old_targets: set[str], settings:
     """A member going back to the warm pool (its terminate hook, ``Warmed:Pending:Wait``), not a new instance
     entering the pool: it is still listed, or a pass already marked it leaving (``etcd-leave-change``)."""
     return instance.lifecycle_state == "Warmed:Pending:Wait" and (
-        target_of(instance, settings) in old_targets or LEAVE_CHANGE_TAG in instance.tags
+        bool(_aliases(instance, settings) & old_targets) or LEAVE_CHANGE_TAG in instance.tags
     )
 
 
@@ -114,6 +114,21 @@ def target_of(instance: Instance, settings: Settings) -> str | None:
             settings.a_record_template, instance.instance_id, instance.private_ip, settings.domain_name
         )
     return absolute(instance.private_dns) if instance.private_dns else None
+
+
+def listed_name(instance: Instance, settings: Settings, advertised: set[str] | None) -> str | None:
+    """The SRV target the record lists ``instance`` by: the name its etcd member advertises as its peer host
+    when that is one of the instance's names (a member keeps the peer URL it was added with, whatever
+    ``target_mode`` says now: a record listing it under another name as well would make a joiner's SRV
+    discovery count one member twice — "member count is unequal"), else ``target_of``. ``advertised``:
+    lower-case peer hosts without the trailing dot (None: DNS-only)."""
+    current = target_of(instance, settings)
+    if advertised is None or current is None or current.rstrip(".") in advertised:
+        return current
+    for alias in sorted(_aliases(instance, settings)):
+        if alias.rstrip(".") in advertised:
+            return alias
+    return current
 
 
 def peer_targets(record: RecordSet | None) -> set[str]:
@@ -158,6 +173,10 @@ def build_plan(
     peer hosts etcd's members advertise (None: DNS-only, no member list to judge names by).
     """
     advertised = None if advertised is None else {h.lower().rstrip(".") for h in advertised}
+
+    def named(instance: Instance) -> str | None:
+        return listed_name(instance, settings, advertised)
+
     served = observation.served
     selector = settings.instance_tags
     instances = observation.instances
@@ -183,7 +202,7 @@ def build_plan(
     listed = members
     if bootstrap:
         joining = [
-            m for m in members if m.lifecycle_state == "Pending:Wait" and target_of(m, settings) not in old_targets
+            m for m in members if m.lifecycle_state == "Pending:Wait" and named(m) not in old_targets
         ]
         if joining and len(members) < expected:
             first = min((m.launch_time for m in members if m.launch_time is not None), default=observation.now)
@@ -203,15 +222,15 @@ def build_plan(
     queued: tuple[str, ...] = ()
     if settings.membership_enabled and not founding:
         joining = [m for m in listed if m.lifecycle_state == "Pending:Wait"]
-        unsettled = [m for m in joining if target_of(m, settings) in old_targets]
+        unsettled = [m for m in joining if named(m) in old_targets]
         fresh = sorted(
-            (m for m in joining if target_of(m, settings) not in old_targets),
+            (m for m in joining if named(m) not in old_targets),
             key=lambda m: (m.launch_time or 0.0, m.instance_id),
         )
         queued = tuple(m.instance_id for m in fresh[0 if unsettled else 1 :])
         listed = [m for m in listed if m.instance_id not in queued]
 
-    new_targets = {t for m in listed if (t := target_of(m, settings))}
+    new_targets = {t for m in listed if (t := named(m))}
 
     # The removal guard: drop only what the APIs explain (terminating, terminated, stopped, gone). A target
     # no instance can be found for, or whose instance still runs (a selector, group or naming setting
@@ -227,7 +246,7 @@ def build_plan(
             # Another name of a member that is listed under the name its etcd member advertises (e.g. left by a
             # target_mode that was changed and changed back): the member stays listed. Only with etcd's word
             # for which name is the member's; DNS-only keeps every name (a naming change never removes).
-            listed_as = target_of(instance, settings)
+            listed_as = named(instance)
             if listed_as is not None and listed_as != target and listed_as in new_targets:
                 why = f"another name of {instance.instance_id}, listed as {listed_as}"
         if why is None:
@@ -251,9 +270,9 @@ def build_plan(
         desired[(name, "SRV")] = RecordSet.of(name, "SRV", settings.srv_record_ttl, values) if values else None
     if settings.target_mode == "a-record":
         for m in listed:
-            name = target_of(m, settings)
-            if name and m.private_ip:
-                desired[(name, "A")] = RecordSet.of(name, "A", settings.srv_record_ttl, [m.private_ip])
+            a_name = target_of(m, settings)
+            if a_name and m.private_ip and named(m) == a_name:  # not for a member listed by the name it advertises
+                desired[(a_name, "A")] = RecordSet.of(a_name, "A", settings.srv_record_ttl, [m.private_ip])
         for target in removed:
             desired[(target, "A")] = None
 
@@ -268,7 +287,7 @@ def build_plan(
             changes.append({"Action": "CREATE", "ResourceRecordSet": after.to_route53()})
 
     launches = tuple(
-        m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and target_of(m, settings) in final_targets
+        m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and named(m) in final_targets
     )
     leaves = tuple(
         sorted(
@@ -276,7 +295,7 @@ def build_plan(
             for i in instances.values()
             if i.group in served
             and (i.lifecycle_state == "Terminating:Wait" or _returning_to_warm_pool(i, old_targets, settings))
-            and target_of(i, settings) not in final_targets
+            and named(i) not in final_targets
         )
     )
     dropped = tuple(
@@ -288,7 +307,7 @@ def build_plan(
                 i.lifecycle_state in ("Terminating", "Terminating:Wait")
                 or _returning_to_warm_pool(i, old_targets, settings)
             )
-            and target_of(i, settings) not in final_targets
+            and named(i) not in final_targets
         )
     )
     return Plan(
@@ -297,7 +316,7 @@ def build_plan(
         desired=desired,
         changes=tuple(changes),
         targets=tuple(sorted(final_targets)),
-        added=tuple(m.instance_id for m in listed if target_of(m, settings) not in old_targets),
+        added=tuple(m.instance_id for m in listed if named(m) not in old_targets),
         removed=tuple(removed),
         guard_kept=tuple(kept),
         guard_reasons=tuple(reasons),

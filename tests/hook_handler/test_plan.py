@@ -280,3 +280,23 @@ def test_a_name_no_member_advertises_goes_once_the_member_is_listed_under_its_ow
     assert set(plan.removed) == set(strays) and plan.targets == tuple(sorted(f"{m}." for m in members))
     dns_only = build_plan(make_settings(etcd_membership="false"), obs, both)
     assert dns_only.removed == () and set(dns_only.guard_kept) == set(strays)
+
+
+def test_a_member_is_listed_by_the_peer_host_it_advertises_whatever_target_mode_says_now():
+    """Soak finding (issue 10, 2026-12-02): a cluster founded while `target_mode=a-record` kept its members'
+    A-record peer URLs; with `private-dns` back, the record listed each member twice (its advertised A-record name,
+    kept, and its DNS name, added), so every joiner's SRV discovery failed ("member count is unequal") and it
+    never started. A member is listed once, by the name its etcd member advertises; a joiner (no member yet) by
+    the current naming; DNS-only (no member list) by the current naming."""
+    obs = observe(inst(1), inst(2), inst(3, "Pending:Wait"))
+    a_names = {n: f"i-{n:017x}.example.com." for n in (1, 2)}
+    current = {(SRV, "SRV"): RecordSet.of(SRV, "SRV", 60, [f"0 0 2380 {a_names[n]}" for n in (1, 2)])}
+    advertised = {a_names[n].rstrip(".") for n in (1, 2)}
+    plan = build_plan(make_settings(), obs, current, advertised=advertised)
+    assert plan.targets == tuple(sorted([*a_names.values(), "ip-10-0-0-3.ec2.internal."]))
+    assert plan.added == (inst(3).instance_id,) and plan.removed == ()
+    assert not any(key[1] == "A" for key in plan.desired)  # private-dns mode writes no A record
+    # Leaving: a member listed by its advertised name is a leave once that name is gone from the record.
+    leaving = observe(inst(1), inst(2, "Terminating:Wait"))
+    out = build_plan(make_settings(), leaving, current, advertised=advertised)
+    assert out.leaves == (inst(2).instance_id,) and out.targets == (a_names[1],)

@@ -250,7 +250,8 @@ def timeouts(view: View) -> list[Any]:
 
 # -- (c) quiescence --------------------------------------------------------------------------
 def check_quiescence(view: View) -> list[str]:
-    """(c) Once events stopped and a reconcile ran, the record lists exactly the served members."""
+    """(c) Once events stopped and a reconcile ran, the record lists exactly the served members (with etcd
+    membership: each once, by whichever of its names its etcd member advertises)."""
     changes = zone_changes(view)
     listed = record_targets(changes[-1], view.srv_name) if changes else frozenset()
     live = view.aws.records(view.zone_id).get((view.srv_name, "SRV"))
@@ -259,7 +260,23 @@ def check_quiescence(view: View) -> list[str]:
     if now_listed != listed:
         problems.append(f"zone record {sorted(now_listed)} differs from the last change's {sorted(listed)}")
     want = view.served()
-    if now_listed != want:
+    if view.model is not None:
+        # With etcd membership a member is listed by the peer host its etcd member advertises — the name it was
+        # added with, which a target_mode changed since does not change: each served instance once, by one name.
+        facts = view.instances() if view.instances else {}
+        by_instance: dict[str, list[str]] = {}
+        for target in now_listed:
+            for iid in view.history.targets.get(target, []):
+                if iid in facts and facts[iid].served:
+                    by_instance.setdefault(iid, []).append(target)
+        served = {iid for iid, f in facts.items() if f.served}
+        twice = {iid: names for iid, names in by_instance.items() if len(names) > 1}
+        if set(by_instance) != served or twice or len(now_listed) != len(by_instance):
+            problems.append(
+                f"quiescent record lists {sorted(now_listed)} but the served members are {sorted(want)} "
+                f"(instances listed: {sorted(by_instance)}, listed twice: {twice})"
+            )
+    elif now_listed != want:
         problems.append(
             f"quiescent record lists {sorted(now_listed)} but the served members are {sorted(want)} "
             f"(missing {sorted(want - now_listed)}, extra {sorted(now_listed - want)})"

@@ -197,7 +197,25 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
             ("fault", "GetChange", "Throttling", 2),
             ("standby", 2, True),
         ),
+    ),  # A cluster founded while target_mode=a-record, then private-dns again: the record listed each member twice
+    # (the A-record name its etcd member advertises, kept, and its DNS name, added); every joiner's SRV
+    # discovery failed ("member count is unequal"), its learner never started, retries never drained. Fixed:
+    # a member is listed by the peer host it advertises (plan.listed_name).
+    (
+        Config(poll_interval=5.0),
+        (
+            ("crash", 0, True),
+            ("scale", 3),
+            ("kill", 1),
+            ("killat", "move-leader", 1),
+            ("setting", (("target_mode", "a-record"),), 60.0),
+            ("advance", 90.0),
+            ("kill", 1),
+            ("scale", 3),
+        ),
     ),
+    (Config(), (("setting", (("target_mode", "a-record"),), 600.0), ("scale", 3), ("advance", 700.0), ("scale", 4))),
+    (Config(poll_interval=5.0), (("scale", 1), ("setting", (("target_mode", "a-record"),), 60.0), ("advance", 0.5))),
 ]
 
 
@@ -276,21 +294,10 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
     assert totals["violations"] == 0
 
 
-# Schedules the 2026-12-02 soak (commit f97f383, 18,000 of 20,000 schedules run) broke, as hypothesis shrank
-# them. NOT fixed yet (issue 10 stays open on them; infra/DESIGN.md "State of the work" has the analysis):
-# each fails on today's code in some runs (instance ids and IPs are not seeded, so not every run). Replayed by
-# `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py -k findings`; once fixed, each moves to
-# REGRESSIONS.
-SOAK_FINDINGS = [
-    # A learner added and never started; the throttled retries never drain (not quiescent).
-    (
-        Config(poll_interval=5.0),
-        (("crash", 0, True), ("scale", 3), ("kill", 1), ("killat", "move-leader", 1),
-         ("setting", (("target_mode", "a-record"),), 60.0), ("advance", 90.0), ("kill", 1), ("scale", 3)),
-    ),
-    # The record kept an a-record-mode name after target_mode was changed back (not reproduced since).
-    (Config(poll_interval=5.0), (("scale", 1), ("setting", (("target_mode", "a-record"),), 60.0), ("advance", 0.5))),
-]  # fmt: skip
+# Schedules a soak broke and that are not fixed yet, as hypothesis shrank them (each may fail in some runs only:
+# instance ids and IPs are not seeded). Replayed by `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py
+# -k findings`; once fixed, each moves to REGRESSIONS (the 2026-12-02 soak's six are there now).
+SOAK_FINDINGS: list[tuple[Config, tuple]] = []  # every finding of the 2026-12-02 soak is fixed (see REGRESSIONS)
 
 
 @pytest.mark.soak
