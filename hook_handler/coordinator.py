@@ -48,7 +48,14 @@ from hook_handler.lifecycle import (
     Action,
     AutoScaling,
 )
-from hook_handler.members import LEAVE_CHANGE_TAG, LEAVING_STATES, MEMBER_STATES, SERVING_STATES, STATE_TAG, Instance
+from hook_handler.members import (
+    IN_SERVICE_STATES,
+    LEAVE_CHANGE_TAG,
+    LEAVING_STATES,
+    MEMBER_STATES,
+    STATE_TAG,
+    Instance,
+)
 from hook_handler.membership import (
     ADDED,
     ADDING,
@@ -450,7 +457,7 @@ class Coordinator:
         assert self.membership is not None
         endpoints = self._endpoints(obs)
         served = [i for i in obs.instances.values() if i.group in obs.served]
-        serving = any(i.lifecycle_state in SERVING_STATES for i in served)
+        serving = any(i.lifecycle_state in IN_SERVICE_STATES for i in served)
         admitted = any(STATE_TAG in i.tags and not i.gone and departure(i) is None for i in served)
         if not endpoints:
             if serving or admitted:
@@ -1136,7 +1143,12 @@ class Coordinator:
         report: Report,
     ) -> list[str]:
         """Of these launches, those the APIs no longer show in ``Pending:Wait`` (scaled in, killed, abandoned
-        elsewhere): let them go — no more heartbeats, their events are settled. Returns them."""
+        elsewhere): let them go — no more heartbeats, their events are settled. Returns them.
+
+        The same look keeps every *other* waiting action of the served groups alive while this pass waits (a
+        founder's or joiner's start can take minutes): their own events may sit behind this pass (reserved
+        concurrency) past the hook's heartbeat timeout — the soak of 2026-12-02 saw the terminations of instances
+        scaled in before they were listed expire that way. Their own passes (or the next reconcile) settle them."""
         ids = list(ids)
         fresh = self.asg.observe(set(ids), deadline)
         ended = [iid for iid in ids if (fresh.instances.get(iid) or Instance(iid)).lifecycle_state != "Pending:Wait"]
@@ -1144,6 +1156,13 @@ class Coordinator:
             keeper.release(iid)
             if (event := by_instance.pop(iid, None)) is not None:
                 report.outcomes.append(Outcome(event, "already-done", "the launch ended elsewhere"))
+        for inst in sorted(fresh.instances.values(), key=lambda i: i.instance_id):
+            iid = inst.instance_id
+            if inst.group not in fresh.served or inst.gone or iid in ids or iid in keeper.actions:
+                continue
+            if inst.lifecycle_state in WAIT_STATES:
+                transition = LAUNCHING if inst.lifecycle_state == "Pending:Wait" else TERMINATING
+                self._hold([iid], transition, fresh, keeper, deadline)
         return ended
 
     def _pause(self, keeper: Keeper, deadline: float, why: str) -> None:

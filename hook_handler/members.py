@@ -14,6 +14,10 @@ JOINING_STATES = frozenset({"Pending:Wait", "Pending:Proceed"})
 # Standby keeps its etcd member and its place in the record: the instance still runs etcd (EnterStandby and
 # ExitStandby run no hooks), and dropping it would shrink the cluster for good.
 SERVING_STATES = frozenset({"InService", "Standby"})
+# A launch completed CONTINUE (``Pending:Proceed``, 1-5 s on AWS before ``InService``) is a member in service: with
+# etcd membership it was completed only as a healthy member. A pass that judges "is a cluster running / being
+# founded" by lifecycle states must count it (a later launch told `new` beside it would found a second cluster).
+IN_SERVICE_STATES = SERVING_STATES | {"Pending:Proceed"}
 MEMBER_STATES = JOINING_STATES | SERVING_STATES
 # The go signal (``etcd-cluster-state``): an instance that carries it was admitted. On its way into and out of
 # Standby it passes EnteringStandby and, on ExitStandby, Pending (no hooks): still a member.

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hook_handler.members import LEAVE_CHANGE_TAG, SERVING_STATES, Group, Instance, is_member
+from hook_handler.members import IN_SERVICE_STATES, LEAVE_CHANGE_TAG, Group, Instance, is_member
 from hook_handler.membership import departure
 from hook_handler.settings import Settings, fqdn
 from hook_handler.srv import SrvValue, a_record_name, absolute
@@ -194,16 +194,14 @@ def build_plan(
     by_target.update({t: i for i in instances.values() if (t := target_of(i, settings))})
 
     # A cluster with no member in service is being founded: its first record's members are told 'new'.
-    founding = not running and not any(m.lifecycle_state in SERVING_STATES for m in members)
+    founding = not running and not any(m.lifecycle_state in IN_SERVICE_STATES for m in members)
     # The bootstrap barrier: a new cluster is published whole, or not at all.
     bootstrap = settings.bootstrap_barrier and founding
     expected = settings.cluster_size or sum(g.desired_capacity for g in observation.groups.values())
     held: tuple[str, ...] = ()
     listed = members
     if bootstrap:
-        joining = [
-            m for m in members if m.lifecycle_state == "Pending:Wait" and named(m) not in old_targets
-        ]
+        joining = [m for m in members if m.lifecycle_state == "Pending:Wait" and named(m) not in old_targets]
         if joining and len(members) < expected:
             first = min((m.launch_time for m in members if m.launch_time is not None), default=observation.now)
             if observation.now - first < settings.bootstrap_timeout_seconds:
@@ -286,9 +284,7 @@ def build_plan(
         if after is not None:
             changes.append({"Action": "CREATE", "ResourceRecordSet": after.to_route53()})
 
-    launches = tuple(
-        m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and named(m) in final_targets
-    )
+    launches = tuple(m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and named(m) in final_targets)
     leaves = tuple(
         sorted(
             i.instance_id

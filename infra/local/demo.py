@@ -210,7 +210,7 @@ class Cluster:
 
     # -- start and stop -------------------------------------------------------------------------
     def __enter__(self) -> Cluster:
-        from infra.local.aws import KINDER_WORLD, LocalAWS
+        from infra.local.aws import LocalAWS
         from infra.local.clock import WallClock
         from infra.local.dns import LocalZoneResolver, serve
         from infra.local.instances import EtcdSettings, Fleet
@@ -227,10 +227,8 @@ class Cluster:
                     # The account's Route 53 limit (5 requests/s) stays on: our DNS server answers from the
                     # emulator's state directly, as Route 53's name servers do, without API calls.
                     instance_ips=self.instance_ips,
-                    # Issue 11, not done here yet: the real-time cluster (demo, real-etcd tests) still runs the
-                    # kinder world (instant transitions, current describes, no health-check terminate hook);
-                    # every simulated-time test and the randomized schedules run AWS's (the default).
-                    **KINDER_WORLD,
+                    # AWS's world (the default): transitional states, describes up to 2 s stale, an EC2-level
+                    # kill terminated through the hook by the health check, a terminated instance's addresses gone.
                 )
             )
             from hook_handler.etcd import HttpTransport
@@ -262,6 +260,7 @@ class Cluster:
                 workdir=self.workdir,
                 poll=self.poll,
                 options=self.launcher_options,
+                observer=self.aws.observer,
             )
             stack.enter_context(self.fleet)
         except BaseException:

@@ -547,6 +547,10 @@ class Fleet:
     instance in ``Standby`` (or leaving it) keeps its etcd running untouched. ``close()``
     kills everything. Logs (timestamped) go to ``workdir/logs``; data dirs to ``workdir/data`` and are removed.
     ``options(instance_id)``, when given, returns extra ``Launcher`` keyword arguments for a new instance.
+    ``observer()``, when given, is a context manager the fleet's looks run inside: the machines follow what EC2
+    and the group *are* (``LocalAWS.observer``: current describes), not a describe that may lag 2 s — an
+    instance is not powered off because a stale view does not list it yet. (Each ``Launcher``, the instance's
+    own bootstrap script, reads the APIs as AWS answers them.)
 
     Example:
         >>> fleet = Fleet("etcd", settings, autoscaling=asg, ec2=ec2, workdir=tmp).start()
@@ -566,9 +570,11 @@ class Fleet:
         poll: float = 0.5,
         restart: bool = False,
         options: Callable[[str], dict[str, Any]] | None = None,
+        observer: Callable[[], Any] | None = None,
     ) -> None:
         self.group_name = group_name
         self.options = options
+        self.observer = observer
         self.settings = settings
         self.autoscaling = autoscaling
         self.ec2 = ec2
@@ -607,6 +613,10 @@ class Fleet:
 
     def sync(self) -> None:
         """One look at the group: start launchers for new instances, kill the etcd of departed ones."""
+        with self.observer() if self.observer is not None else contextlib.nullcontext():
+            self._sync()
+
+    def _sync(self) -> None:
         try:
             groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])
             members = {

@@ -390,7 +390,8 @@ def attach_ip_cluster(workdir: str) -> dict[str, Any]:
         finally:
             engine.bypass_hooks = False
         ids = sorted(c.stack.instances())
-        described = c.aws.client("ec2").describe_instances(InstanceIds=ids)
+        with c.aws.observer():  # test setup reads the world as it is (a describe may lag a launch by 2 s)
+            described = c.aws.client("ec2").describe_instances(InstanceIds=ids)
         ips = {i["InstanceId"]: i["PrivateIpAddress"] for r in described["Reservations"] for i in r["Instances"]}
         initial = ",".join(f"{iid}=http://{ips[iid]}:2380" for iid in ids)
         static.update({iid: initial for iid in ids})
@@ -524,6 +525,10 @@ def scale_in_with_a_member_down(workdir: str) -> dict[str, Any]:
 
             c.reporter.event(f"TerminateInstanceInAutoScalingGroup {b} (decrement)")
             c.stack.terminate(b, decrement=True)
+            # AWS's world: `Terminating` for 1-5 s, then the hook's wait state, where the hold is sampled.
+            waited = time.monotonic() + 10
+            while c.stack.instances().get(b) == "Terminating" and time.monotonic() < waited:
+                time.sleep(0.1)
             hold_started = time.monotonic()
             last_reconcile = hold_started
             n = 0
