@@ -42,6 +42,7 @@ def staggered_bootstrap(workdir: str, barrier: bool) -> dict[str, Any]:
         "etcd_client_srv": "",
         "extra_srv_records": "",
     }
+
     def listed(cluster: Any) -> int:
         changes = cluster.aws.route53_changes
         return len(changes[-1].records_after.get((PEER_SRV, "SRV"), (0, ()))[1]) if changes else 0
