@@ -55,6 +55,7 @@ from hook_handler.members import (
     MEMBER_STATES,
     STATE_TAG,
     Instance,
+    tags_match,
 )
 from hook_handler.membership import (
     ADDED,
@@ -778,9 +779,13 @@ class Coordinator:
     ) -> None:
         actions = self._actions(plan, obs, settle, deadline)
         by_instance = {e.instance_id: e for e in settle}
+        excluded = self._excluded_by_selector(settle, obs)
         if not actions:
             for event in settle:
-                report.outcomes.append(Outcome(event, "already-done", "no action waits"))
+                if event.instance_id in excluded:
+                    report.outcomes.append(Outcome(event, "ignored", excluded[event.instance_id]))
+                else:
+                    report.outcomes.append(Outcome(event, "already-done", "no action waits"))
             return
         for action in actions.values():
             keeper.hold(action)
@@ -1218,6 +1223,24 @@ class Coordinator:
         for event in by_instance.values():
             report.outcomes.append(Outcome(event, "already-done", "not covered by the record; nothing to complete"))
         by_instance.clear()
+
+    def _excluded_by_selector(self, settle: Sequence[LifecycleEvent], obs: Observation) -> dict[str, str]:
+        """Launches in a served group whose instance lacks a tag ``tag_selector`` asks for: not ours to list or
+        complete (another coordinator's, or a selector mistake) — left to the hook's timeout, and said loudly."""
+        out: dict[str, str] = {}
+        for event in settle:
+            inst = obs.instances.get(event.instance_id or "")
+            if event.kind is not Kind.JOIN or inst is None or inst.group not in obs.served or inst.gone:
+                continue
+            if not tags_match(inst.tags, self.settings.instance_tags):
+                why = (
+                    "instance does not carry the tags the selector asks for "
+                    f"({','.join(f'{k}={v}' for k, v in self.settings.instance_tags)}): "
+                    "not a member; its action is left to the hook's timeout"
+                )
+                self.log.warning("launch excluded by tag_selector", extra={"instance": inst.instance_id, "why": why})
+                out[inst.instance_id] = why
+        return out
 
     def _actions(
         self, plan: Plan, obs: Observation, settle: Sequence[LifecycleEvent], deadline: float

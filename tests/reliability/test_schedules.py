@@ -216,6 +216,41 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
     ),
     (Config(), (("setting", (("target_mode", "a-record"),), 600.0), ("scale", 3), ("advance", 700.0), ("scale", 4))),
     (Config(poll_interval=5.0), (("scale", 1), ("setting", (("target_mode", "a-record"),), 60.0), ("advance", 0.5))),
+    # -- the soak of 2026-12-02, second run (commit d2e8fb0, AWS's world) ------------------------------------------
+    # Four launches scaled in before they were listed while a founding pass waited (reserved concurrency 1) for a
+    # founder that never starts: their terminations sat behind it unheartbeated and expired. Fixed: a waiting
+    # pass heartbeats every other waiting action of the served groups (Coordinator._drop_ended).
+    (
+        replace(_SLOW_LAMBDA, timeout=300.0, propagation=(2.0, 8.0)),
+        (("scale", 4), ("crash", 0, False), ("scale", 1), ("scale", 0), ("neverstart", 0), ("slow", 60.0, 200.0)),
+    ),
+    (
+        Config(propagation=(20.0, 60.0), poll_interval=2.0, action_timeout=45.0, etcd_start=(5.0, 20.0)),
+        (
+            ("reuse", 0),
+            ("scale", 3),
+            ("reuse", 0),
+            ("scale", 1),
+            ("scale", 1),
+            ("reuse", 0),
+            ("neverstart", 1),
+            ("delivery", 0.5, 30.0),
+        ),
+    ),
+    # A tag_selector mistake for a minute while the group grew: the launches it excluded were dropped as "no action
+    # waits" and expired unexplained. Now they are logged (`launch excluded by tag_selector`) and left to the hook's
+    # timeout, as the README documents (not ours to complete).
+    (
+        Config(poll_interval=5.0),
+        (
+            ("killlambda", 0.6),
+            ("setting", (("tag_selector", "Role=etcd"),), 60.0),
+            ("scale", 4),
+            ("advance", 200.0),
+            ("advance", 200.0),
+            ("standby", 0, True),
+        ),
+    ),
 ]
 
 
