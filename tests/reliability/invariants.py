@@ -201,12 +201,29 @@ def check_completions(view: View) -> list[str]:
         elif action.transition == TERMINATING:
             if view.history.fell_back(action.instance_id) or not targets:
                 continue
+            # A name a live replacement took over (IP reuse: same private IP, same DNS name) names the replacement
+            # now: the record listing it lists the new instance, not the one leaving.
+            targets = [t for t in targets if not _taken_over(view, action.instance_id, t, when)]
+            if not targets:
+                continue
             # Unlisted under every form.
             proofs = [_proven(changes, view.srv_name, t, when, listed=False) for t in targets]
             ok, why = next((p for p in proofs if not p[0]), proofs[0])
             if not ok and not _unproven_absence(view, changes, when):
                 problems.append(f"termination of {action.instance_id} completed at {when:.1f} but {why}")
     return problems
+
+
+def _taken_over(view: View, instance_id: str, target: str, when: float) -> bool:
+    """Another instance has ``target`` too (a reused IP), had launched by ``when`` and was not leaving then."""
+    launched = {a.instance_id: a.started_at for a in group_actions(view) if a.transition == LAUNCHING}
+    for other in view.history.targets.get(target, []):
+        if other == instance_id or other not in launched or launched[other] > when:
+            continue
+        left = explained_at(view, other)
+        if left is None or left > when:
+            return True
+    return False
 
 
 def _unproven_absence(view: View, changes: Sequence[Any], when: float) -> bool:

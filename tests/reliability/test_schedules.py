@@ -250,6 +250,23 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
             ("advance", 200.0),
             ("standby", 0, True),
         ),
+    ),  # IP reuse (killreuse): the health check's terminate hook on the killed instance completed while the record
+    # listed its DNS name — which its replacement, on the same IP, had taken over. The checker now reads a name a
+    # live replacement took over as the replacement's (invariants._taken_over); kept for the reuse path.
+    (
+        Config(timeout=15.0, poll_interval=5.0),
+        (("scale", 0), ("scale", 1), ("advance", 90.0), ("killreuse", 3)),
+    ),
+    (
+        Config(
+            mode="sqs",
+            reserved_concurrency=2,
+            propagation=(20.0, 60.0),
+            prior_request_window=2.0,
+            poll_interval=5.0,
+            etcd_start=(5.0, 20.0),
+        ),
+        (("scale", 4), ("advance", 90.0), ("prior", 5.0), ("killreuse", 2), ("prior", 5.0)),
     ),
 ]
 
