@@ -247,6 +247,12 @@ def build_plan(
             listed_as = named(instance)
             if listed_as is not None and listed_as != target and listed_as in new_targets:
                 why = f"another name of {instance.instance_id}, listed as {listed_as}"
+        if why is None and instance is None and advertised and target.rstrip(".") not in advertised:
+            # No instance found for it (a terminated instance loses its addresses; a tag naming its target may be
+            # missing), and etcd, which answered, has no member advertising it: it names no member of the running
+            # cluster, so dropping it removes nobody (a live instance is found by its name; a joiner is listed
+            # under its own). Left, it would outlive the instance for good.
+            why = "no instance found for it and no etcd member advertises it"
         if why is None:
             kept.append(target)
             if instance is None:

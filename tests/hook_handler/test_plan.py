@@ -300,3 +300,22 @@ def test_a_member_is_listed_by_the_peer_host_it_advertises_whatever_target_mode_
     leaving = observe(inst(1), inst(2, "Terminating:Wait"))
     out = build_plan(make_settings(), leaving, current, advertised=advertised)
     assert out.leaves == (inst(2).instance_id,) and out.targets == (a_names[1],)
+
+
+def test_a_target_no_instance_and_no_etcd_member_has_goes_with_etcds_word_only():
+    """Soak finding (issue 10, 2026-12-02, twice): a founder that never started was abandoned and terminated; its
+    addresses were gone and the tag naming its target had not been written (a lost CreateTags), so no instance was
+    found for its name and the removal guard kept it in the record for good beside the replacement's cluster.
+    With etcd's member list (a cluster answered), a name no member advertises and no instance has names nobody:
+    it goes. DNS-only (no member list) the guard keeps it, as before."""
+    obs = observe(inst(2))
+    current = srv(1, 2)  # ip-10-0-0-1: its instance is gone without a trace
+    plan = build_plan(make_settings(), obs, current, advertised={"ip-10-0-0-2.ec2.internal"})
+    assert plan.removed == ("ip-10-0-0-1.ec2.internal.",) and plan.targets == ("ip-10-0-0-2.ec2.internal.",)
+    dns_only = build_plan(make_settings(etcd_membership="false"), obs, current)
+    assert dns_only.guard_kept == ("ip-10-0-0-1.ec2.internal.",)
+    # A name a member still advertises stays, instance or not (its removal from etcd decides).
+    kept = build_plan(
+        make_settings(), obs, current, advertised={"ip-10-0-0-1.ec2.internal", "ip-10-0-0-2.ec2.internal"}
+    )
+    assert "ip-10-0-0-1.ec2.internal." in kept.targets
