@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from infra.local import autoscaling, delivery, faults, route53, state
+from infra.local import autoscaling, delivery, faults, refresh, route53, state
 from infra.local.clock import SimClock, WallClock
 from infra.local.faults import CallRecord, Faults
 from infra.local.route53 import ChangeRecord, Route53State
@@ -110,6 +110,7 @@ class LocalAWS:
         self.lifecycle_actions: list[Any] = []  # autoscaling.LifecycleActionRecord, every action
         self.invocations: list[Any] = []  # delivery.Invocation: every Lambda invocation
         self.dead_letters: list[Any] = []  # delivery.DeadLetter: async events given up on
+        self.instance_refreshes: list[Any] = []  # refresh.RefreshRecord: every instance refresh
         # -- end Auto Scaling and delivery ---------------------------------------------------
         self._mock: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -140,6 +141,7 @@ class LocalAWS:
         # -- Auto Scaling and delivery: lifecycle hooks, notifications, Lambda runner --------
         autoscaling.install(self)
         delivery.install(self)
+        refresh.install(self)
         # -- end Auto Scaling and delivery ---------------------------------------------------
         return self
 
