@@ -237,7 +237,7 @@ class Refresher:
 
 
 def _when(seconds: float | None) -> dt.datetime | None:
-    return None if seconds is None else dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
 
 
 def _shape(record: RefreshRecord) -> dict[str, Any]:

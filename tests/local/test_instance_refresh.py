@@ -4,6 +4,8 @@ capacity in service, each replacement through the group's hooks and past its war
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -46,7 +48,7 @@ def test_a_refresh_replaces_every_instance_one_at_a_time_keeping_ninety_percent(
     assert [len(ids) for _, ids in record.batches] == [1, 1, 1]
     starts = [t for t, _ in record.batches]
     # each batch waited for the previous replacement to be in service and warmed up (30 s)
-    assert all(b - a >= 30 for a, b in zip(starts, starts[1:]))
+    assert all(b - a >= 30 for a, b in itertools.pairwise(starts))
     # every old instance left through its terminate hook, every replacement came through the launch hook
     actions = aws.lifecycle_actions
     assert {a.instance_id for a in actions if a.transition.endswith("TERMINATING")} == old
