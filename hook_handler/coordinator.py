@@ -270,6 +270,7 @@ class Coordinator:
                     running=_running(view),
                     member_owners=owners,
                     advertised=None if view is None else {h for m in view.members for h in m.peer_hosts},
+                    members_known=view is not None and _members_known(view, observation),
                 )
             except _PASS_ERRORS as exc:
                 if not pending:
@@ -674,6 +675,7 @@ class Coordinator:
         running: bool = False,
         member_owners: Mapping[str, Instance] | None = None,
         advertised: Iterable[str] | None = None,
+        members_known: bool = False,
     ) -> tuple[Plan, str | None, Observation]:
         """Plan and write with compare-and-swap; on a conflict, observe and read again."""
         member_owners = member_owners or {}
@@ -697,6 +699,7 @@ class Coordinator:
                 running=running,
                 owners=owners,
                 advertised=advertised,
+                members_known=members_known,
             )
             report.before = tuple(sorted(old_targets))
             report.after = plan.targets
@@ -1150,10 +1153,11 @@ class Coordinator:
         """Of these launches, those the APIs no longer show in ``Pending:Wait`` (scaled in, killed, abandoned
         elsewhere): let them go — no more heartbeats, their events are settled. Returns them.
 
-        The same look keeps every *other* waiting action of the served groups alive while this pass waits (a
-        founder's or joiner's start can take minutes): their own events may sit behind this pass (reserved
-        concurrency) past the hook's heartbeat timeout — the soak of 2026-12-02 saw the terminations of instances
-        scaled in before they were listed expire that way. Their own passes (or the next reconcile) settle them."""
+        The same look keeps every *other* waiting action of the served groups alive while this pass waits on a
+        founder's or joiner's start (minutes): their own events may sit behind this pass (reserved concurrency)
+        past the hook's heartbeat timeout — the soak of 2026-12-02 saw the terminations of instances scaled in
+        before they were listed expire that way. Their own passes (or the next reconcile) settle them. Launches
+        the tag selector excludes are not ours: left to their hook's timeout."""
         ids = list(ids)
         fresh = self.asg.observe(set(ids), deadline)
         ended = [iid for iid in ids if (fresh.instances.get(iid) or Instance(iid)).lifecycle_state != "Pending:Wait"]
@@ -1164,6 +1168,8 @@ class Coordinator:
         for inst in sorted(fresh.instances.values(), key=lambda i: i.instance_id):
             iid = inst.instance_id
             if inst.group not in fresh.served or inst.gone or iid in ids or iid in keeper.actions:
+                continue
+            if not tags_match(inst.tags, self.settings.instance_tags):
                 continue
             if inst.lifecycle_state in WAIT_STATES:
                 transition = LAUNCHING if inst.lifecycle_state == "Pending:Wait" else TERMINATING
@@ -1311,6 +1317,7 @@ class Coordinator:
                     listed=event.instance_id in listed,
                     now=now,
                     start_timeout=self.settings.member_start_timeout_seconds,
+                    action_timeout=self.settings.action_timeout_seconds,
                 )
             )
             timed_out = now - started >= self.settings.action_timeout_seconds and not under_way
@@ -1356,29 +1363,44 @@ class Coordinator:
         )
 
 
+def _members_known(view: EtcdView, obs: Observation) -> bool:
+    """Every etcd member is identified with an instance the observation holds (by name, tag or peer host)."""
+    identity = identify(view, obs.instances)
+    return all(identity.owner.get(m.id) in obs.instances for m in view.members)
+
+
 def _dismantling(obs: Observation) -> bool:
-    """Every instance of the served groups is leaving or gone (a scale to zero, a group deleted): no cluster
-    is left to keep, so its last voter is not removed (etcd refuses to remove a cluster's last member)."""
+    """The cluster is being taken down on purpose: every served group's desired capacity is 0 (a scale to zero)
+    and every instance of them is leaving or gone. Only then is no cluster left to keep, so its last voter is not
+    removed (etcd refuses to remove a cluster's last member). Leaving instances alone prove nothing: a
+    replacement (health check, instance refresh with MinHealthyPercentage 0) starts while the old instance
+    terminates, and a describe may not list it yet — its cluster must be kept for it."""
     served = [i for i in obs.instances.values() if i.group in obs.served]
-    return bool(served) and all(i.gone or departure(i) is not None for i in served)
+    return (
+        bool(served)
+        and all(g.desired_capacity == 0 for g in obs.groups.values())
+        and all(i.gone or departure(i) is not None for i in served)
+    )
 
 
 def _launch_under_way(
-    instance: Instance | None, *, queued: bool, listed: bool, now: float, start_timeout: float
+    instance: Instance | None, *, queued: bool, listed: bool, now: float, start_timeout: float, action_timeout: float
 ) -> bool:
-    """Whether a launch is progressing through its membership phases, waiting on others (so the action timeout
-    does not apply): queued behind an earlier joiner, listed (by this pass's plan or a recorded change) and
-    waiting for INSYNC, or told to start (the go signal) less than ``start_timeout`` ago (``etcd-member-since``).
-    A launch whose own step keeps failing (``member add`` refused: phase ``adding``, no go signal) is not."""
+    """Whether a launch is progressing through its membership phases (so the action timeout does not apply):
+    queued behind an earlier joiner, listed (by this pass's plan or a recorded change) and waiting for INSYNC,
+    or told to start (the go signal) less than ``start_timeout`` ago (``etcd-member-since``; ``join_step`` and the
+    founding loop abandon it there). A ``member add`` that keeps failing (phase ``adding``, no go signal) gets
+    ``action_timeout`` counted from the add's start, not the launch's: a joiner that waited its turn longer than
+    the action timeout is not abandoned at its first transient refusal."""
     if queued:
         return True
     if instance is None or instance.gone:
         return False
+    since = _float(instance.tags.get(SINCE_TAG))
     if STATE_TAG in instance.tags:
-        since = _float(instance.tags.get(SINCE_TAG))
         return since is not None and now - since < start_timeout
-    if PHASE_TAG in instance.tags:
-        return False
+    if PHASE_TAG in instance.tags:  # `member add` under way: its own failures get the action timeout, from the add
+        return since is not None and now - since < action_timeout
     return listed or CHANGE_TAG in instance.tags
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hook_handler.members import IN_SERVICE_STATES, LEAVE_CHANGE_TAG, Group, Instance, is_member
+from hook_handler.members import IN_SERVICE_STATES, LEAVE_CHANGE_TAG, STATE_TAG, Group, Instance, is_member
 from hook_handler.membership import departure
 from hook_handler.settings import Settings, fqdn
 from hook_handler.srv import SrvValue, a_record_name, absolute
@@ -125,6 +125,8 @@ def listed_name(instance: Instance, settings: Settings, advertised: set[str] | N
     current = target_of(instance, settings)
     if advertised is None or current is None or current.rstrip(".") in advertised:
         return current
+    if STATE_TAG not in instance.tags:
+        return current  # not admitted yet: no member of its own (an alias may be a dead member's, a reused IP)
     for alias in sorted(_aliases(instance, settings)):
         if alias.rstrip(".") in advertised:
             return alias
@@ -161,6 +163,7 @@ def build_plan(
     running: bool = False,
     owners: Mapping[str, Instance] | None = None,
     advertised: Iterable[str] | None = None,
+    members_known: bool = False,
 ) -> Plan:
     """Decide the records and the change. See the module docstring.
 
@@ -170,7 +173,9 @@ def build_plan(
     being founded even if no instance is in service yet. ``owners``: the instance a target belongs to when
     its addresses no longer say so (an instance the health check terminates has none left): from the
     ``etcd-srv-target`` tag written when it was listed, and from etcd's member names. ``advertised``: the
-    peer hosts etcd's members advertise (None: DNS-only, no member list to judge names by).
+    peer hosts etcd's members advertise (None: DNS-only, no member list to judge names by). ``members_known``:
+    every etcd member is identified with an observed instance — only then does "no member advertises it" prove
+    a name names nobody (members advertising IP peer URLs would not show a live member's DNS name).
     """
     advertised = None if advertised is None else {h.lower().rstrip(".") for h in advertised}
 
@@ -247,7 +252,7 @@ def build_plan(
             listed_as = named(instance)
             if listed_as is not None and listed_as != target and listed_as in new_targets:
                 why = f"another name of {instance.instance_id}, listed as {listed_as}"
-        if why is None and instance is None and advertised and target.rstrip(".") not in advertised:
+        if why is None and instance is None and members_known and advertised and target.rstrip(".") not in advertised:
             # No instance found for it (a terminated instance loses its addresses; a tag naming its target may be
             # missing), and etcd, which answered, has no member advertising it: it names no member of the running
             # cluster, so dropping it removes nobody (a live instance is found by its name; a joiner is listed

@@ -13,9 +13,11 @@ launched (through the launch hooks); the next batch starts once the group has it
 a group deleted under it → ``Failed``. One active refresh per group (``InstanceRefreshInProgress``).
 
 Which instance goes first: the oldest launch first (the default termination policy's order after AZ balance and
-the oldest launch template). Not emulated, and refused with a ``ValidationError`` that says so:
-``MaxHealthyPercentage`` above 100 (launch before terminate), checkpoints, ``SkipMatching``, auto rollback, bake
-time, alarms. ``aws.instance_refreshes`` holds every refresh (``RefreshRecord``) for tests.
+the oldest launch template). Instances in Standby are skipped (``StandbyInstances=Ignore``); scale-in protection
+is not modelled. Not emulated, and refused with a ``ValidationError`` that says so: ``MaxHealthyPercentage``
+above 100 (launch before terminate), checkpoints, ``SkipMatching``, auto rollback, bake time, alarms,
+``ScaleInProtectedInstances``, ``StandbyInstances``; the default ``MinHealthyPercentage`` is 90 (a group's
+instance maintenance policy is not read). ``aws.instance_refreshes`` holds every refresh (``RefreshRecord``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ if TYPE_CHECKING:
 
 TICK_SECONDS = 1.0  # how often the refresh looks at its group
 ACTIVE = ("Pending", "InProgress", "Cancelling")
-UNSUPPORTED = ("CheckpointPercentages", "CheckpointDelay", "AlarmSpecification", "BakeTime")
+UNSUPPORTED = (
+    "CheckpointPercentages",
+    "CheckpointDelay",
+    "AlarmSpecification",
+    "BakeTime",
+    "ScaleInProtectedInstances",
+    "StandbyInstances",
+)
 
 
 class RefreshValidationError(ServiceException):
@@ -192,13 +201,13 @@ class Refresher:
             for s in group.instance_states:
                 if s.lifecycle_state == "InService":
                     record.in_service_since.setdefault(s.instance.id, now)
-            # An old instance that left by other means (scale-in, a kill) needs no replacing.
+            # An old instance that left by other means (scale-in, a kill) needs no replacing; one moved to Standby
+            # is skipped (AWS's StandbyInstances=Ignore, the behaviour this emulates).
             record.to_replace = [
                 i
                 for i in record.to_replace
                 if i in present
-                and present[i].lifecycle_state
-                not in ("Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated")
+                and not present[i].lifecycle_state.startswith(("Terminat", "EnteringStandby", "Standby"))
             ]
             batch_out = not any(i in present for i in record.batch)
             new_ready = [

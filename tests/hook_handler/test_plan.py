@@ -288,7 +288,8 @@ def test_a_member_is_listed_by_the_peer_host_it_advertises_whatever_target_mode_
     kept, and its DNS name, added), so every joiner's SRV discovery failed ("member count is unequal") and it
     never started. A member is listed once, by the name its etcd member advertises; a joiner (no member yet) by
     the current naming; DNS-only (no member list) by the current naming."""
-    obs = observe(inst(1), inst(2), inst(3, "Pending:Wait"))
+    go = {"etcd-cluster-state": "new"}
+    obs = observe(inst(1, tags=go), inst(2, tags=go), inst(3, "Pending:Wait"))
     a_names = {n: f"i-{n:017x}.example.com." for n in (1, 2)}
     current = {(SRV, "SRV"): RecordSet.of(SRV, "SRV", 60, [f"0 0 2380 {a_names[n]}" for n in (1, 2)])}
     advertised = {a_names[n].rstrip(".") for n in (1, 2)}
@@ -297,7 +298,7 @@ def test_a_member_is_listed_by_the_peer_host_it_advertises_whatever_target_mode_
     assert plan.added == (inst(3).instance_id,) and plan.removed == ()
     assert not any(key[1] == "A" for key in plan.desired)  # private-dns mode writes no A record
     # Leaving: a member listed by its advertised name is a leave once that name is gone from the record.
-    leaving = observe(inst(1), inst(2, "Terminating:Wait"))
+    leaving = observe(inst(1, tags=go), inst(2, "Terminating:Wait", tags=go))
     out = build_plan(make_settings(), leaving, current, advertised=advertised)
     assert out.leaves == (inst(2).instance_id,) and out.targets == (a_names[1],)
 
@@ -310,8 +311,11 @@ def test_a_target_no_instance_and_no_etcd_member_has_goes_with_etcds_word_only()
     it goes. DNS-only (no member list) the guard keeps it, as before."""
     obs = observe(inst(2))
     current = srv(1, 2)  # ip-10-0-0-1: its instance is gone without a trace
-    plan = build_plan(make_settings(), obs, current, advertised={"ip-10-0-0-2.ec2.internal"})
+    plan = build_plan(make_settings(), obs, current, advertised={"ip-10-0-0-2.ec2.internal"}, members_known=True)
     assert plan.removed == ("ip-10-0-0-1.ec2.internal.",) and plan.targets == ("ip-10-0-0-2.ec2.internal.",)
+    # Not every member identified with an instance (e.g. members advertising IP peer URLs): proves nothing.
+    unsure = build_plan(make_settings(), obs, current, advertised={"ip-10-0-0-2.ec2.internal"})
+    assert unsure.guard_kept == ("ip-10-0-0-1.ec2.internal.",)
     dns_only = build_plan(make_settings(etcd_membership="false"), obs, current)
     assert dns_only.guard_kept == ("ip-10-0-0-1.ec2.internal.",)
     # A name a member still advertises stays, instance or not (its removal from etcd decides).
@@ -319,3 +323,17 @@ def test_a_target_no_instance_and_no_etcd_member_has_goes_with_etcds_word_only()
         make_settings(), obs, current, advertised={"ip-10-0-0-1.ec2.internal", "ip-10-0-0-2.ec2.internal"}
     )
     assert "ip-10-0-0-1.ec2.internal." in kept.targets
+
+
+def test_a_dismantle_is_a_scale_to_zero_not_every_visible_instance_leaving():
+    """Review of the dismantle rule (issue 10): judged from lifecycle states alone, the moment a one-member group's
+    instance is replaced (health check, TerminateInstanceInAutoScalingGroup without decrement, an instance refresh)
+    — old instance Terminating:Wait, the replacement not in a describe yet — read as a scale to zero: the last
+    voter's termination would complete, the record go, and the replacement found an empty cluster. A dismantle
+    needs every served group's desired capacity at 0."""
+    from hook_handler.coordinator import _dismantling
+
+    leaving = inst(1, "Terminating:Wait")
+    assert not _dismantling(observe(leaving, desired=1))  # a replacement is on its way
+    assert _dismantling(observe(leaving, desired=0))
+    assert not _dismantling(observe(leaving, inst(2, "Pending:Wait"), desired=0))  # someone stays (for now)

@@ -101,3 +101,22 @@ def test_what_is_not_emulated_is_refused_with_a_clear_error(aws, prefs, says):
     with pytest.raises(ClientError) as err:
         aws.client("autoscaling").start_instance_refresh(AutoScalingGroupName=stack.group, Preferences=prefs)
     assert err.value.response["Error"]["Code"] == "ValidationError" and says in err.value.response["Error"]["Message"]
+
+
+def test_an_instance_moved_to_standby_during_a_refresh_is_skipped_not_waited_for(aws):
+    """Review: an old instance entering Standby mid-refresh stayed in the list to replace and was never picked
+    (only InService ones are), so the refresh stayed InProgress for ever. It is skipped (StandbyInstances=Ignore)."""
+    stack = deploy(aws, mode="eventbridge")
+    stack.scale(3)
+    aws.clock.advance(300)
+    asg = aws.client("autoscaling")
+    newest = max(
+        stack.instances(), key=lambda i: next(a.started_at for a in aws.lifecycle_actions if a.instance_id == i)
+    )
+    asg.start_instance_refresh(AutoScalingGroupName=stack.group, Preferences={"InstanceWarmup": 10})
+    aws.clock.advance(3)
+    asg.enter_standby(AutoScalingGroupName=stack.group, InstanceIds=[newest], ShouldDecrementDesiredCapacity=True)
+    aws.clock.advance(900)
+    (record,) = aws.instance_refreshes
+    assert record.status == "Successful", record
+    assert newest not in record.replaced and stack.instances()[newest] == "Standby"

@@ -604,8 +604,8 @@ def check_quorum(view: View, runs: Sequence[Up]) -> list[str]:
     schedule crashed or killed within ``QUORUM_EXCUSE_SECONDS`` before it would have kept the quorum (the
     pass's look at etcd was outdated by the schedule, not wrong). And no termination the coordinator
     completes (CONTINUE, not a documented fallback) leaves its instance's member in a cluster that runs — except
-    in a dismantle (every member's instance leaving: nothing is left to protect, and etcd refuses to remove a
-    cluster's last member)."""
+    in a dismantle (desired capacity 0 and every member's instance leaving: nothing is left to protect, and etcd
+    refuses to remove a cluster's last member)."""
     model = view.model
     problems: list[str] = []
     state: dict[int, dict[int, bool]] = {}
@@ -634,8 +634,10 @@ def check_quorum(view: View, runs: Sequence[Up]) -> list[str]:
         for cluster in {u.cluster for u in runs if u.start <= a.ended_at < u.end}:
             members = members_at(model, cluster, a.ended_at)
             owners = {m: member_owner(view, cluster, m, facts, runs) for m in members}
-            if all(o is None or _leaving_by(view, o, a.ended_at) for o in owners.values()):
-                continue  # a dismantle: every member's instance leaves, no cluster is left to protect
+            if view.history.desired_at(a.ended_at) == 0 and all(
+                o is not None and _leaving_by(view, o, a.ended_at) for o in owners.values()
+            ):
+                continue  # a dismantle: scaled to zero, every member's instance leaves, nothing left to protect
             for member, learner in members.items():
                 if owners[member] == a.instance_id:
                     kind = "learner" if learner else "voter"

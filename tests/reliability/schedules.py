@@ -54,7 +54,8 @@ from invariants import (
 )
 
 from hook_handler.app import Clients, Runtime
-from hook_handler.settings import load_settings
+from hook_handler.members import tags_match
+from hook_handler.settings import _parse_tag_selector, load_settings
 from hook_handler.srv import a_record_name
 from hook_handler.telemetry import logger as coordinator_logger
 from infra.local import LocalAWS
@@ -756,13 +757,28 @@ class World:
         c = self.counts()
         if c["lambda_kills"] or c["lambda_timeouts"] or c["dead_letters"] or c["faults_injected"]:
             return []
-        documented = ("held launch kept alive", "launch excluded by tag_selector")
-        held = {line.get("instance") for line in _CAPTURE.lines if line.get("message") in documented}
+        held = {line.get("instance") for line in _CAPTURE.lines if line.get("message") == "held launch kept alive"}
         return [
             f"action of {a.instance_id} ({a.hook}) timed out with nothing to explain it"
             for a in self.aws.lifecycle_actions
-            if a.group == self.group and a.ended_by == "timeout" and a.instance_id not in held
+            if a.group == self.group
+            and a.ended_by == "timeout"
+            and a.instance_id not in held
+            and not self._excluded_launch(a)
         ]
+
+    def _excluded_launch(self, action: Any) -> bool:
+        """A launch that began while the function ran with a ``tag_selector`` its instance's tags do not match
+        (judged from the schedule and the instance, not from the coordinator's word): not the coordinator's to
+        complete, left to the hook's timeout as documented."""
+        if action.transition != "autoscaling:EC2_INSTANCE_LAUNCHING":
+            return False
+        tags = dict(self._ec2().tags.get(action.instance_id, {}))
+        for pairs in self.history.changed_settings(action.started_at):
+            selector = dict(pairs).get("tag_selector")
+            if selector and not tags_match(tags, _parse_tag_selector(selector)):
+                return True
+        return False
 
     def quiet(self) -> bool:
         """Nothing in flight: no invocation or queue poll alive, no open action, last change INSYNC, and
