@@ -93,7 +93,8 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "900",
         "Give up on a lifecycle action this long after it started and apply `launch_failure_result`. With etcd "
         "membership a launch on its way in (queued, listed and waiting for INSYNC, or told to start) is governed "
-        "by `member_start_timeout_seconds` instead.",
+        "by `member_start_timeout_seconds` instead, and a `member add` that keeps failing gets this long from the "
+        "add.",
     ),
     Spec(
         "launch_failure_result",
