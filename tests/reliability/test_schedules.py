@@ -374,7 +374,22 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
 # Schedules a soak broke and that are not fixed yet, as hypothesis shrank them (each may fail in some runs only:
 # instance ids and IPs are not seeded). Replayed by `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py
 # -k findings`; once fixed, each moves to REGRESSIONS (the 2026-12-02 soak's six are there now).
-SOAK_FINDINGS: list[tuple[Config, tuple]] = []  # every finding of the 2026-12-02 soak is fixed (see REGRESSIONS)
+SOAK_FINDINGS: list[tuple[Config, tuple]] = [
+    # Soak at bd64179 (AWS's world): a founding published with 1 of 3 expected targets after a scale 1 -> 3 with a
+    # killed invocation, throttled describes and lost GetChange responses (bootstrap barrier).
+    (
+        Config(poll_interval=5.0, etcd_start=(0.5, 1.0)),
+        (("scale", 1), ("terminate", 1, True), ("reconcile",), ("killlambda", 0.6), ("advance", 5.0),
+         ("fault", "DescribeAutoScalingGroups", "Throttling", 3), ("scale", 3),
+         ("loseresp", "GetChange", "ServiceUnavailable", 2)),
+    ),
+    # Soak at bd64179: a termination expired unexplained after crash + neverstart + scale 0 + scale 4 + crash.
+    (
+        Config(poll_interval=5.0),
+        (("scale", 4), ("advance", 40.0), ("crash", 0, True), ("neverstart", 0), ("scale", 0), ("scale", 4),
+         ("crash", 1, True)),
+    ),
+]  # fmt: skip
 
 
 @pytest.mark.soak
