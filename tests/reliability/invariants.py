@@ -32,7 +32,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,7 @@ def check_completions(view: View) -> list[str]:
     """(a) Launch CONTINUE only after a change listing it is INSYNC; termination only after one lacking it."""
     problems: list[str] = []
     changes = zone_changes(view)
+    launched = {a.instance_id: a.started_at for a in group_actions(view) if a.transition == LAUNCHING}
     for action in group_actions(view):
         if action.ended_by != "complete":
             continue
@@ -203,7 +204,7 @@ def check_completions(view: View) -> list[str]:
                 continue
             # A name a live replacement took over (IP reuse: same private IP, same DNS name) names the replacement
             # now: the record listing it lists the new instance, not the one leaving.
-            targets = [t for t in targets if not _taken_over(view, action.instance_id, t, when)]
+            targets = [t for t in targets if not _taken_over(view, launched, action.instance_id, t, when)]
             if not targets:
                 continue
             # Unlisted under every form.
@@ -214,9 +215,9 @@ def check_completions(view: View) -> list[str]:
     return problems
 
 
-def _taken_over(view: View, instance_id: str, target: str, when: float) -> bool:
-    """Another instance has ``target`` too (a reused IP), had launched by ``when`` and was not leaving then."""
-    launched = {a.instance_id: a.started_at for a in group_actions(view) if a.transition == LAUNCHING}
+def _taken_over(view: View, launched: Mapping[str, float], instance_id: str, target: str, when: float) -> bool:
+    """Another instance has ``target`` too (a reused IP), had launched by ``when`` and was not leaving then
+    (``launched``: instance id -> when its launch action began)."""
     for other in view.history.targets.get(target, []):
         if other == instance_id or other not in launched or launched[other] > when:
             continue
