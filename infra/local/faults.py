@@ -161,7 +161,32 @@ def _list_summary(params: dict[str, Any], body: str) -> str | None:
     return f"{body.count('<ResourceRecordSet>')} record sets"
 
 
+def _groups_summary(params: dict[str, Any], body: str) -> str | None:
+    """``name=desired`` per group answered (what the caller saw, stale or not): "etcd=3 other=0"."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(body)
+    groups = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "AutoScalingGroups"), None)
+    out = []
+    for member in list(groups) if groups is not None else []:
+        fields = {c.tag.rsplit("}", 1)[-1]: c.text for c in member}
+        out.append(f"{fields.get('AutoScalingGroupName')}={fields.get('DesiredCapacity')}")
+    return " ".join(out)
+
+
+def answered_desired(call: CallRecord, group: str) -> int | None:
+    """The DesiredCapacity a successful DescribeAutoScalingGroups ``call`` answered for ``group`` (None: not in it)."""
+    if call.operation != "DescribeAutoScalingGroups" or call.error or not call.result:
+        return None
+    for item in call.result.split():
+        name, _, value = item.rpartition("=")
+        if name == group and value.isdigit():
+            return int(value)
+    return None
+
+
 SUMMARIZERS.update(
+    DescribeAutoScalingGroups=_groups_summary,
     ChangeResourceRecordSets=_change_info_summary,
     GetChange=_change_info_summary,
     ListResourceRecordSets=_list_summary,

@@ -381,6 +381,7 @@ def attach_ip_cluster(workdir: str) -> dict[str, Any]:
     from infra.local.demo import CLIENT_SRV, PEER_SRV
 
     static: dict[str, str] = {}
+    grown: list[float] = []  # when the group had grown (wall clock: this test runs real etcd on real time)
 
     def before_fleet(c: Any) -> None:
         engine = c.aws._lifecycle
@@ -398,6 +399,7 @@ def attach_ip_cluster(workdir: str) -> dict[str, Any]:
         names = c.stack.private_dns(ids)
         c.aws.set_records(c.stack.zone_id, PEER_SRV, "SRV", 5, [f"0 0 2380 {names[i]}" for i in ids])
         c.aws.set_records(c.stack.zone_id, CLIENT_SRV, "SRV", 5, [f"0 0 2379 {names[i]}" for i in ids])
+        grown.append(time.time())
 
     def options(iid: str) -> dict[str, Any]:
         return {"initial_cluster": static[iid], "advertise_ip": True} if iid in static else {}
@@ -413,7 +415,11 @@ def attach_ip_cluster(workdir: str) -> dict[str, Any]:
         out["static"] = {"members": seen["members"], "problems": found, "record": seen["record"]}
         ids_before = {m["name"]: m["id"] for m in seen["members"]}
 
-        # The coordinator's first look: a reconcile.
+        # The coordinator's first look: a reconcile. The group grew long before it was attached, so its describes
+        # have caught up with the launches (here they happened seconds ago; a describe may lag by up to
+        # describe_staleness, and an InService instance EC2 does not show yet rightly fails the pass).
+        lag = c.aws.describe_staleness
+        time.sleep(max(0.0, grown[0] + (max(lag) if isinstance(lag, tuple) else lag) - time.time()))
         out["reconcile"] = reconcile(c)
         seen, found, _ = wait_settled(c, lambda: set(founders), 10)
         out["after_reconcile"] = {"members": seen["members"], "problems": found, "record": seen["record"]}

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.local.faults import answered_desired
+
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 # Lifecycle states of a served member (the record lists it, etcd keeps its member): Standby included.
@@ -418,13 +420,20 @@ def check_bootstrap(view: View) -> list[str]:
 
 
 def _expected_at(view: View, when: float) -> int:
-    """Desired capacity the pass that wrote at ``when`` saw: the smaller of the one at its last
-    DescribeAutoScalingGroups and the one at its write (a scale-out in between joins later)."""
-    observed = max(
-        (c.time for c in view.aws.calls if c.operation == "DescribeAutoScalingGroups" and c.time <= when),
-        default=when,
-    )
-    return min(view.history.desired_at(observed), view.history.desired_at(when))
+    """Desired capacity the pass that wrote at ``when`` saw: the smaller of the one its last successful
+    DescribeAutoScalingGroups answered and the one at its write (a scale-out in between joins later).
+
+    What the describe *answered*, not the group's desired capacity at the call: a describe may answer an
+    older view (``stale_describes``, AWS's eventual consistency), and a pass that saw desired 1 rightly
+    founds a cluster of one that later launches join (the soak at bd64179 flagged that as a barrier breach).
+    """
+    answered = [
+        (c.time, d)
+        for c in view.aws.calls
+        if c.time <= when and (d := answered_desired(c, view.group)) is not None
+    ]
+    seen = max(answered)[1] if answered else view.history.desired_at(when)
+    return min(seen, view.history.desired_at(when))
 
 
 def check_all(view: View, *, final: bool = False) -> list[str]:
