@@ -18,12 +18,12 @@ INSYNC; etcd's membership changes one member at a time, each checked against quo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from hook_handler.clock import Clock
 from hook_handler.etcd import (
@@ -152,29 +152,48 @@ class Report:
 
 
 class Keeper:
-    """Heartbeats for every action a pass holds: the ones it settles, queued joiners, quorum holds."""
+    """Heartbeats for every action a pass holds: the ones it settles, queued joiners, quorum holds.
 
-    def __init__(self, asg: AutoScaling, clock: Clock, interval: float, deadline: float) -> None:
+    ``discover`` (when given) runs before each round of heartbeats and holds the actions that began waiting
+    since the pass looked: a pass may wait minutes (INSYNC, an etcd start, a removal etcd cannot answer
+    while quorum is lost) while new launches and terminations queue behind it (reserved concurrency); their
+    own events come after it ends, possibly past their hooks' heartbeat timeout (the soak at bd64179 saw a
+    pass wait out its deadline on a cluster without quorum while eight actions it never saw expired).
+    """
+
+    def __init__(
+        self,
+        asg: AutoScaling,
+        clock: Clock,
+        interval: float,
+        deadline: float,
+        discover: Callable[[Keeper], None] | None = None,
+    ) -> None:
         self.asg = asg
         self.clock = clock
         self.interval = interval
         self.deadline = deadline
+        self.discover = discover
         self.actions: dict[str, Action] = {}
+        self.released: set[tuple[str, str]] = set()  # (instance, transition) settled or ended: not rediscovered
         self.last = clock.now()
 
     def hold(self, action: Action) -> None:
         self.actions.setdefault(action.instance_id, action)
 
-    def release(self, instance_id: str) -> None:
-        self.actions.pop(instance_id, None)
+    def release(self, instance_id: str, transition: str = "") -> None:
+        action = self.actions.pop(instance_id, None)
+        self.released.add((instance_id, transition or (action.transition if action is not None else "")))
 
     def beat(self, *, force: bool = False) -> None:
         if not force and self.clock.now() - self.last < self.interval:
             return
         self.last = self.clock.now()
+        if self.discover is not None and not force:  # a forced beat ends a pass: what it holds outlives it
+            self.discover(self)
         for iid, action in sorted(self.actions.items()):
             if not self.asg.heartbeat(action, self.deadline):
-                self.actions.pop(iid, None)  # it ended (completed elsewhere, or its instance went)
+                self.release(iid)  # it ended (completed elsewhere, or its instance went)
 
 
 class Coordinator:
@@ -246,7 +265,13 @@ class Coordinator:
         refused = any(o.status == "rejected" for o in report.outcomes)
         if settled and (refused or not late or not _others_waiting(observation, {e.instance_id for e in live})):
             return report
-        keeper = Keeper(self.asg, self.clock, self.settings.heartbeat_interval_seconds, deadline)
+        keeper = Keeper(
+            self.asg,
+            self.clock,
+            self.settings.heartbeat_interval_seconds,
+            deadline,
+            discover=lambda k: self._hold_newly_waiting(k, deadline),
+        )
         rounds = 0
         # One round per joiner while launches queue for a running cluster (``Plan.queued``: etcd takes one new
         # member at a time); otherwise a single round. Each round completes at least one action or stops.
@@ -1162,19 +1187,34 @@ class Coordinator:
         fresh = self.asg.observe(set(ids), deadline)
         ended = [iid for iid in ids if (fresh.instances.get(iid) or Instance(iid)).lifecycle_state != "Pending:Wait"]
         for iid in ended:
-            keeper.release(iid)
+            keeper.release(iid, LAUNCHING)
             if (event := by_instance.pop(iid, None)) is not None:
                 report.outcomes.append(Outcome(event, "already-done", "the launch ended elsewhere"))
-        for inst in sorted(fresh.instances.values(), key=lambda i: i.instance_id):
+        self._hold_waiting(fresh, keeper, deadline, skip=set(ids))
+        return ended
+
+    def _hold_waiting(self, obs: Observation, keeper: Keeper, deadline: float, *, skip: Iterable[str] = ()) -> None:
+        """Hold every waiting action of the served groups in ``obs`` this keeper does not hold yet (launches
+        the tag selector excludes are not ours: left to their hook's timeout)."""
+        skip = set(skip)
+        for inst in sorted(obs.instances.values(), key=lambda i: i.instance_id):
             iid = inst.instance_id
-            if inst.group not in fresh.served or inst.gone or iid in ids or iid in keeper.actions:
+            if inst.group not in obs.served or inst.gone or iid in skip or iid in keeper.actions:
                 continue
             if not tags_match(inst.tags, self.settings.instance_tags):
                 continue
             if inst.lifecycle_state in WAIT_STATES:
                 transition = LAUNCHING if inst.lifecycle_state == "Pending:Wait" else TERMINATING
-                self._hold([iid], transition, fresh, keeper, deadline)
-        return ended
+                if (iid, transition) not in keeper.released:  # a stale describe may still show one just settled
+                    self._hold([iid], transition, obs, keeper, deadline)
+
+    def _hold_newly_waiting(self, keeper: Keeper, deadline: float) -> None:
+        """``Keeper.discover``: look again and hold what began waiting since (best effort: a failed look
+        leaves the held set as it was, and the next round looks again)."""
+        try:
+            self._hold_waiting(self.asg.observe((), deadline), keeper, deadline)
+        except (ClientError, BotoCoreError, DeadlineReached) as exc:
+            self.log.warning("could not look for newly waiting actions", extra={"error": str(exc)})
 
     def _pause(self, keeper: Keeper, deadline: float, why: str) -> None:
         """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""
@@ -1193,7 +1233,7 @@ class Coordinator:
         report: Report,
     ) -> None:
         for iid, action in sorted(actions.items()):
-            keeper.release(iid)
+            keeper.release(iid, action.transition)
             done = self.asg.complete(action, result, deadline)
             if done:
                 report.completed.append((iid, result))

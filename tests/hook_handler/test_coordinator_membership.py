@@ -522,3 +522,35 @@ def test_a_scale_to_zero_settles_every_termination_though_etcd_keeps_its_last_me
         assert not world.stack.targets() and not world.stack.instances()
         last = leaves[-1].ended_at
         assert all(aws.insync_at(c.id) <= last for c in aws.route53_changes)  # completed after the deletion INSYNC
+
+
+def test_a_pass_waiting_on_a_cluster_without_quorum_keeps_the_actions_that_begin_meanwhile_alive(aws):
+    """Soak finding (issue 10, bd64179): two of four members crashed for ten minutes (quorum lost), then the
+    group was scaled to 0 and back to 4. The first termination's pass waited out its deadline on a removal no
+    member could answer; the terminations and launches that began after it looked were never heartbeated, and
+    with reserved concurrency 1 their own events came after the hooks' 300 s timeout: the old members were
+    terminated (CONTINUE) with the cluster's data, and the launches were abandoned in churn. Now a waiting pass
+    looks again at each heartbeat round and holds every action that began waiting meanwhile: nothing expires,
+    and once the crashed members are back the old cluster hands over to the new instances, whole."""
+    world = make_world(aws)
+    grow(world, 4)
+    world.assert_in_step()
+    old = sorted(world.in_service())
+    for iid in old[:2]:
+        world.fleet.crash(iid, 600.0)
+    (cid,) = {c for c, ms in world.model.clusters().items() if any(m.running for m in ms)}
+    assert world.model.quorum_lost(cid)
+    world.stack.scale(0)
+    world.stack.scale(4)
+    aws.clock.advance(660)  # past the hooks' 300 s timeout twice over; the crashed members restart at 600 s
+    assert [a.instance_id for a in aws.lifecycle_actions if a.ended_by == "timeout"] == []
+    aws.clock.advance(1800)
+    assert [a.instance_id for a in aws.lifecycle_actions if a.ended_by == "timeout"] == []
+    leaves = world.actions(TERMINATE)
+    assert sorted(a.instance_id for a in leaves) == old
+    assert all(a.ended_by == "complete" and a.result == "CONTINUE" for a in leaves)
+    assert not set(old) & world.member_names()
+    assert len(world.in_service()) == 4
+    world.assert_in_step()
+    (now,) = world.clusters()
+    assert now == cid  # the same cluster, handed over member by member: its data went with it

@@ -428,9 +428,7 @@ def _expected_at(view: View, when: float) -> int:
     founds a cluster of one that later launches join (the soak at bd64179 flagged that as a barrier breach).
     """
     answered = [
-        (c.time, d)
-        for c in view.aws.calls
-        if c.time <= when and (d := answered_desired(c, view.group)) is not None
+        (c.time, d) for c in view.aws.calls if c.time <= when and (d := answered_desired(c, view.group)) is not None
     ]
     seen = max(answered)[1] if answered else view.history.desired_at(when)
     return min(seen, view.history.desired_at(when))
