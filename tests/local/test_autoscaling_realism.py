@@ -258,7 +258,15 @@ def test_describes_may_answer_an_older_view(world: Any) -> None:
     assert env.asg.describe_auto_scaling_instances()["AutoScalingInstances"] == []
     groups = env.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["etcd"])["AutoScalingGroups"]
     assert groups[0]["DesiredCapacity"] == 0
+    # The call log records what the describe answered (the checker judges a pass by what it saw), not the truth.
+    from infra.local.faults import answered_desired
+
+    (call,) = [c for c in env.aws.calls if c.operation == "DescribeAutoScalingGroups"][-1:]
+    assert answered_desired(call, "etcd") == 0 and answered_desired(call, "other") is None
     env.advance(5.0)
+    later = env.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["etcd"])["AutoScalingGroups"]
+    assert later[0]["DesiredCapacity"] == 1
+    assert answered_desired(env.aws.calls[-1], "etcd") == 1
     iid, state = only(env.states())
     assert state == "InService"
     assert env.instance(iid) is not None
