@@ -113,7 +113,9 @@ class Lifecycle:
 
     def __init__(self, aws: LocalAWS) -> None:
         self.aws = aws
-        self.lock = threading.RLock()
+        # The account's lock (held by every API call, infra.local.faults): a timer's change to an instance never
+        # interleaves with a call reading it.
+        self.lock = aws.lock
         self.active: dict[str, LifecycleActionRecord] = {}
         self.bypass_hooks = False
         self.warm: dict[str, list[InstanceState]] = {}  # group name -> its warm pool's instances

@@ -422,7 +422,12 @@ def _call_action(self: BaseResponse) -> Any:
             call.injected = True
             status, headers, body = _error_response(self, error)
         else:
-            status, headers, body = _ORIGINAL["call_action"](self)
+            # AWS serves each call atomically; moto's backends are plain dicts and lists that a concurrent
+            # request (the server is threaded, Lambda runs in threads on the wall clock) could change under
+            # an iteration ("dictionary changed size during iteration" in DescribeTags). One call at a time,
+            # with the emulator's own timers (the Auto Scaling engine shares this lock). Nothing in it sleeps.
+            with aws.lock:
+                status, headers, body = _ORIGINAL["call_action"](self)
             if operation and int(status) < 400:
                 lost = aws.faults.take_lost(operation)
                 if lost is not None:
