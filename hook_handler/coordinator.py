@@ -737,13 +737,29 @@ class Coordinator:
                 return plan, None, obs
             # Write before mutate: every leaver this change drops is marked first, so a pass that later finds
             # the record already without it (or deleted) knows a change is on its way and waits for its id.
-            marks = {
+            marks: dict[str, dict[str, str]] = {
                 iid: {LEAVE_CHANGE_TAG: PENDING}
                 for iid in plan.dropped
                 if iid in obs.instances and obs.instances[iid].tags.get(LEAVE_CHANGE_TAG) != PENDING
             }
+            # ... and every instance it lists is tagged with the target it is listed as: a pass that dies (or loses
+            # the response) between the write and the proof tag leaves a target a later pass can still tell is
+            # this instance's, after its addresses are gone (a terminated instance has none) — never an
+            # unexplained target the guard must keep for good.
+            for iid in plan.added:
+                inst = obs.instances.get(iid)
+                target = target_of(inst, self.settings) if inst is not None else None
+                if target and inst is not None and inst.tags.get(TARGET_TAG) != target:
+                    marks.setdefault(iid, {})[TARGET_TAG] = target
             if marks:
                 self.asg.tag(marks, deadline)
+                obs = replace(
+                    obs,
+                    instances={
+                        iid: replace(inst, tags={**inst.tags, **marks[iid]}) if iid in marks else inst
+                        for iid, inst in obs.instances.items()
+                    },
+                )
             try:
                 change = self.route53.apply(plan.changes, _comment(plan), deadline)
             except Conflict as exc:
@@ -974,7 +990,8 @@ class Coordinator:
         for iid in dict.fromkeys(instances):
             inst = obs.instances[iid]
             want = {key: change_id}
-            if key == CHANGE_TAG and (target := target_of(inst, self.settings)):
+            target = target_of(inst, self.settings) if key == CHANGE_TAG else None
+            if target and inst.tags.get(TARGET_TAG) != target:
                 want[TARGET_TAG] = target  # so the target can be told to be this instance's after its addresses go
             if any(inst.tags.get(k) != v for k, v in want.items()):
                 tags[iid] = want

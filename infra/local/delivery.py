@@ -895,16 +895,19 @@ def _patch() -> None:
 
         running = state.running()
         clock = getattr(running, "clock", None)
-        if clock is None or not hasattr(clock, "spawn") or not wait_seconds_timeout:
+        if running is None or clock is None or not wait_seconds_timeout:
             return original_receive(self, queue_name, count, wait_seconds_timeout, *args, **kwargs)
-        # Simulated time: moto's long poll would spin on the wall clock. Poll, then sleep in
-        # simulated time (inside a task), until a message arrives or the wait is over.
+        # A long poll: look, then wait (simulated time inside a task; wall time in the server) with the
+        # account lock given up, until a message arrives or the wait is over. moto's own loop would spin
+        # on the wall clock, and inside the lock every other call would wait for it (AWS serves them).
+        simulated = hasattr(clock, "spawn")
         end = clock.now() + float(wait_seconds_timeout)
         while True:
             result = original_receive(self, queue_name, count, 0, *args, **kwargs)
             remaining = end - clock.now()
-            if result or remaining <= 0 or clock.current_task() is None:
+            if result or remaining <= 0 or (simulated and clock.current_task() is None):
                 return result
-            clock.sleep(min(1.0, math.ceil(remaining * 1000) / 1000))
+            with state.released(running.lock):
+                clock.sleep(min(1.0 if simulated else 0.05, math.ceil(remaining * 1000) / 1000))
 
     sqs_models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]

@@ -425,7 +425,8 @@ def _call_action(self: BaseResponse) -> Any:
             # AWS serves each call atomically; moto's backends are plain dicts and lists that a concurrent
             # request (the server is threaded, Lambda runs in threads on the wall clock) could change under
             # an iteration ("dictionary changed size during iteration" in DescribeTags). One call at a time,
-            # with the emulator's own timers (the Auto Scaling engine shares this lock). Nothing in it sleeps.
+            # with the emulator's own timers (the Auto Scaling engine shares this lock). Nothing in it sleeps
+            # holding it: SQS's long poll gives it up while it waits (delivery.receive_message).
             with aws.lock:
                 status, headers, body = _ORIGINAL["call_action"](self)
             if operation and int(status) < 400:

@@ -8,7 +8,10 @@ moto's backends are global, so the patches installed by ``route53``, ``faults``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from infra.local.aws import LocalAWS
@@ -41,3 +44,22 @@ def leave(aws: LocalAWS) -> None:
     global _CURRENT
     if _CURRENT is aws:
         _CURRENT = None
+
+
+@contextmanager
+def released(lock: Any) -> Iterator[None]:
+    """Give up ``lock`` (a ``threading.RLock``, however deeply the caller holds it) for the block.
+
+    A call that waits inside the account lock (SQS's long poll) would stop every other call and
+    every Auto Scaling timer for as long as it waits; AWS serves other requests meanwhile. The lock
+    is taken back, at the same depth, before the call looks at state again (the same save/restore
+    ``threading.Condition.wait`` uses).
+    """
+    if not isinstance(lock, type(threading.RLock())) or not lock._is_owned():
+        yield
+        return
+    saved = lock._release_save()
+    try:
+        yield
+    finally:
+        lock._acquire_restore(saved)

@@ -380,7 +380,7 @@ def test_one_join_into_a_running_cluster_costs_the_calls_the_readme_lists(aws):
     assert calls == {
         "ListResourceRecordSets": 1,
         "ChangeResourceRecordSets": 1,
-        "CreateTags": 3,
+        "CreateTags": 4,
         "CompleteLifecycleAction": 1,
     }
     assert 1 <= polls <= 16  # one per poll_interval_seconds (2 s here) of a 5-15 s propagation

@@ -189,3 +189,37 @@ def test_concurrent_calls_are_served_one_at_a_time_as_aws_serves_each_atomically
         aws.stop()
     assert errors == []
     assert sorted(t["Key"] for t in tags) == ["w0-24", "w1-24", "w2-24"]  # every write landed, in order
+
+
+def test_a_long_poll_does_not_hold_up_other_calls_while_it_waits():
+    """Regression (CI: the long-poll test hung once each call held the account lock): SQS's long poll
+    waits for a message; AWS serves other requests meanwhile, and a message sent during the wait ends it."""
+    import threading
+
+    aws = LocalAWS(WallClock(), propagation=0.0).start()
+    server = LocalServer(aws, port=0).start()
+    order: list[str] = []
+    try:
+        config = Config(retries={"total_max_attempts": 1}, read_timeout=60)
+        sqs = boto3.client("sqs", endpoint_url=server.url, region_name="us-east-1", config=config)
+        url = sqs.create_queue(QueueName="poll")["QueueUrl"]
+        received: list[dict] = []
+
+        def poll() -> None:
+            poller = boto3.client("sqs", endpoint_url=server.url, region_name="us-east-1", config=config)
+            received.extend(poller.receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", []))
+            order.append("long poll returned")
+
+        thread = threading.Thread(target=poll)
+        thread.start()
+        threading.Event().wait(1.0)  # the poll's request is in (on the wall clock: this test's server is real)
+        sqs.list_queues()
+        order.append("ListQueues answered")
+        sqs.send_message(QueueUrl=url, MessageBody="wake")
+        order.append("SendMessage answered")
+        thread.join(timeout=30)
+    finally:
+        server.stop()
+        aws.stop()
+    assert order == ["ListQueues answered", "SendMessage answered", "long poll returned"]
+    assert [m["Body"] for m in received] == ["wake"]

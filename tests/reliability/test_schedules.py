@@ -325,6 +325,21 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
             ("crash", 1, True),
         ),
     ),
+    # make test (2026-12-03, a thousand schedules): a founder's record write landed but its answer was lost,
+    # and so was the CreateTags naming the target the instance is listed as; the founder was then killed (a
+    # terminated instance has no addresses). Its target was nobody's: the removal guard kept it for good, the
+    # replacement founded beside a dead name. Fixed: each instance a change lists is tagged with its target
+    # before the write (write before mutate), so the dead target is told to be the dead instance's.
+    (
+        Config(),
+        (
+            ("loseresp", "ChangeResourceRecordSets", "InternalError", 1),
+            ("loseresp", "CreateTags", "InternalError", 2),
+            ("scale", 1),
+            ("advance", 20.0),
+            ("kill", 0),
+        ),
+    ),
 ]
 
 
