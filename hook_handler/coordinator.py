@@ -55,6 +55,7 @@ from hook_handler.members import (
     MEMBER_STATES,
     STATE_TAG,
     Instance,
+    never_older,
     tags_match,
 )
 from hook_handler.membership import (
@@ -766,7 +767,9 @@ class Coordinator:
                 self.metrics.add_metric(name="Conflicts", unit=MetricUnit.Count, value=1)
                 self.log.warning("record changed under us; re-reading", extra={"attempt": attempt, "error": str(exc)})
                 self.clock.sleep(min(2.0, 0.1 * attempt))
-                obs = self.asg.observe({e.instance_id for e in pending if e.instance_id}, deadline)
+                # The describe may answer from before the last one (a launch back in Pending): what was seen stays.
+                fresh = self.asg.observe({e.instance_id for e in pending if e.instance_id}, deadline)
+                obs = replace(fresh, instances=never_older(fresh.instances, obs.instances))
                 continue
             self.log.info(
                 "record changed",

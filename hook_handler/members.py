@@ -8,7 +8,7 @@ selector asks for. Nothing here trusts an event: events only say which actions t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 JOINING_STATES = frozenset({"Pending:Wait", "Pending:Proceed"})
 # Standby keeps its etcd member and its place in the record: the instance still runs etcd (EnterStandby and
@@ -27,6 +27,16 @@ LEAVE_CHANGE_TAG = "etcd-leave-change"
 ADMITTED_PASSING_STATES = frozenset({"EnteringStandby", "Pending"})
 LEAVING_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated"})
 RUNNING_EC2_STATES = frozenset({"pending", "running"})
+# A describe is eventually consistent: now and then it answers a view from before the last one. Along a launch
+# (Pending → Pending:Wait → Pending:Proceed → InService) and a termination (Terminating → Terminating:Wait →
+# Terminating:Proceed) a state is never left for the one before it, so an answer that goes back is stale.
+# (ExitStandby goes Standby → Pending: not a step back, so only these pairs count.)
+_LATER_STATES = {
+    "Pending": frozenset({"Pending:Wait", "Pending:Proceed"}),
+    "Pending:Wait": frozenset({"Pending:Proceed"}),
+    "Terminating": frozenset({"Terminating:Wait", "Terminating:Proceed"}),
+    "Terminating:Wait": frozenset({"Terminating:Proceed"}),
+}
 
 
 @dataclass(frozen=True)
@@ -84,3 +94,14 @@ def is_member(instance: Instance, served_groups: Iterable[str], selector: Iterab
         and not instance.gone
         and tags_match(instance.tags, selector)
     )
+
+
+def never_older(fresh: Mapping[str, Instance], seen: Mapping[str, Instance]) -> dict[str, Instance]:
+    """``fresh``, except that an instance a stale describe shows a step back along its launch or termination
+    (``Pending`` after ``Pending:Wait`` was seen) keeps the state already seen."""
+    out = dict(fresh)
+    for iid, inst in fresh.items():
+        before = seen.get(iid)
+        if before is not None and before.lifecycle_state in _LATER_STATES.get(inst.lifecycle_state or "", ()):
+            out[iid] = replace(inst, lifecycle_state=before.lifecycle_state)
+    return out

@@ -9,7 +9,7 @@ started/learner, one cluster ID, quorum), what Route 53 says (the record) and wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -554,3 +554,46 @@ def test_a_pass_waiting_on_a_cluster_without_quorum_keeps_the_actions_that_begin
     world.assert_in_step()
     (now,) = world.clusters()
     assert now == cid  # the same cluster, handed over member by member: its data went with it
+
+
+def test_a_stale_describe_after_a_record_conflict_does_not_drop_the_pass_s_own_launch(aws, monkeypatch):
+    """Regression (make test, a thousand schedules): the founder's record write landed but its answer was
+    lost; the retry met "already exists", and the describe after it answered from before the launch hook
+    (``Pending``). The re-planned pass no longer counted the joiner, wrote nothing, and ended without
+    completing or heartbeating its action: it waited for the hook timeout. A state the instance was already
+    seen past does not come back."""
+    from hook_handler.lifecycle import AutoScaling
+    from hook_handler.route53 import Conflict, Route53
+
+    conflicts: list[int] = []
+    stale: list[int] = []
+    apply, observe = Route53.apply, AutoScaling.observe
+
+    def counting_apply(self, *args, **kwargs):
+        try:
+            return apply(self, *args, **kwargs)
+        except Conflict:
+            conflicts.append(1)
+            raise
+
+    def stale_after_conflict(self, ids, deadline):
+        obs = observe(self, ids, deadline)
+        if conflicts and not stale:  # the first look after the conflict answers from before the hook
+            stale.append(1)
+            back = {
+                i: replace(x, lifecycle_state="Pending") if x.lifecycle_state == "Pending:Wait" else x
+                for i, x in obs.instances.items()
+            }
+            obs = replace(obs, instances=back)
+        return obs
+
+    monkeypatch.setattr(Route53, "apply", counting_apply)
+    monkeypatch.setattr(AutoScaling, "observe", stale_after_conflict)
+    world = make_world(aws)
+    aws.faults.lose_response("ChangeResourceRecordSets", code="InternalError")
+    grow(world, 1, 120)
+    assert conflicts and stale  # the path under test ran
+    (launch,) = world.actions(LAUNCH)
+    assert (launch.ended_by, launch.result) == ("complete", "CONTINUE")
+    assert launch.ended_at - launch.started_at < 120  # by the pass, not by the 300 s hook timeout
+    world.assert_in_step()
