@@ -40,14 +40,16 @@ class Clients:
     route53: Any
     autoscaling: Any
     ec2: Any
+    secretsmanager: Any = None  # only with etcd_tls_secret (one GetSecretValue per cold start)
 
     @classmethod
-    def create(cls, session: Any | None = None) -> Clients:
+    def create(cls, session: Any | None = None, *, tls: bool = False) -> Clients:
         make = (session or boto3).client
         return cls(
             route53=make("route53", config=CLIENT_CONFIG),
             autoscaling=make("autoscaling", config=CLIENT_CONFIG),
             ec2=make("ec2", config=CLIENT_CONFIG),
+            secretsmanager=make("secretsmanager", config=CLIENT_CONFIG) if tls else None,
         )
 
 
@@ -94,24 +96,33 @@ class Runtime:
             logger=logger,
             metrics=metrics,
             region=self.region,
-            membership=self._membership(settings, clock, etcd_transport),
+            membership=self._membership(settings, clients, clock, etcd_transport),
         )
         for warning in settings.warnings:
             logger.warning(warning)
 
     @staticmethod
-    def _membership(settings: Settings, clock: Clock, transport: Any | None) -> Any:
+    def _membership(settings: Settings, clients: Clients, clock: Clock, transport: Any | None) -> Any:
         if not settings.membership_enabled:
             return None
         from hook_handler.etcd import HttpTransport, Membership  # imported only when membership is on
 
-        return Membership(clock, transport or HttpTransport())
+        if transport is None:
+            options: dict[str, Any] = {}
+            if settings.etcd_tls_secret:
+                from hook_handler.tls import load_client_tls
+
+                secrets = clients.secretsmanager or boto3.client("secretsmanager", config=CLIENT_CONFIG)
+                options = load_client_tls(secrets, settings.etcd_tls_secret).transport_options
+            transport = HttpTransport(**options)
+        return Membership(clock, transport)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, clock: Clock | None = None) -> Runtime:
         settings = load_settings(os.environ if environ is None else environ)
         logger.setLevel(settings.log_level)
-        return cls(settings, Clients.create(), clock or SystemClock())
+        tls = settings.membership_enabled and bool(settings.etcd_tls_secret)
+        return cls(settings, Clients.create(tls=tls), clock or SystemClock())
 
     def deadline(self, context: Any) -> float:
         """When this invocation must stop working: Lambda's deadline less the safety margin."""

@@ -86,7 +86,8 @@ from hook_handler.plan import (
 )
 from hook_handler.retry import error_code, error_message
 from hook_handler.route53 import Conflict, Route53
-from hook_handler.settings import Settings
+from hook_handler.settings import Settings, fqdn
+from hook_handler.srv import SrvValue
 from hook_handler.telemetry import MetricUnit
 
 MAX_CAS_ATTEMPTS = 8
@@ -104,6 +105,8 @@ _PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
 MARKER_LABEL = "_etcd-asg-coordinator"  # the proof marker set: <label>.<peer record> (see _marker_change)
 MARKER_TARGET = "etcd-asg-coordinator.invalid."
 MARKER_TTL = 60
+CLIENT_RECORD_SECONDS = 60.0  # how long client URLs read from etcd_client_srv are used before it is read again
+CLIENT_RECORD_READ_SECONDS = 5.0
 WAIT_STATES = frozenset({"Pending:Wait", "Terminating:Wait"})  # a lifecycle action of ours waits
 ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG)
 
@@ -223,6 +226,7 @@ class Coordinator:
         self.region = region
         self.membership = membership
         self._learners: bool | None = None  # cluster version supports learners (asked once per cold start)
+        self._client_urls: tuple[float, list[str]] | None = None  # (read at, URLs) from the client SRV record
 
     # -- the pass ---------------------------------------------------------------------------
     def run(self, events: Sequence[LifecycleEvent], deadline: float, *, dry_run: bool = False) -> Report:
@@ -457,6 +461,7 @@ class Coordinator:
         s = self.settings
         if s.etcd_endpoints:
             return list(s.etcd_endpoints)
+        from_record = self._client_record_urls()
         order = {"InService": 0, "Standby": 1}
         running = sorted(
             (
@@ -469,7 +474,35 @@ class Coordinator:
             ),
             key=lambda i: (order.get(i.lifecycle_state or "", 2), i.instance_id),
         )
-        return [f"{s.etcd_peer_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
+        by_ip = [f"{s.etcd_client_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
+        return list(dict.fromkeys([*from_record, *by_ip]))  # the client record first; the members' IPs if it is stale
+
+    def _client_record_urls(self) -> list[str]:
+        """Client URLs from ``etcd_client_srv`` (e.g. ``_etcd-client-ssl._tcp``), read through Route 53 at most once
+        per ``CLIENT_RECORD_SECONDS``; a read that fails keeps the last answer (the members' IPs follow anyway)."""
+        s = self.settings
+        if not s.etcd_client_srv:
+            return []
+        now = self.clock.now()
+        if self._client_urls is not None and now - self._client_urls[0] < CLIENT_RECORD_SECONDS:
+            return self._client_urls[1]
+        name = fqdn(s.etcd_client_srv, s.domain_name)
+        try:
+            record = self.route53.read([(name, "SRV")], now + CLIENT_RECORD_READ_SECONDS).get((name, "SRV"))
+        except (ClientError, BotoCoreError, DeadlineReached) as exc:
+            self.log.warning(
+                "client record unreadable; using members' IPs", extra={"record": name, "error": str(exc)[:200]}
+            )
+            return self._client_urls[1] if self._client_urls else []
+        urls = []
+        for value in record.values if record is not None else ():
+            try:
+                srv = SrvValue.parse(value)
+            except ValueError:
+                continue
+            urls.append(f"{s.etcd_client_scheme}://{srv.target.rstrip('.')}:{srv.port}")
+        self._client_urls = (now, urls)
+        return urls
 
     def _view(self, obs: Observation, deadline: float) -> EtcdView | None:
         """etcd's member list and each member's own health; None when there is no cluster to ask yet.

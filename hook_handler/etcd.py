@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from hook_handler.clock import Clock
+from hook_handler.exceptions import CoordinatorError
 
 # etcd answers these while a just-formed cluster settles, a leader is being elected or a new member has not
 # started yet; they clear by themselves, so they are retried until the deadline.
@@ -38,6 +39,22 @@ class EtcdUnavailable(MembershipError):
 
     def __init__(self, endpoint: str, detail: str) -> None:
         super().__init__(f"etcd at {endpoint} did not answer: {detail}")
+        self.endpoint = endpoint
+        self.detail = detail
+
+
+class EtcdTlsError(CoordinatorError):
+    """A member's TLS handshake failed on a certificate: its certificate is not signed by the configured CA or
+    does not name the host dialled, or etcd refused the coordinator's client certificate. A setting or a
+    certificate is wrong; retrying cannot help, and acting without etcd's answer could harm the cluster: the
+    pass stops before it changes anything (its event is retried, then dead-lettered)."""
+
+    def __init__(self, endpoint: str, detail: str) -> None:
+        super().__init__(
+            f"etcd at {endpoint}: TLS handshake failed ({detail}); check etcd_tls_secret: its ca must be the CA that "
+            "signed the members' certificates (which must name each member's private IP and host name), and its "
+            "cert a client certificate that CA signed"
+        )
         self.endpoint = endpoint
         self.detail = detail
 
@@ -78,9 +95,6 @@ class HttpTransport:
             import requests
 
             self._session = requests.Session()
-            self._session.verify = self.verify
-            if self.cert is not None:
-                self._session.cert = self.cert
         return self._session
 
     def post(self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
@@ -94,7 +108,15 @@ class HttpTransport:
 
         url = endpoint.rstrip("/") + path
         try:
-            response = self.session.request(method, url, timeout=timeout, **kwargs)
+            # verify/cert per request: a session's own are overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE
+            # from the environment (requests merges the environment over session attributes).
+            response = self.session.request(method, url, timeout=timeout, verify=self.verify, cert=self.cert, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            if _certificate_problem(str(exc)):
+                raise EtcdTlsError(endpoint, _ssl_reason(str(exc))) from None
+            raise EtcdUnavailable(
+                endpoint, type(exc).__name__ + ": " + str(exc)[:200]
+            ) from None  # e.g. EOF mid-handshake
         except requests.RequestException as exc:
             raise EtcdUnavailable(endpoint, type(exc).__name__ + ": " + str(exc)[:200]) from None
         try:
@@ -109,6 +131,25 @@ class HttpTransport:
                 raise EtcdUnavailable(endpoint, f"HTTP {response.status_code}")
             raise EtcdRefused(endpoint, str(message), int(data.get("code", 0)) if isinstance(data, dict) else 0)
         return data if isinstance(data, dict) else {}
+
+
+# OpenSSL's words for a certificate the client rejects (verify failed, host name mismatch) or the server rejects
+# (alerts: bad/unknown/required certificate, unknown CA). An EOF or reset mid-handshake is a member going away.
+_CERT_WORDS = ("certificate", "unknown ca", "hostname", "doesn't match", "does not match")
+
+
+def _certificate_problem(text: str) -> bool:
+    low = text.lower()
+    return any(w in low for w in _CERT_WORDS)
+
+
+def _ssl_reason(text: str) -> str:
+    """The OpenSSL reason inside requests' nested message (``[SSL: CERTIFICATE_VERIFY_FAILED] ...``)."""
+    start = text.find("[SSL")
+    if start < 0:
+        return text[:200]
+    end = text.find(")", start)
+    return text[start : end if end > 0 else start + 200][:200]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ _LABELS = re.compile(r"^(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}$")
 _ASG_NAME = re.compile(r"^[\w\-.:/@+=]{1,255}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 _URL = re.compile(r"^https?://[^\s/]+(?::\d+)?/?$")
+_SECRET_ID = re.compile(r"^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -130,16 +131,25 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
     Spec(
         "etcd_endpoints",
         "",
-        "etcd client URLs (comma-separated) to reach the cluster. Empty: the client SRV record, else the members' "
-        "private IPs on `etcd_client_port`.",
+        "etcd client URLs (comma-separated) to reach the cluster. Empty: the targets of `etcd_client_srv` when set, "
+        "then the members' private IPs on `etcd_client_port` (`https` with `etcd_tls_secret`).",
     ),
     Spec(
         "etcd_client_srv",
         "",
-        "Or: an SRV record in the zone listing the clients, e.g. `_etcd-client._tcp` (read through Route 53).",
+        "Or: an SRV record in the zone listing the members' client ports, e.g. `_etcd-client._tcp` or "
+        "`_etcd-client-ssl._tcp` (read through Route 53 at most once a minute; its targets are dialled by name, so "
+        "with TLS the member certificates must name them).",
     ),
     Spec("etcd_client_port", "2379", "Client port of members when endpoints come from the member list."),
     Spec("etcd_peer_scheme", "http", "Scheme of peer URLs given to `member add`: http or https."),
+    Spec(
+        "etcd_tls_secret",
+        "",
+        "AWS Secrets Manager secret (ARN or name) holding the coordinator's etcd client TLS as JSON "
+        '`{"ca": PEM, "cert": PEM, "key": PEM}`; set: client URLs are `https`, members are verified against `ca` '
+        "(host names included) and the coordinator presents `cert`. Required with `_etcd-server-ssl` records.",
+    ),
     # -- telemetry --------------------------------------------------------------------------
     Spec("tracing", "false", "Send X-Ray traces through powertools Tracer (true/false)."),
 )
@@ -199,6 +209,7 @@ class Settings:
     etcd_client_srv: str = ""
     etcd_client_port: int = 2379
     etcd_peer_scheme: str = "http"
+    etcd_tls_secret: str = ""
     tracing: bool = False
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -228,6 +239,47 @@ class Settings:
     @property
     def membership_enabled(self) -> bool:
         return self.etcd_membership
+
+    @property
+    def etcd_client_scheme(self) -> str:
+        """``https`` when the coordinator has client TLS (``etcd_tls_secret``), else ``http``."""
+        return "https" if self.etcd_tls_secret else "http"
+
+
+def _check_tls(srv_name: str, scheme: str, secret: str, endpoints: tuple[str, ...], membership: bool) -> None:
+    """TLS settings that agree: a TLS peer record (``_etcd-server-ssl``) means https peers and, with membership,
+    a client TLS secret; https endpoints need the secret, http ones contradict it."""
+    if secret and not _SECRET_ID.match(secret):
+        raise SettingsError(
+            "etcd_tls_secret", f"{secret!r} is not a secret name or ARN", "arn:aws:secretsmanager:... or a name"
+        )
+    if srv_name.lower().split(".")[0].startswith("_etcd-server-ssl"):  # also etcd's --discovery-srv-name variants
+        if scheme != "https":
+            raise SettingsError(
+                "etcd_peer_scheme",
+                f"is {scheme} but srv_record_name {srv_name!r} is the TLS peer record",
+                "https (or a plaintext srv_record_name such as _etcd-server._tcp)",
+            )
+        if membership and not secret:
+            raise SettingsError(
+                "etcd_tls_secret",
+                f"is not set but srv_record_name {srv_name!r} is the TLS peer record: the coordinator cannot reach "
+                "a TLS etcd without a CA and a client certificate",
+                'the name or ARN of a secret holding {"ca", "cert", "key"} (or etcd_membership=false for DNS only)',
+            )
+    for url in endpoints:
+        if url.lower().startswith("https://") and not secret:
+            raise SettingsError(
+                "etcd_tls_secret",
+                f"is not set but etcd_endpoints has {url!r}",
+                "a secret with the CA and client certificate",
+            )
+        if url.lower().startswith("http://") and secret:
+            raise SettingsError(
+                "etcd_endpoints",
+                f"{url!r} is plaintext but etcd_tls_secret is set",
+                "https:// URLs (or no etcd_tls_secret)",
+            )
 
 
 def fqdn(name: str, domain: str) -> str:
@@ -329,6 +381,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if scheme not in ("http", "https"):
         raise SettingsError("etcd_peer_scheme", f"{scheme!r} is not a URL scheme", "http or https")
 
+    tls_secret = get("etcd_tls_secret")
+    membership = _bool("etcd_membership", get("etcd_membership"))
+    _check_tls(srv_name, scheme, tls_secret, endpoints, membership)
+
     cluster_size_raw = get("cluster_size")
     cluster_size = _int("cluster_size", cluster_size_raw, 1, 1000) if cluster_size_raw else None
 
@@ -367,7 +423,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_unexplained_removals=_int("max_unexplained_removals", get("max_unexplained_removals"), 0, 1000),
         launch_hook_name=get("launch_hook_name"),
         terminate_hook_name=get("terminate_hook_name"),
-        etcd_membership=_bool("etcd_membership", get("etcd_membership")),
+        etcd_membership=membership,
         member_start_timeout_seconds=_float(
             "member_start_timeout_seconds", get("member_start_timeout_seconds"), 30, 172_800
         ),
@@ -375,6 +431,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         etcd_client_srv=client_srv.rstrip("."),
         etcd_client_port=_int("etcd_client_port", get("etcd_client_port"), 1, 65535),
         etcd_peer_scheme=scheme,
+        etcd_tls_secret=tls_secret,
         tracing=_bool("tracing", get("tracing")),
         warnings=tuple(warnings),
     )

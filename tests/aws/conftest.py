@@ -69,6 +69,26 @@ def recorded_calls() -> tuple[list[str], list[str]]:
         )  # fmt: skip
         stack.scale(2)
         aws.clock.advance(600)
+    # TLS on (etcd_tls_secret): the cold start reads the coordinator's client TLS secret.
+    with LocalAWS(clock=SimClock()) as aws:
+        import json
+
+        from hook_handler.app import Clients, Runtime
+        from hook_handler.settings import load_settings
+        from infra.local.pki import CertificateAuthority
+
+        ca = CertificateAuthority.create()
+        cert, key = ca.issue("etcd-asg-coordinator", server=False)
+        secrets = aws.client("secretsmanager")
+        arn = secrets.create_secret(
+            Name="etcd/coordinator", SecretString=json.dumps({"ca": ca.pem, "cert": cert, "key": key})
+        )["ARN"]
+        secrets.meta.events.register("before-call.*.*", record)
+        settings = load_settings(
+            {"domain_name": "example.com", "r53_zone_id": "Z1", "asg_names": "etcd", "etcd_tls_secret": arn}
+        )
+        clients = Clients(aws.client("route53"), aws.client("autoscaling"), aws.client("ec2"), secrets)
+        Runtime(settings, clients, aws.clock)
     return sorted(seen), sorted(keys)
 
 

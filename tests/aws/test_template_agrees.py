@@ -163,8 +163,14 @@ def test_cluster_admits_the_coordinator_on_the_client_port_and_peers_on_the_peer
     assert peers["SourceSecurityGroupId"] == peers["GroupId"] == {"Ref": "SecurityGroup"}
 
 
+# Used by a service on the function's behalf, never called by the code: Secrets Manager decrypts the TLS secret
+# with its customer managed key (scoped by kms:ViaService, below).
+ON_BEHALF = {"kms:Decrypt"}
+
+
 def test_role_allows_exactly_the_operations_the_code_calls(coordinator_template, operations):
     allowed = {a for st in _statements(_policy(coordinator_template, "coordinator-api")) for a in _actions(st)}
+    allowed -= ON_BEHALF
     assert allowed - operations == set(), f"allowed but never called: {sorted(allowed - operations)}"
     assert operations - allowed == set(), f"called but not allowed: {sorted(operations - allowed)}"
 
@@ -326,3 +332,19 @@ def test_the_role_may_write_exactly_the_tag_keys_the_coordinator_writes(coordina
     }
     assert set(allowed["aws:TagKeys"]) == defined
     assert tag_keys <= defined and {members.STATE_TAG, membership.MEMBER_ID_TAG, lifecycle.TARGET_TAG} <= tag_keys
+
+
+def test_the_tls_secret_and_its_key_are_readable_only_when_given_and_only_them(coordinator_template):
+    """Issue 12: GetSecretValue on exactly the secret named by EtcdTlsSecretArn; kms:Decrypt on exactly its key,
+    and only through Secrets Manager; neither statement exists without the parameters."""
+    statements = _policy(coordinator_template, "coordinator-api")["PolicyDocument"]["Statement"]
+    conditional = {st["Fn::If"][1]["Sid"]: st["Fn::If"] for st in statements if "Fn::If" in st}
+    read, decrypt = conditional["ReadEtcdTlsSecret"], conditional["DecryptEtcdTlsSecret"]
+    assert read[0] == "HasTlsSecret" and read[2] == {"Ref": "AWS::NoValue"}
+    assert read[1]["Action"] == "secretsmanager:GetSecretValue" and read[1]["Resource"] == {"Ref": "EtcdTlsSecretArn"}
+    assert decrypt[0] == "HasTlsKmsKey" and decrypt[1]["Resource"] == {"Ref": "EtcdTlsKmsKeyArn"}
+    via = decrypt[1]["Condition"]["StringEquals"]["kms:ViaService"]
+    assert via == {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}
+    conditions = coordinator_template["Conditions"]
+    assert conditions["HasTlsSecret"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EtcdTlsSecretArn"}, ""]}]}
+    assert _env(coordinator_template)["etcd_tls_secret"] == {"Ref": "EtcdTlsSecretArn"}

@@ -597,3 +597,93 @@ def test_a_stale_describe_after_a_record_conflict_does_not_drop_the_pass_s_own_l
     assert (launch.ended_by, launch.result) == ("complete", "CONTINUE")
     assert launch.ended_at - launch.started_at < 120  # by the pass, not by the 300 s hook timeout
     world.assert_in_step()
+
+
+def test_a_coordinator_given_the_wrong_ca_fails_clearly_and_changes_nothing(aws):
+    """Issue 12: a coordinator whose CA does not match the members' certificates (every TLS handshake fails
+    on CERTIFICATE_VERIFY_FAILED) stops each pass before it changes anything — no record change, no member
+    change, no completion — and the invocation's error names etcd_tls_secret."""
+    from hook_handler.etcd import EtcdTlsError
+
+    class WrongCa:
+        def __init__(self, inner) -> None:
+            self.inner, self.broken = inner, False
+
+        def _check(self, endpoint: str) -> None:
+            if self.broken:
+                raise EtcdTlsError(endpoint, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+
+        def post(self, endpoint, path, body, timeout):
+            self._check(endpoint)
+            return self.inner.post(endpoint, path, body, timeout)
+
+        def get(self, endpoint, path, timeout):
+            self._check(endpoint)
+            return self.inner.get(endpoint, path, timeout)
+
+    transports: list[WrongCa] = []
+
+    def wrong_ca(model: EtcdModel) -> WrongCa:
+        transports.append(WrongCa(model.transport()))
+        return transports[-1]
+
+    world = make_world(aws, transport=wrong_ca)
+    grow(world, 3)
+    world.assert_in_step()
+    members, targets, history = world.member_names(), world.stack.targets(), len(world.model.history)
+    mark, invocations = len(aws.calls), len(aws.invocations)
+    transports[0].broken = True
+    world.stack.scale(4)
+    aws.clock.advance(240)  # within the launch hook's 300 s heartbeat timeout
+    writes = [
+        c.operation for c in aws.calls[mark:] if c.operation in ("ChangeResourceRecordSets", "CompleteLifecycleAction")
+    ]
+    assert writes == []
+    assert world.stack.targets() == targets and world.member_names() == members
+    assert len(world.model.history) == history  # no member add, remove or promote
+    failed = [i for i in aws.invocations[invocations:] if i.outcome == "error"]
+    assert failed and all("etcd_tls_secret" in i.error and "TLS handshake failed" in i.error for i in failed)
+    launch = world.actions(LAUNCH)[-1]
+    assert launch.active  # left to the hook (its timeout ABANDONs it), never completed on a guess
+
+
+def test_client_urls_come_from_the_client_record_first_by_name(aws):
+    """README, ``etcd_client_srv``: the coordinator dials the targets of the client SRV record (here the one
+    it keeps itself through ``extra_srv_records``) by name, before the members' IPs, and reads that record at
+    most once a minute."""
+
+    class Resolving(Recording):
+        """The VPC's resolver: a private DNS name dialled reaches that instance's IP."""
+
+        def post(self, endpoint: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
+            self.requests.append((endpoint, path, dict(body)))
+            host = endpoint.split("://")[1].rsplit(":", 1)[0]
+            if not host[0].isdigit():
+                names = {v.rstrip("."): k for k, v in world.stack.private_dns(set(world.stack.instances())).items()}
+                ip = next(
+                    i["PrivateIpAddress"]
+                    for r in aws.client("ec2").describe_instances(InstanceIds=[names[host]])["Reservations"]
+                    for i in r["Instances"]
+                )
+                endpoint = endpoint.replace(host, ip)
+            return Counting.post(self, endpoint, path, body, timeout)
+
+    transports: list[Resolving] = []
+
+    def resolving(model: EtcdModel) -> Resolving:
+        transports.append(Resolving(model))
+        return transports[-1]
+
+    settings = {"extra_srv_records": "_etcd-client._tcp:2379", "etcd_client_srv": "_etcd-client._tcp"}
+    world = make_world(aws, transport=resolving, settings=settings)
+    grow(world, 3)
+    world.assert_in_step()
+    mark = len(aws.calls)
+    grow(world, 4)
+    world.assert_in_step()
+    by_name = [e for e, _, _ in transports[0].requests if ".ec2.internal:2379" in e]
+    assert by_name and all(e.startswith("http://ip-") for e in by_name)
+    reads = [c for c in aws.calls[mark:] if c.operation == "ListResourceRecordSets"
+             and c.params.get("StartRecordName", "").startswith("_etcd-client._tcp")]  # fmt: skip
+    span = aws.clock.now() - aws.calls[mark].time
+    assert 1 <= len(reads) <= span / 60 + 1
