@@ -477,7 +477,7 @@ class Coordinator:
         by_ip = [f"{s.etcd_client_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
         return list(dict.fromkeys([*from_record, *by_ip]))  # the client record first; the members' IPs if it is stale
 
-    def _client_record_urls(self) -> list[str]:
+    def _client_record_urls(self, deadline: float | None = None) -> list[str]:
         """Client URLs from ``etcd_client_srv`` (e.g. ``_etcd-client-ssl._tcp``), read through Route 53 at most once
         per ``CLIENT_RECORD_SECONDS``; a read that fails keeps the last answer (the members' IPs follow anyway)."""
         s = self.settings
@@ -486,9 +486,10 @@ class Coordinator:
         now = self.clock.now()
         if self._client_urls is not None and now - self._client_urls[0] < CLIENT_RECORD_SECONDS:
             return self._client_urls[1]
+        deadline = min(deadline, now + CLIENT_RECORD_READ_SECONDS) if deadline else now + CLIENT_RECORD_READ_SECONDS
         name = fqdn(s.etcd_client_srv, s.domain_name)
         try:
-            record = self.route53.read([(name, "SRV")], now + CLIENT_RECORD_READ_SECONDS).get((name, "SRV"))
+            record = self.route53.read([(name, "SRV")], deadline).get((name, "SRV"))
         except (ClientError, BotoCoreError, DeadlineReached) as exc:
             self.log.warning(
                 "client record unreadable; using members' IPs", extra={"record": name, "error": str(exc)[:200]}

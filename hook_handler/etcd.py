@@ -112,11 +112,11 @@ class HttpTransport:
             # from the environment (requests merges the environment over session attributes).
             response = self.session.request(method, url, timeout=timeout, verify=self.verify, cert=self.cert, **kwargs)
         except requests.exceptions.SSLError as exc:
-            if _certificate_problem(str(exc)):
-                raise EtcdTlsError(endpoint, _ssl_reason(str(exc))) from None
-            raise EtcdUnavailable(
-                endpoint, type(exc).__name__ + ": " + str(exc)[:200]
-            ) from None  # e.g. EOF mid-handshake
+            reason = _certificate_problem(exc)
+            if reason is not None:
+                raise EtcdTlsError(endpoint, reason) from None
+            # e.g. an EOF mid-handshake: a member going away looks the same
+            raise EtcdUnavailable(endpoint, type(exc).__name__ + ": " + str(exc)[:200]) from None
         except requests.RequestException as exc:
             raise EtcdUnavailable(endpoint, type(exc).__name__ + ": " + str(exc)[:200]) from None
         try:
@@ -133,23 +133,44 @@ class HttpTransport:
         return data if isinstance(data, dict) else {}
 
 
-# OpenSSL's words for a certificate the client rejects (verify failed, host name mismatch) or the server rejects
-# (alerts: bad/unknown/required certificate, unknown CA). An EOF or reset mid-handshake is a member going away.
-_CERT_WORDS = ("certificate", "unknown ca", "hostname", "doesn't match", "does not match")
+# OpenSSL's reasons for a handshake that fails on a certificate or a setting: the client rejects the member's
+# certificate (verify failed, host name mismatch), the member rejects the client's (alerts: certificate required,
+# bad or unknown certificate, unknown CA), or https was dialled at a plaintext port. An EOF or a reset mid-handshake
+# is not among them: a member going away looks the same (it is EtcdUnavailable).
+_TLS_REASONS = frozenset(
+    {
+        "CERTIFICATE_VERIFY_FAILED",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "WRONG_VERSION_NUMBER",
+    }
+)
 
 
-def _certificate_problem(text: str) -> bool:
-    low = text.lower()
-    return any(w in low for w in _CERT_WORDS)
+def _certificate_problem(exc: BaseException) -> str | None:
+    """The ``ssl.SSLError`` inside requests' wrapping (urllib3's MaxRetryError → SSLError → ssl.SSLError), when
+    its reason is a certificate or a setting: ``"REASON: message"``; None otherwise."""
+    import ssl
 
-
-def _ssl_reason(text: str) -> str:
-    """The OpenSSL reason inside requests' nested message (``[SSL: CERTIFICATE_VERIFY_FAILED] ...``)."""
-    start = text.find("[SSL")
-    if start < 0:
-        return text[:200]
-    end = text.find(")", start)
-    return text[start : end if end > 0 else start + 200][:200]
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLError):
+            reason = getattr(item, "reason", None) or ""
+            if isinstance(item, ssl.SSLCertVerificationError) or reason in _TLS_REASONS:
+                return f"{reason or 'CERTIFICATE_VERIFY_FAILED'}: {item}"[:300]
+        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    return None
 
 
 @dataclass(frozen=True)
@@ -254,7 +275,7 @@ class Membership:
         """One member's own view (leader, raft index), or None when it does not answer. Not retried."""
         try:
             out = self.transport.post(endpoint, "/v3/maintenance/status", {}, min(2.0, self._timeout(deadline)))
-        except MembershipError:
+        except (MembershipError, EtcdTlsError):  # a member whose certificate fails is not a healthy member
             return None
         header = out.get("header", {}) or {}
         return Status(
@@ -315,13 +336,18 @@ class Membership:
 
         def attempt() -> dict[str, Any]:
             last: MembershipError | None = None
+            tls: EtcdTlsError | None = None
             for endpoint in endpoints:
                 try:
                     return op(endpoint)
+                except EtcdTlsError as exc:  # this member's certificate (or ours): another member may answer
+                    tls = exc
                 except MembershipError as exc:
                     last = exc
                     if not _transient(exc):
                         raise
+            if tls is not None:  # no member answered over verified TLS: never act on a guess
+                raise tls
             assert last is not None
             raise last
 

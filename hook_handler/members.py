@@ -27,15 +27,22 @@ LEAVE_CHANGE_TAG = "etcd-leave-change"
 ADMITTED_PASSING_STATES = frozenset({"EnteringStandby", "Pending"})
 LEAVING_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated"})
 RUNNING_EC2_STATES = frozenset({"pending", "running"})
-# A describe is eventually consistent: now and then it answers a view from before the last one. Along a launch
-# (Pending → Pending:Wait → Pending:Proceed → InService) and a termination (Terminating → Terminating:Wait →
-# Terminating:Proceed) a state is never left for the one before it, so an answer that goes back is stale.
-# (ExitStandby goes Standby → Pending: not a step back, so only these pairs count.)
+# A describe is eventually consistent: now and then it answers a view from before the last one. Within one pass
+# (seconds), along a launch (Pending → Pending:Wait → Pending:Proceed → InService), a termination (InService →
+# Terminating → Terminating:Wait → Terminating:Proceed) and their warm-pool forms, an answer that goes back to an
+# earlier state is stale. Only these pairs count: the real ways back to Pending (ExitStandby, leaving a warm pool)
+# pass through Standby or Warmed:* and take longer than a pass, and a re-launched instance has a new id.
+_TERMINATING = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed"})
 _LATER_STATES = {
     "Pending": frozenset({"Pending:Wait", "Pending:Proceed"}),
     "Pending:Wait": frozenset({"Pending:Proceed"}),
+    "InService": _TERMINATING,
     "Terminating": frozenset({"Terminating:Wait", "Terminating:Proceed"}),
     "Terminating:Wait": frozenset({"Terminating:Proceed"}),
+    "Warmed:Pending": frozenset({"Warmed:Pending:Wait", "Warmed:Pending:Proceed"}),
+    "Warmed:Pending:Wait": frozenset({"Warmed:Pending:Proceed"}),
+    "Warmed:Terminating": frozenset({"Warmed:Terminating:Wait", "Warmed:Terminating:Proceed"}),
+    "Warmed:Terminating:Wait": frozenset({"Warmed:Terminating:Proceed"}),
 }
 
 

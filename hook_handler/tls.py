@@ -15,8 +15,10 @@ the cold start with a ``SettingsError`` naming ``etcd_tls_secret`` and what to d
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ def load_client_tls(secretsmanager: Any, secret_id: str, directory: str | None =
             SETTING,
             f"secret {secret_id!r} cannot be read ({error.get('Code', 'error')}: {error.get('Message', '')})",
             "an existing secret; the function's role needs secretsmanager:GetSecretValue on it (and kms:Decrypt on "
-            "its key when it has a customer managed one: the stack's TlsSecretKmsKeyArn)",
+            "its key when it has a customer managed one: the stack's EtcdTlsKmsKeyArn)",
         ) from None
     except BotoCoreError as exc:
         raise SettingsError(
@@ -61,15 +63,20 @@ def load_client_tls(secretsmanager: Any, secret_id: str, directory: str | None =
         ) from None
     parts = parse_secret(secret_id, answer.get("SecretString"))
     where = tempfile.mkdtemp(prefix="etcd-tls-", dir=directory)  # mode 0700
-    paths = {}
-    for name in PARTS:
-        path = os.path.join(where, f"{name}.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(parts[name])
-        paths[name] = path
-    tls = ClientTls(paths["ca"], paths["cert"], paths["key"])
-    check(secret_id, tls)
+    try:
+        paths = {}
+        for name in PARTS:
+            path = os.path.join(where, f"{name}.pem")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(parts[name])
+            paths[name] = path
+        tls = ClientTls(paths["ca"], paths["cert"], paths["key"])
+        check(secret_id, tls)
+    except BaseException:
+        shutil.rmtree(where, ignore_errors=True)  # nothing of a refused secret stays on disk
+        raise
+    atexit.register(shutil.rmtree, where, True)
     return tls
 
 
@@ -99,8 +106,9 @@ def check(secret_id: str, tls: ClientTls) -> ssl.SSLContext:
             SETTING, f"secret {secret_id!r}: its ca is not a PEM CA bundle ({exc})", "PEM certificates"
         ) from None
     try:
-        context.load_cert_chain(tls.cert, tls.key)
-    except (ssl.SSLError, ValueError) as exc:
+        # password b"": an encrypted key fails here instead of OpenSSL asking for a pass phrase on a terminal
+        context.load_cert_chain(tls.cert, tls.key, password=b"")
+    except (ssl.SSLError, ValueError, OSError) as exc:
         raise SettingsError(
             SETTING,
             f"secret {secret_id!r}: its cert and key do not make a client certificate ({type(exc).__name__}: {exc})",

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from aws_helpers import BOOTSTRAP, CLUSTER, load_template
 
+from infra.aws.bootstrap.embed import stripped
+
 TOKEN = "fake-imds-token"
 HANG = "<hang>"  # an answer that comes too late: the script's curl times out (IMDS_TIMEOUT)
 Answer = str | int | None  # a value (200), None (404), an HTTP status, or HANG
@@ -145,7 +147,9 @@ def fake_etcd(tmp_path: Path) -> tuple[Path, Path]:
     return _executable(tmp_path / "etcd", script), out
 
 
-def run(imds: FakeImds, etcd: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run(
+    imds: FakeImds, etcd: Path, tmp_path: Path, script: Path = BOOTSTRAP, **env: str
+) -> subprocess.CompletedProcess[str]:
     environ = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "IMDS_ENDPOINT": imds.url,
@@ -158,7 +162,7 @@ def run(imds: FakeImds, etcd: Path, tmp_path: Path, **env: str) -> subprocess.Co
         "BOOTSTRAP_SRV_CHECK": "0",
         **env,
     }
-    return subprocess.run(["bash", str(BOOTSTRAP)], env=environ, capture_output=True, text=True, timeout=30)
+    return subprocess.run(["bash", str(script)], env=environ, capture_output=True, text=True, timeout=30)
 
 
 def expected_args(state: str, *extra: str) -> list[str]:
@@ -416,14 +420,14 @@ def test_missing_domain_fails_before_any_imds_call(imds, fake_etcd, tmp_path):
     assert imds.requests == []
 
 
-def _fake_dig(tmp_path: Path, answers: list[str]) -> Path:
+def _fake_dig(tmp_path: Path, answers: list[str], name: str = "_etcd-server._tcp.example.com") -> Path:
     """A 'dig +short SRV name' answering from answers, one per call, the last one repeated."""
     state = tmp_path / "dig-calls"
     lines = repr(answers)
     script = (
         f"#!{sys.executable}\nimport sys, os\nanswers = {lines}\np = {str(state)!r}\n"
         "n = int(open(p).read()) if os.path.exists(p) else 0\nopen(p, 'w').write(str(n + 1))\n"
-        "assert sys.argv[1:] == ['+short', 'SRV', '_etcd-server._tcp.example.com'], sys.argv\n"
+        f"assert sys.argv[1:] == ['+short', 'SRV', {name!r}], sys.argv\n"
         "print(answers[min(n, len(answers) - 1)], end='')\n"
     )
     return _executable(tmp_path / "dig", script)
@@ -458,7 +462,120 @@ def test_user_data_carries_an_identical_copy_of_the_script():
     template = load_template(CLUSTER)
     user_data = template["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
     parts = user_data["Fn::Base64"]["Fn::Join"][1]
-    script = BOOTSTRAP.read_text()
+    script = stripped(BOOTSTRAP.read_text())
     assert script in parts, "etcd-cluster.yaml carries a stale copy: run python infra/aws/bootstrap/embed.py"
     # EC2 limits user data to 16 KB before base64.
     assert sum(len(p) for p in parts if isinstance(p, str)) < 15_000
+
+
+# -- TLS mode (issue 12) -----------------------------------------------------------------------------------
+def _pki(tmp_path: Path, *, dns: tuple[str, ...] = ("ip-10-0-1-4.ec2.internal", "example.com"),
+         ips: tuple[str, ...] = ("10.0.1.4",), signer=None, key_mode: int = 0o600) -> dict[str, str]:  # fmt: skip
+    from infra.local.pki import CertificateAuthority
+
+    ca = CertificateAuthority.create("etcd-test-ca")
+    cert, key = (signer or ca).issue("i-0abc123", dns=dns, ips=ips)
+    pki = tmp_path / "pki"
+    pki.mkdir(exist_ok=True)
+    (pki / "ca.crt").write_text(ca.pem)
+    (pki / "member.crt").write_text(cert)
+    (pki / "member.key").write_text(key)
+    (pki / "member.key").chmod(key_mode)
+    return {"ETCD_TLS": "1", "ETCD_TLS_DIR": str(pki)}
+
+
+TLS_FLAGS = [
+    "--cert-file", "PKI/member.crt", "--key-file", "PKI/member.key", "--trusted-ca-file", "PKI/ca.crt",
+    "--client-cert-auth",
+    "--peer-cert-file", "PKI/member.crt", "--peer-key-file", "PKI/member.key", "--peer-trusted-ca-file", "PKI/ca.crt",
+    "--peer-client-cert-auth", "--peer-cert-allowed-hostname", "example.com",
+]  # fmt: skip
+
+
+def _tls_args(out: Path, tmp_path: Path) -> list[str]:
+    return [a.replace(str(tmp_path / "pki"), "PKI") for a in etcd_args(out, tmp_path)]
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")
+def test_tls_mode_starts_etcd_with_https_urls_mutual_tls_and_peer_identity(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    result = run(imds, etcd, tmp_path, **_pki(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert _tls_args(out, tmp_path) == [
+        "--name", "i-0abc123",
+        "--discovery-srv", "example.com",
+        "--initial-advertise-peer-urls", "https://ip-10-0-1-4.ec2.internal:2380",
+        "--listen-peer-urls", "https://10.0.1.4:2380",
+        "--listen-client-urls", "https://10.0.1.4:2379,https://127.0.0.1:2379",
+        "--advertise-client-urls", "https://10.0.1.4:2379",
+        *TLS_FLAGS,
+        "--initial-cluster-token", "tok-1",
+        "--initial-cluster-state", "new",
+        "--data-dir", "DATA",
+    ]  # fmt: skip
+    assert "names example.com, ip-10-0-1-4.ec2.internal and 10.0.1.4" in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")
+def test_tls_mode_restart_keeps_the_tls_flags(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    _member_data(tmp_path)
+    result = run(imds, etcd, tmp_path, **_pki(tmp_path))
+    assert result.returncode == 0, result.stderr
+    args = _tls_args(out, tmp_path)
+    assert "--discovery-srv" not in args and args[args.index("--cert-file") :][: len(TLS_FLAGS)] == TLS_FLAGS
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")
+@pytest.mark.parametrize(
+    ("pki", "fragment"),
+    [
+        (
+            {"dns": ("ip-10-0-1-4.ec2.internal",)},
+            "does not name the discovery domain example.com in its subjectAltName",
+        ),
+        ({"dns": ("example.com",)}, "does not name this member's peer host ip-10-0-1-4.ec2.internal"),
+        ({"ips": ("10.0.9.9",)}, "does not name this member's private IP 10.0.1.4"),
+        ({"key_mode": 0o644}, "has mode 644: the member's private key must be readable by its owner only"),
+        ({"signer": "other"}, "is not signed by the CA in"),
+    ],
+)
+def test_tls_mode_refuses_a_certificate_etcd_could_not_use_with_an_error_that_says_why(
+    imds, fake_etcd, tmp_path, pki, fragment
+):
+    from infra.local.pki import CertificateAuthority
+
+    etcd, out = fake_etcd
+    if pki.get("signer") == "other":
+        pki = {**pki, "signer": CertificateAuthority.create("someone-else")}
+    result = run(imds, etcd, tmp_path, **_pki(tmp_path, **pki))
+    assert result.returncode == 1
+    assert fragment in result.stderr, result.stderr
+    assert not out.exists()  # etcd never started
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")
+def test_tls_mode_waits_for_the_ssl_record(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    dig = _fake_dig(tmp_path, ["0 0 2380 ip-10-0-1-4.ec2.internal.\n"], name="_etcd-server-ssl._tcp.example.com")
+    result = run(imds, etcd, tmp_path, BOOTSTRAP_SRV_CHECK="1", DIG_BIN=str(dig), **_pki(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "_etcd-server-ssl._tcp.example.com lists ip-10-0-1-4.ec2.internal:2380" in result.stderr
+    assert "--discovery-srv" in out.read_text().splitlines()  # then etcd started
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")
+@pytest.mark.parametrize("tls", [False, True])
+def test_the_copy_in_user_data_runs_as_the_source_does(imds, fake_etcd, tmp_path, tls):
+    """The user data carries the script without its comments: it starts etcd with the same command line."""
+    etcd, out = fake_etcd
+    copy = tmp_path / "copy.sh"
+    copy.write_text(stripped(BOOTSTRAP.read_text()))
+    env = _pki(tmp_path) if tls else {}
+    result = run(imds, etcd, tmp_path, script=copy, **env)
+    assert result.returncode == 0, result.stderr
+    from_copy = _tls_args(out, tmp_path)
+    out.unlink()
+    result = run(imds, etcd, tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    assert from_copy == _tls_args(out, tmp_path)

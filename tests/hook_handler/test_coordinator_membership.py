@@ -683,6 +683,9 @@ def test_client_urls_come_from_the_client_record_first_by_name(aws):
     world.assert_in_step()
     by_name = [e for e, _, _ in transports[0].requests if ".ec2.internal:2379" in e]
     assert by_name and all(e.startswith("http://ip-") for e in by_name)
+    # first: every member-list request once the record lists the members went to a name from it
+    lists = [e for e, path, _ in transports[0].requests if path == "/v3/cluster/member/list"]
+    assert lists[-1] in by_name and ".ec2.internal:2379" in lists[-1]
     reads = [c for c in aws.calls[mark:] if c.operation == "ListResourceRecordSets"
              and c.params.get("StartRecordName", "").startswith("_etcd-client._tcp")]  # fmt: skip
     span = aws.clock.now() - aws.calls[mark].time

@@ -190,3 +190,26 @@ def test_leadership_goes_to_the_healthy_voter_with_the_least_lag():
     view = EtcdView(members, healthy=frozenset({"1", "2", "3"}), leader="1", raft_index={"1": 100, "2": 90, "3": 99})
     assert leader_target(view, ["1"]).id == "3"
     assert leader_target(EtcdView(members, healthy=frozenset({"1"}), leader="1"), ["1"]) is None
+
+
+def test_a_describe_that_goes_back_along_a_launch_or_termination_is_stale_and_ignored():
+    """``members.never_older``: within a pass, a state already seen past does not come back (a stale describe);
+    a real move (ExitStandby: Standby → Pending) does."""
+    from hook_handler.members import Instance, never_older
+
+    def inst(state: str) -> Instance:
+        return Instance("i-1", group="g", lifecycle_state=state, ec2_state="running")
+
+    stale = [
+        ("Pending:Wait", "Pending"),
+        ("Pending:Proceed", "Pending:Wait"),
+        ("Terminating:Wait", "InService"),
+        ("Terminating:Wait", "Terminating"),
+        ("Warmed:Pending:Wait", "Warmed:Pending"),
+    ]
+    for seen, fresh in stale:
+        assert never_older({"i-1": inst(fresh)}, {"i-1": inst(seen)})["i-1"].lifecycle_state == seen
+    for seen, fresh in [("Standby", "Pending"), ("Pending:Wait", "Pending:Proceed"), ("InService", "Terminating"),
+                        ("Pending:Wait", "InService")]:  # fmt: skip
+        assert never_older({"i-1": inst(fresh)}, {"i-1": inst(seen)})["i-1"].lifecycle_state == fresh
+    assert never_older({"i-2": inst("Pending")}, {"i-1": inst("Pending:Wait")})["i-2"].lifecycle_state == "Pending"

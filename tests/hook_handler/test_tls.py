@@ -212,3 +212,73 @@ def test_a_member_certificate_not_naming_the_address_is_a_tls_error(pki, tmp_pat
     with tls_member(cert, key, pki["ca"].pem, tmp_path) as url, pytest.raises(EtcdTlsError) as err:
         _client(pki, tmp_path, pki["ca"].pem).post(url, "/v3/cluster/member/list", {}, 5.0)
     assert "mismatch" in str(err.value).lower()
+
+
+def test_https_dialled_at_a_plaintext_port_is_a_tls_error(pki, tmp_path):
+    """A coordinator set for TLS meeting a plaintext etcd: a setting is wrong (WRONG_VERSION_NUMBER), not a
+    member that is away."""
+
+    class Plain(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(EtcdTlsError) as err:
+            _client(pki, tmp_path, pki["ca"].pem).post(
+                f"https://127.0.0.1:{server.server_address[1]}", "/v3/cluster/member/list", {}, 5.0
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "WRONG_VERSION_NUMBER" in str(err.value)
+
+
+def test_an_encrypted_key_fails_naming_the_setting_and_leaves_nothing_on_disk(secrets, pki, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pki["key"].encode(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    ).decode()
+    secrets.create_secret(Name="etcd/coordinator", SecretString=_secret(pki, key=encrypted))
+    with pytest.raises(SettingsError) as err:
+        load_client_tls(secrets, "etcd/coordinator", directory=str(tmp_path))
+    assert err.value.variable == "etcd_tls_secret" and "do not make a client certificate" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # the refused parts were removed
+
+
+class _Endpoints:
+    """A transport answering per endpoint: "tls" fails its handshake on a certificate, "ok" answers."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers, self.asked = answers, []
+
+    def post(self, endpoint, path, body, timeout):
+        self.asked.append(endpoint)
+        if self.answers[endpoint] == "tls":
+            raise EtcdTlsError(endpoint, "CERTIFICATE_VERIFY_FAILED: certificate verify failed")
+        return {"members": [{"ID": "1", "name": "i-1", "peerURLs": ["http://a:2380"]}], "header": {"member_id": "1"}}
+
+    def get(self, endpoint, path, timeout):
+        return self.post(endpoint, path, {}, timeout)
+
+
+def test_one_member_s_bad_certificate_is_that_member_unhealthy_not_the_end_of_the_pass():
+    from hook_handler.etcd import Membership
+
+    clock = SystemClock()
+    transport = _Endpoints({"https://a:2379": "tls", "https://b:2379": "ok"})
+    etcd = Membership(clock, transport)
+    members = etcd.members(["https://a:2379", "https://b:2379"], clock.now() + 5)
+    assert [m.name for m in members] == ["i-1"] and transport.asked == ["https://a:2379", "https://b:2379"]
+    assert etcd.status("https://a:2379", clock.now() + 5) is None  # unhealthy
+    assert etcd.status("https://b:2379", clock.now() + 5) is not None
+    everyone_bad = Membership(clock, _Endpoints({"https://a:2379": "tls", "https://b:2379": "tls"}))
+    with pytest.raises(EtcdTlsError):  # no member answers over verified TLS: the pass stops
+        everyone_bad.members(["https://a:2379", "https://b:2379"], clock.now() + 5)

@@ -22,6 +22,15 @@ _BLOCK = re.compile(
 )
 
 
+def stripped(script: str) -> str:
+    """The script without its full-line comments and blank lines (EC2 takes 16 KB of user data; the commented
+    source is the documentation). The shebang stays, and a line saying where the commented source is."""
+    lines = script.splitlines(keepends=True)
+    kept = [lines[0], "# etcd-bootstrap.sh without its comments: the source is infra/aws/bootstrap/etcd-bootstrap.sh\n"]
+    kept += [line for line in lines[1:] if line.strip() and not line.lstrip().startswith("#")]
+    return "".join(kept)
+
+
 def render(template: str, script: str) -> str:
     """``template`` with the block between the markers replaced by ``script`` as a YAML literal."""
     match = _BLOCK.search(template)
@@ -34,7 +43,7 @@ def render(template: str, script: str) -> str:
 
 def main(argv: list[str]) -> int:
     template = TEMPLATE.read_text()
-    updated = render(template, SCRIPT.read_text())
+    updated = render(template, stripped(SCRIPT.read_text()))
     if "--check" in argv:
         if updated != template:
             print(

@@ -43,6 +43,17 @@
 #   BOOTSTRAP_SRV_CHECK         auto (when dig exists) | 1 | 0
 #   BOOTSTRAP_SRV_TIMEOUT       seconds to wait for the SRV record to list this instance (default 300)
 #   DIG_BIN                     default dig
+#   ETCD_TLS                    0 (default) | 1: mutual TLS for peers and clients (below)
+#   ETCD_TLS_CA / ETCD_TLS_CERT / ETCD_TLS_KEY
+#                               the CA bundle, this member's certificate and its key (PEM); default
+#                               $ETCD_TLS_DIR/{ca.crt,member.crt,member.key}, ETCD_TLS_DIR default /etc/etcd/pki
+#   ETCD_PEER_ALLOWED_HOSTNAME  the name every peer's certificate must carry (--peer-cert-allowed-hostname);
+#                               default ETCD_DOMAIN (every member certificate names the discovery domain)
+#   OPENSSL_BIN                 default openssl (checks the certificate before etcd starts)
+# TLS mode: https peer and client URLs, --client-cert-auth and --peer-client-cert-auth against the CA, peer
+# identity by --peer-cert-allowed-hostname, discovery from _etcd-server-ssl[-name]._tcp. Before etcd starts,
+# the certificate is checked: signed by the CA, its subjectAltName naming the discovery domain (etcd requires
+# it when discovering over TLS), the peer host and the private IP, and the key readable by its owner only.
 # Extra arguments to this script are passed to etcd after the generated ones.
 set -euo pipefail
 
@@ -64,6 +75,13 @@ BOOTSTRAP_TAG_TIMEOUT=${BOOTSTRAP_TAG_TIMEOUT:-600}
 BOOTSTRAP_SRV_CHECK=${BOOTSTRAP_SRV_CHECK:-auto}
 BOOTSTRAP_SRV_TIMEOUT=${BOOTSTRAP_SRV_TIMEOUT:-300}
 DIG_BIN=${DIG_BIN:-dig}
+ETCD_TLS=${ETCD_TLS:-0}
+ETCD_TLS_DIR=${ETCD_TLS_DIR:-/etc/etcd/pki}
+ETCD_TLS_CA=${ETCD_TLS_CA:-$ETCD_TLS_DIR/ca.crt}
+ETCD_TLS_CERT=${ETCD_TLS_CERT:-$ETCD_TLS_DIR/member.crt}
+ETCD_TLS_KEY=${ETCD_TLS_KEY:-$ETCD_TLS_DIR/member.key}
+ETCD_PEER_ALLOWED_HOSTNAME=${ETCD_PEER_ALLOWED_HOSTNAME:-${ETCD_DOMAIN%.}}
+OPENSSL_BIN=${OPENSSL_BIN:-openssl}
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
@@ -84,6 +102,38 @@ check_settings() {
   # The script may clear it (a failed first start, a revoked membership): never "/" or a relative path.
   [[ $ETCD_DATA_DIR == /* && -n ${ETCD_DATA_DIR//\//} ]] || die "ETCD_DATA_DIR='$ETCD_DATA_DIR' is not an absolute path below /"
   [[ -x $ETCD_BIN ]] || die "ETCD_BIN=$ETCD_BIN is not an executable etcd binary"
+  case $ETCD_TLS in 0 | 1) ;; *) die "ETCD_TLS='$ETCD_TLS' is not 0 or 1" ;; esac
+}
+
+# check_tls HOST IP: the member certificate will do for etcd over TLS, or a clear error before etcd starts
+# (etcd itself would fail later with a handshake error on some peer, or refuse discovery).
+check_tls() {
+  local host=$1 ip=$2 name mode out
+  command -v "$OPENSSL_BIN" >/dev/null || die "ETCD_TLS=1 needs $OPENSSL_BIN to check the member certificate"
+  for name in ETCD_TLS_CA ETCD_TLS_CERT ETCD_TLS_KEY; do
+    [[ -r ${!name} ]] || die "$name=${!name} is not a readable file (ETCD_TLS=1)"
+  done
+  mode=$(stat -c %a "$ETCD_TLS_KEY")
+  ((8#$mode & 8#077)) && die "ETCD_TLS_KEY=$ETCD_TLS_KEY has mode $mode: the member's private key must be" \
+    "readable by its owner only (chmod 600)"
+  out=$("$OPENSSL_BIN" verify -CAfile "$ETCD_TLS_CA" "$ETCD_TLS_CERT" 2>&1) ||
+    die "the member certificate $ETCD_TLS_CERT is not signed by the CA in $ETCD_TLS_CA: ${out//$'\n'/ }"
+  "$OPENSSL_BIN" x509 -in "$ETCD_TLS_CERT" -noout -checkhost "${ETCD_DOMAIN%.}" 2>/dev/null | grep -q ' does match' ||
+    die "the member certificate $ETCD_TLS_CERT does not name the discovery domain ${ETCD_DOMAIN%.} in its" \
+      "subjectAltName: etcd requires it in every member's certificate when discovering over TLS" \
+      "(--discovery-srv); issue the certificate with DNS:${ETCD_DOMAIN%.}"
+  if [[ $ETCD_PEER_ALLOWED_HOSTNAME != "${ETCD_DOMAIN%.}" ]]; then
+    "$OPENSSL_BIN" x509 -in "$ETCD_TLS_CERT" -noout -checkhost "$ETCD_PEER_ALLOWED_HOSTNAME" 2>/dev/null |
+      grep -q ' does match' || die "the member certificate $ETCD_TLS_CERT does not name" \
+      "$ETCD_PEER_ALLOWED_HOSTNAME (ETCD_PEER_ALLOWED_HOSTNAME): the other members would refuse it as a peer"
+  fi
+  "$OPENSSL_BIN" x509 -in "$ETCD_TLS_CERT" -noout -checkhost "${host%.}" 2>/dev/null | grep -q ' does match' ||
+    die "the member certificate $ETCD_TLS_CERT does not name this member's peer host ${host%.} in its" \
+      "subjectAltName: peers dial it by that name"
+  "$OPENSSL_BIN" x509 -in "$ETCD_TLS_CERT" -noout -checkip "$ip" 2>/dev/null | grep -q ' does match' ||
+    die "the member certificate $ETCD_TLS_CERT does not name this member's private IP $ip in its" \
+      "subjectAltName: clients (the coordinator) dial it by that address"
+  log "member certificate $ETCD_TLS_CERT names ${ETCD_DOMAIN%.}, ${host%.} and $ip, signed by $ETCD_TLS_CA"
 }
 
 TOKEN=""
@@ -196,11 +246,14 @@ admitted() {
   done
 }
 
+# srv_name: the record etcd's discovery reads (with TLS: _etcd-server-ssl[-name]._tcp).
 srv_name() {
+  local service=_etcd-server
+  ((ETCD_TLS)) && service=_etcd-server-ssl
   if [[ -n $ETCD_DISCOVERY_SRV_NAME ]]; then
-    printf '_etcd-server-%s._tcp.%s' "$ETCD_DISCOVERY_SRV_NAME" "${ETCD_DOMAIN%.}"
+    printf '%s-%s._tcp.%s' "$service" "$ETCD_DISCOVERY_SRV_NAME" "${ETCD_DOMAIN%.}"
   else
-    printf '_etcd-server._tcp.%s' "${ETCD_DOMAIN%.}"
+    printf '%s._tcp.%s' "$service" "${ETCD_DOMAIN%.}"
   fi
 }
 
@@ -256,12 +309,24 @@ main() {
   else
     host=$(imds_require local-hostname)
   fi
-  local peer="http://$host:$ETCD_PEER_PORT"
+  local scheme=http
+  local -a tls=()
+  if ((ETCD_TLS)); then
+    check_tls "$host" "$ip"
+    scheme=https
+    tls=(
+      --cert-file "$ETCD_TLS_CERT" --key-file "$ETCD_TLS_KEY" --trusted-ca-file "$ETCD_TLS_CA" --client-cert-auth
+      --peer-cert-file "$ETCD_TLS_CERT" --peer-key-file "$ETCD_TLS_KEY" --peer-trusted-ca-file "$ETCD_TLS_CA"
+      --peer-client-cert-auth --peer-cert-allowed-hostname "$ETCD_PEER_ALLOWED_HOSTNAME"
+    )
+  fi
+  local peer="$scheme://$host:$ETCD_PEER_PORT"
   local -a urls=(
     --initial-advertise-peer-urls "$peer"
-    --listen-peer-urls "http://$ip:$ETCD_PEER_PORT"
-    --listen-client-urls "http://$ip:$ETCD_CLIENT_PORT,http://127.0.0.1:$ETCD_CLIENT_PORT"
-    --advertise-client-urls "http://$ip:$ETCD_CLIENT_PORT"
+    --listen-peer-urls "$scheme://$ip:$ETCD_PEER_PORT"
+    --listen-client-urls "$scheme://$ip:$ETCD_CLIENT_PORT,$scheme://127.0.0.1:$ETCD_CLIENT_PORT"
+    --advertise-client-urls "$scheme://$ip:$ETCD_CLIENT_PORT"
+    "${tls[@]}"
   )
 
   local revoked=0
