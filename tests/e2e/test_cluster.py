@@ -72,5 +72,7 @@ def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_grou
     assert heal["cluster_states"][replacement.split(".")[0][3:].replace("-", ".")] == "existing"
     assert "reconcile" in heal["events"]
 
-    assert elapsed < 90, f"took {elapsed:.1f} s"
+    # No step waited out a lifecycle hook's timeout (300 s); the time itself is the benchmarks' to measure (a
+    # bound near the usual 60-90 s failed under load in CI).
+    assert elapsed < 240, f"took {elapsed:.1f} s"
     assert _etcd_processes_of(tmp_path) == []  # nothing outlives the sandbox

@@ -27,6 +27,7 @@ def test_every_kept_set_is_found_through_scale_out_and_in_with_pagination(aws):
         mode="eventbridge",
         settings={
             "srv_record_name": "_etcd-server-ssl._tcp",
+            "etcd_peer_scheme": "https",  # the TLS peer record needs https peers (settings._check_tls)
             "extra_srv_records": "_etcd-server._tcp:2380,_etcd-client._tcp:2379,_etcd-client-ssl._tcp:2379",
         },
     )
