@@ -3,17 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := shellcheck bind9-dnsutils iproute2 util-linux zip curl
+APT_PACKAGES := shellcheck bind9-dnsutils iproute2 util-linux zip curl openssl
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test lint build demo soak bench package deploy clean
 
-# Debian tools (shellcheck, dig, ip, unshare, zip, curl) when missing and we may install them,
+# Debian tools (shellcheck, dig, ip, unshare, zip, curl, openssl) when missing and we may install them,
 # then the virtualenv with the pinned dev dependencies.
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@missing=""; for c in shellcheck dig ip unshare zip curl; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for c in shellcheck dig ip unshare zip curl openssl; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages for:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

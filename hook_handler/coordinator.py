@@ -477,7 +477,7 @@ class Coordinator:
         by_ip = [f"{s.etcd_client_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
         return list(dict.fromkeys([*from_record, *by_ip]))  # the client record first; the members' IPs if it is stale
 
-    def _client_record_urls(self, deadline: float | None = None) -> list[str]:
+    def _client_record_urls(self) -> list[str]:
         """Client URLs from ``etcd_client_srv`` (e.g. ``_etcd-client-ssl._tcp``), read through Route 53 at most once
         per ``CLIENT_RECORD_SECONDS``; a read that fails keeps the last answer (the members' IPs follow anyway)."""
         s = self.settings
@@ -486,15 +486,20 @@ class Coordinator:
         now = self.clock.now()
         if self._client_urls is not None and now - self._client_urls[0] < CLIENT_RECORD_SECONDS:
             return self._client_urls[1]
-        deadline = min(deadline, now + CLIENT_RECORD_READ_SECONDS) if deadline else now + CLIENT_RECORD_READ_SECONDS
         name = fqdn(s.etcd_client_srv, s.domain_name)
         try:
-            record = self.route53.read([(name, "SRV")], deadline).get((name, "SRV"))
+            record = self.route53.read([(name, "SRV")], now + CLIENT_RECORD_READ_SECONDS).get((name, "SRV"))
         except (ClientError, BotoCoreError, DeadlineReached) as exc:
             self.log.warning(
                 "client record unreadable; using members' IPs", extra={"record": name, "error": str(exc)[:200]}
             )
             return self._client_urls[1] if self._client_urls else []
+        return self._remember_client_record(record, now)
+
+    def _remember_client_record(self, record: RecordSet | None, now: float) -> list[str]:
+        """Client URLs from the client SRV record as read (by ``_client_record_urls``, or by the plan's own read,
+        which includes that record: no second ListResourceRecordSets while the answer is fresh)."""
+        s = self.settings
         urls = []
         for value in record.values if record is not None else ():
             try:
@@ -743,6 +748,9 @@ class Coordinator:
         for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
             targets = {t for i in obs.instances.values() if (t := target_of(i, self.settings))}
             current = self.route53.read(record_keys(self.settings, targets), deadline)
+            if self.settings.etcd_client_srv:
+                client_record = current.get((fqdn(self.settings.etcd_client_srv, self.settings.domain_name), "SRV"))
+                self._remember_client_record(client_record, self.clock.now())
             obs = self._resolve_unknown_targets(obs, current, deadline)
             if self.settings.target_mode == "a-record":
                 old = peer_targets(current.get((self.settings.srv_fqdn, "SRV")))

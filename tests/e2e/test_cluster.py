@@ -45,7 +45,7 @@ def _etcd_processes_of(workdir: Path) -> list[int]:
 # -- the test (outside) -----------------------------------------------------------------------------
 def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_group_in_step(tmp_path: Path) -> None:
     started = time.monotonic()
-    result = call_inside(scenario_inside, {"workdir": str(tmp_path)}, timeout=100)
+    result = call_inside(scenario_inside, {"workdir": str(tmp_path)}, timeout=240)  # a hang guard (see below)
     elapsed = time.monotonic() - started
     steps = {s["name"]: s for s in result["steps"]}
     log = "\n".join(result["lines"])

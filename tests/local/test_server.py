@@ -144,82 +144,84 @@ def test_in_thread_server_on_wall_clock_refuses_to_advance_and_serves_extra_endp
         ENDPOINTS.pop(("GET", "/_local/test-echo"))
 
 
-def test_concurrent_calls_are_served_one_at_a_time_as_aws_serves_each_atomically():
+@pytest.fixture
+def wall_server():
+    """A threaded LocalServer on the wall clock (what ``python -m infra.local serve`` runs for the demo)."""
+    aws = LocalAWS(WallClock(), propagation=0.0).start()
+    server = LocalServer(aws, port=0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        aws.stop()
+
+
+def test_concurrent_calls_are_served_one_at_a_time_as_aws_serves_each_atomically(wall_server):
     """Regression (e2e CI: ``RuntimeError: dictionary changed size during iteration`` in moto's DescribeTags):
     the server is threaded and moto's backends are plain dicts, so a DescribeTags iterating the tags while
     another request's CreateTags adds one failed. Each call is atomic on AWS; here too."""
     import threading
 
-    aws = LocalAWS(WallClock(), propagation=0.0).start()
-    server = LocalServer(aws, port=0).start()
+    server = wall_server
     errors: list[str] = []
-    try:
-        config = Config(retries={"total_max_attempts": 1}, max_pool_connections=20)
-        ec2 = boto3.client("ec2", endpoint_url=server.url, region_name="us-east-1", config=config)
-        image = ec2.describe_images()["Images"][0]["ImageId"]
-        ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=image, MinCount=40, MaxCount=40)["Instances"]]
+    config = Config(retries={"total_max_attempts": 1}, max_pool_connections=20)
+    ec2 = boto3.client("ec2", endpoint_url=server.url, region_name="us-east-1", config=config)
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=image, MinCount=40, MaxCount=40)["Instances"]]
 
-        def writer(n: int) -> None:
-            client = boto3.client("ec2", endpoint_url=server.url, region_name="us-east-1", config=config)
-            for k in range(25):  # one tag added and the previous one removed per round (50 tags per resource at most)
-                try:
-                    client.create_tags(Resources=ids, Tags=[{"Key": f"w{n}-{k}", "Value": "x"}])
-                    if k:
-                        client.delete_tags(Resources=ids, Tags=[{"Key": f"w{n}-{k - 1}"}])
-                except Exception as exc:  # noqa: BLE001 - the outcome under test
-                    errors.append(f"CreateTags/DeleteTags: {exc}")
+    def writer(n: int) -> None:
+        client = boto3.client("ec2", endpoint_url=server.url, region_name="us-east-1", config=config)
+        for k in range(25):  # one tag added and the previous one removed per round (50 tags per resource at most)
+            try:
+                client.create_tags(Resources=ids, Tags=[{"Key": f"w{n}-{k}", "Value": "x"}])
+                if k:
+                    client.delete_tags(Resources=ids, Tags=[{"Key": f"w{n}-{k - 1}"}])
+            except Exception as exc:  # noqa: BLE001 - the outcome under test
+                errors.append(f"CreateTags/DeleteTags: {exc}")
 
-        def reader() -> None:
-            client = boto3.client("ec2", endpoint_url=server.url, region_name="us-east-1", config=config)
-            for _ in range(25):
-                try:
-                    client.describe_tags(Filters=[{"Name": "resource-id", "Values": ids}])
-                except Exception as exc:  # noqa: BLE001 - the outcome under test
-                    errors.append(f"DescribeTags: {exc}")
+    def reader() -> None:
+        client = boto3.client("ec2", endpoint_url=server.url, region_name="us-east-1", config=config)
+        for _ in range(25):
+            try:
+                client.describe_tags(Filters=[{"Name": "resource-id", "Values": ids}])
+            except Exception as exc:  # noqa: BLE001 - the outcome under test
+                errors.append(f"DescribeTags: {exc}")
 
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
-        threads += [threading.Thread(target=reader) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": ids[:1]}])["Tags"]
-    finally:
-        server.stop()
-        aws.stop()
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    threads += [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": ids[:1]}])["Tags"]
     assert errors == []
     assert sorted(t["Key"] for t in tags) == ["w0-24", "w1-24", "w2-24"]  # every write landed, in order
 
 
-def test_a_long_poll_does_not_hold_up_other_calls_while_it_waits():
+def test_a_long_poll_does_not_hold_up_other_calls_while_it_waits(wall_server):
     """Regression (CI: the long-poll test hung once each call held the account lock): SQS's long poll
     waits for a message; AWS serves other requests meanwhile, and a message sent during the wait ends it."""
     import threading
 
-    aws = LocalAWS(WallClock(), propagation=0.0).start()
-    server = LocalServer(aws, port=0).start()
+    server = wall_server
     order: list[str] = []
-    try:
-        config = Config(retries={"total_max_attempts": 1}, read_timeout=60)
-        sqs = boto3.client("sqs", endpoint_url=server.url, region_name="us-east-1", config=config)
-        url = sqs.create_queue(QueueName="poll")["QueueUrl"]
-        received: list[dict] = []
+    config = Config(retries={"total_max_attempts": 1}, read_timeout=60)
+    sqs = boto3.client("sqs", endpoint_url=server.url, region_name="us-east-1", config=config)
+    url = sqs.create_queue(QueueName="poll")["QueueUrl"]
+    received: list[dict] = []
 
-        def poll() -> None:
-            poller = boto3.client("sqs", endpoint_url=server.url, region_name="us-east-1", config=config)
-            received.extend(poller.receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", []))
-            order.append("long poll returned")
+    def poll() -> None:
+        poller = boto3.client("sqs", endpoint_url=server.url, region_name="us-east-1", config=config)
+        received.extend(poller.receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", []))
+        order.append("long poll returned")
 
-        thread = threading.Thread(target=poll)
-        thread.start()
-        threading.Event().wait(1.0)  # the poll's request is in (on the wall clock: this test's server is real)
-        sqs.list_queues()
-        order.append("ListQueues answered")
-        sqs.send_message(QueueUrl=url, MessageBody="wake")
-        order.append("SendMessage answered")
-        thread.join(timeout=30)
-    finally:
-        server.stop()
-        aws.stop()
+    thread = threading.Thread(target=poll)
+    thread.start()
+    threading.Event().wait(1.0)  # the poll's request is in (on the wall clock: this test's server is real)
+    sqs.list_queues()
+    order.append("ListQueues answered")
+    sqs.send_message(QueueUrl=url, MessageBody="wake")
+    order.append("SendMessage answered")
+    thread.join(timeout=30)
     assert order == ["ListQueues answered", "SendMessage answered", "long poll returned"]
     assert [m["Body"] for m in received] == ["wake"]
