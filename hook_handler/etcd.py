@@ -21,7 +21,10 @@ from hook_handler.exceptions import CoordinatorError
 
 # etcd answers these while a just-formed cluster settles, a leader is being elected or a new member has not
 # started yet; they clear by themselves, so they are retried until the deadline.
-TRANSIENT = ("leader changed", "too many requests", "timed out", "no leader", "request timed out")
+# A learner refuses all but Status and serializable reads (gRPC UNAVAILABLE): a just-added member listed in the client
+# record is one, so the next endpoint is asked (and this one again later: it may have been promoted).
+LEARNER_RPC = "rpc not supported for learner"
+TRANSIENT = ("leader changed", "too many requests", "timed out", "no leader", "request timed out", LEARNER_RPC)
 # etcd refusing a reconfiguration for the cluster's own safety (strict reconfig check): not retried within
 # a call, the decision layer waits for the cluster to change (a member to start, a learner to catch up).
 UNHEALTHY = "unhealthy cluster"

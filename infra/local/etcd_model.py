@@ -104,8 +104,10 @@ Reconfiguration (``--strict-reconfig-check`` on by default)
       be a voting member (``etcdserver: bad leader transferee``, ``server.go: MoveLeader``); answer ``{}``.
       A graceful stop (SIGTERM) of the leader hands leadership to the longest-connected voter
       (``TransferLeadership``, ``longestConnected``); SIGKILL does not (the rest elect after a timeout).
-  R23 Learners serve only serializable reads: put/linearizable range on one answer ``etcdserver: rpc not
-      supported for learner`` (``v3rpc/interceptor.go``, ``rpctypes.ErrGPRCNotSupportedForLearner``).
+  R23 A learner serves only Status and serializable reads: every other RPC on one — put, linearizable range,
+      member list, add, remove, promote, MoveLeader — answers ``etcdserver: rpc not supported for learner``
+      (``v3rpc/interceptor.go: isRPCSupportedForLearner``, ``rpctypes.ErrGPRCNotSupportedForLearner``);
+      HTTP ``/version`` and ``/health`` are not gRPC and answer.
 
 Simplifications: one shared replicated state per cluster ID (followers that are running and connected see
 it at once; a stopped member keeps the view it had), no network partitions, no snapshots/compaction,
@@ -754,6 +756,8 @@ class ModelTransport:
         }.get(path)
         if handler is None:
             raise EtcdRefused(endpoint, "Not Found", 5)
+        if path != "/v3/maintenance/status" and not (path == "/v3/kv/range" and body.get("serializable")):
+            self._learner_refuses(proc, endpoint)  # R23: every other RPC, member list and changes included
         return handler(proc, endpoint, dict(body), timeout)
 
     def get(self, endpoint: str, path: str, timeout: float) -> dict[str, Any]:

@@ -224,6 +224,26 @@ def test_learner_serves_only_serializable_reads():
     refused = w.refused(4, "/v3/kv/range", {"key": "Zm9v"})
     assert refused == "etcdserver: rpc not supported for learner"
     assert w.post(4, "/v3/kv/range", {"key": "Zm9v", "serializable": True})["kvs"][0]["value"] == "YmFy"
+    for path in ("/v3/cluster/member/list", "/v3/cluster/member/add", "/v3/cluster/member/remove"):
+        assert w.refused(4, path, {"peerURLs": ["http://n5.example.com:2380"]}) == (
+            "etcdserver: rpc not supported for learner"
+        ), path  # real etcd: tests/e2e/test_membership_real.py's learner in the client record
+    assert w.post(4, "/v3/maintenance/status")["isLearner"] is True
+
+
+def test_the_membership_client_asks_the_next_member_when_a_learner_refuses():
+    """A just-added learner listed first (the client record lists it): its refusal sends the client on to a voter
+    instead of failing the pass (found by the real-etcd IP-reuse scenario)."""
+    w = three()
+    w.clock.advance(6)
+    w.add(1, 4, learner=True)
+    w.start(4, "existing", [1, 2, 3, 4])
+    w.clock.advance(2)
+    client = Membership(w.clock, w.t)
+    members = client.members([w.ep(4), w.ep(1)], w.clock.now() + 10)
+    assert sorted(m.name for m in members) == ["n1", "n2", "n3", "n4"]
+    with pytest.raises(EtcdRefused, match="not supported for learner"):  # only a learner to ask: no guess
+        client.members([w.ep(4)], w.clock.now() + 3)
 
 
 # -- joins -----------------------------------------------------------------------------------------------
