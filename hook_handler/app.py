@@ -40,7 +40,7 @@ class Clients:
     route53: Any
     autoscaling: Any
     ec2: Any
-    secretsmanager: Any = None  # only with etcd_tls_secret (one GetSecretValue per cold start)
+    secretsmanager: Any = None  # only with etcd_tls_secret / etcd_ca_secret
 
     @classmethod
     def create(cls, session: Any | None = None, *, tls: bool = False) -> Clients:
@@ -97,6 +97,7 @@ class Runtime:
             metrics=metrics,
             region=self.region,
             membership=self._membership(settings, clients, clock, etcd_transport),
+            certificates=self._certificates(settings, clients),
         )
         for warning in settings.warnings:
             logger.warning(warning)
@@ -117,11 +118,24 @@ class Runtime:
             transport = HttpTransport(**options)
         return Membership(clock, transport)
 
+    @staticmethod
+    def _certificates(settings: Settings, clients: Clients) -> Any:
+        if not settings.etcd_ca_secret:
+            return None
+        from hook_handler.certs import MemberCertificates  # cryptography itself loads on the first issue only
+
+        return MemberCertificates(
+            clients.secretsmanager or boto3.client("secretsmanager", config=CLIENT_CONFIG),
+            settings.etcd_ca_secret,
+            settings.etcd_member_secret_prefix,
+            days=settings.etcd_member_cert_days,
+        )
+
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, clock: Clock | None = None) -> Runtime:
         settings = load_settings(os.environ if environ is None else environ)
         logger.setLevel(settings.log_level)
-        tls = settings.membership_enabled and bool(settings.etcd_tls_secret)
+        tls = (settings.membership_enabled and bool(settings.etcd_tls_secret)) or bool(settings.etcd_ca_secret)
         return cls(settings, Clients.create(tls=tls), clock or SystemClock())
 
     def deadline(self, context: Any) -> float:

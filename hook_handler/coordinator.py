@@ -25,6 +25,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from hook_handler.certs import CERT_TAG, CertificateError, MemberCertificates, member_identity
 from hook_handler.clock import Clock
 from hook_handler.etcd import (
     LEARNER_NOT_READY,
@@ -100,11 +101,12 @@ LAG_LOOKS = 3  # looks again at an event the describes do not show yet ...
 LAG_PAUSE_SECONDS = 2.0  # ... this long apart
 VIEW_READ_SECONDS = 15.0  # how long a look at etcd may take before the pass treats etcd as unreachable
 RECONFIG_CALL_SECONDS = 20.0  # one member add/remove/promote call (retried inside) before the pass pauses
-_PASS_ERRORS = (DeadlineReached, MembershipError, ClientError)
+_PASS_ERRORS = (DeadlineReached, MembershipError, ClientError, CertificateError)
 # What makes an instance an admitted member, revoked when it goes back to the warm pool.
 MARKER_LABEL = "_etcd-asg-coordinator"  # the proof marker set: <label>.<peer record> (see _marker_change)
 MARKER_TARGET = "etcd-asg-coordinator.invalid."
 MARKER_TTL = 60
+SWEEP_AGE_SECONDS = 3600.0  # a member secret younger than this is never swept (describes lag behind launches)
 CLIENT_RECORD_SECONDS = 60.0  # how long client URLs read from etcd_client_srv are used before it is read again
 CLIENT_RECORD_READ_SECONDS = 5.0
 WAIT_STATES = frozenset({"Pending:Wait", "Terminating:Wait"})  # a lifecycle action of ours waits
@@ -215,6 +217,7 @@ class Coordinator:
         account: str | None = None,
         region: str | None = None,
         membership: Membership | None = None,
+        certificates: MemberCertificates | None = None,
     ) -> None:
         self.settings = settings
         self.route53 = route53
@@ -225,6 +228,7 @@ class Coordinator:
         self.account = account
         self.region = region
         self.membership = membership
+        self.certificates = certificates  # member certificates (etcd_ca_secret), issued before the go signal
         self._learners: bool | None = None  # cluster version supports learners (asked once per cold start)
         self._client_urls: tuple[float, list[str]] | None = None  # (read at, URLs) from the client SRV record
 
@@ -241,6 +245,8 @@ class Coordinator:
                 live.append(event)
         if events and not live:
             return report
+        if not events and not dry_run:
+            self._sweep_certificates(deadline)
 
         # 1. Judge the events against what the APIs say (looking again, briefly, while they lag behind).
         ids = {e.instance_id for e in live if e.instance_id}
@@ -1046,12 +1052,50 @@ class Coordinator:
     def _go(self, launches: Iterable[str], obs: Observation, state: str, deadline: float) -> None:
         """The go signal: ``etcd-cluster-state`` on each launching instance that lacks it."""
         go = {
-            iid: {STATE_TAG: state, SINCE_TAG: f"{self.clock.now():.0f}"}
+            iid: {STATE_TAG: state, SINCE_TAG: f"{self.clock.now():.0f}", **self._certificate(obs.instances[iid])}
             for iid in launches
             if STATE_TAG not in obs.instances[iid].tags
         }
         if go:
             self.asg.tag(go, deadline)
+
+    def _certificate(self, instance: Instance) -> dict[str, str]:
+        """The instance's member certificate secret, made if needed: ``{etcd-member-cert: arn}`` to write with
+        (never after) its go signal; ``{}`` without member certificates or when the tag is there already."""
+        if self.certificates is None or CERT_TAG in instance.tags:
+            return {}
+        hosts = (target_of(instance, self.settings), instance.private_dns, instance.private_ip)
+        arn = self.certificates.ensure(member_identity(instance.instance_id, hosts, self.settings.domain_name))
+        self.log.info("member certificate issued", extra={"instance": instance.instance_id, "secret": arn})
+        return {CERT_TAG: arn}
+
+    def _forget_certificate(self, instance_id: str) -> None:
+        """Delete a leaving (or abandoned) instance's member secret; best-effort: the reconcile's sweep retries."""
+        if self.certificates is None:
+            return
+        try:
+            if self.certificates.delete(instance_id):
+                self.log.info("member certificate deleted", extra={"instance": instance_id})
+        except CertificateError as exc:
+            self.log.warning("member certificate not deleted", extra={"instance": instance_id, "error": str(exc)})
+
+    def _sweep_certificates(self, deadline: float) -> None:
+        """A reconcile deletes the member secrets of instances EC2 no longer runs (a deletion that failed, an
+        instance that died before its termination completed). Only secrets older than ``SWEEP_AGE_SECONDS``:
+        DescribeInstances is eventually consistent and may not show an instance launched a moment ago."""
+        if self.certificates is None:
+            return
+        try:
+            owners = self.certificates.owners()
+            old = {iid for iid, created in owners.items() if self.clock.now() - created > SWEEP_AGE_SECONDS}
+            found = self.asg.describe_instances(old, deadline) if old else {}
+        except (CertificateError, ClientError, DeadlineReached) as exc:
+            self.log.warning("member certificates not swept", extra={"error": str(exc)})
+            return
+        for iid in sorted(old):
+            inst = found.get(iid)
+            if inst is None or inst.ec2_state in ("terminated", "shutting-down"):
+                self._forget_certificate(iid)
 
     def _found(
         self,
@@ -1170,6 +1214,8 @@ class Coordinator:
         if step == "add":
             if tags.get(PHASE_TAG) != ADDING or SINCE_TAG not in tags:
                 write({PHASE_TAG: ADDING, SINCE_TAG: f"{self.clock.now():.0f}"})  # write before mutate
+            # Its certificate before its member: a member that could never start would block every later add.
+            certificate = self._certificate(replace(instance, tags=tags))
             target = target_of(instance, self.settings) or ""
             url = peer_url(target, self.settings.etcd_port, self.settings.etcd_peer_scheme)
             try:
@@ -1190,12 +1236,12 @@ class Coordinator:
             self.log.info("etcd member added", extra={"instance": iid, "member": added.hex_id, "peer_url": url})
             # The member ID and, in the same CreateTags, the go signal: the record that lists the instance is
             # INSYNC and its member is added, so its etcd may start now.
-            write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED, STATE_TAG: "existing"})
+            write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED, STATE_TAG: "existing", **certificate})
         elif step == "tag-id" and member is not None:
             write({MEMBER_ID_TAG: member.hex_id, PHASE_TAG: ADDED})
         elif step == "go":
             # The go signal, only now: the record that lists the instance is INSYNC and its member added.
-            write({STATE_TAG: "existing"})
+            write({STATE_TAG: "existing", **self._certificate(replace(instance, tags=tags))})
         elif step == "promote" and member is not None:
             try:
                 self.membership.promote(member.id, self._reconfig_endpoints(view, obs), self._call_deadline(deadline))
@@ -1299,6 +1345,8 @@ class Coordinator:
             done = self.asg.complete(action, result, deadline)
             if done:
                 report.completed.append((iid, result))
+            if action.transition == TERMINATING and result == "CONTINUE":
+                self._forget_certificate(iid)
             self.log.info(
                 "lifecycle action completed" if done else "lifecycle action already finished",
                 extra={"instance": iid, "group": action.group, "hook": action.hook, "result": result},
@@ -1322,6 +1370,7 @@ class Coordinator:
         self.log.error("launch abandoned: member did not start", extra={"instance": action.instance_id, "why": why})
         if done:
             report.completed.append((action.instance_id, "ABANDON"))
+        self._forget_certificate(action.instance_id)
         event = by_instance.pop(action.instance_id, None)
         if event is not None:
             report.outcomes.append(Outcome(event, "abandoned", why))

@@ -22,6 +22,7 @@ _ASG_NAME = re.compile(r"^[\w\-.:/@+=]{1,255}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 _URL = re.compile(r"^https?://[^\s/]+(?::\d+)?/?$")
 _SECRET_ID = re.compile(r"^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$")
+_SECRET_PREFIX = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,400}/$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -150,6 +151,25 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         '`{"ca": PEM, "cert": PEM, "key": PEM}`; set: client URLs are `https`, members are verified against `ca` '
         "(host names included) and the coordinator presents `cert`. Required with `_etcd-server-ssl` records.",
     ),
+    Spec(
+        "etcd_ca_secret",
+        "",
+        "AWS Secrets Manager secret (ARN or name) holding the cluster's issuing CA as JSON "
+        '`{"cert": PEM, "key": PEM}`; set: before its go signal every admitted instance gets its own key and '
+        "certificate (SANs: peer host, private DNS name, private IP, `domain_name`) in the secret "
+        "`<etcd_member_secret_prefix><instance-id>`, readable by that instance only (tag `etcd-member-cert`).",
+    ),
+    Spec(
+        "etcd_member_secret_prefix",
+        "",
+        "Name prefix of the member certificate secrets. Empty: `etcd-asg/<domain_name>/member/`.",
+    ),
+    Spec(
+        "etcd_member_cert_days",
+        "365",
+        "Validity of a member certificate in days (capped by the CA's). Rotation is by replacement: keep the "
+        "group's maximum instance lifetime (or your instance refreshes) shorter.",
+    ),
     # -- telemetry --------------------------------------------------------------------------
     Spec("tracing", "false", "Send X-Ray traces through powertools Tracer (true/false)."),
 )
@@ -210,6 +230,9 @@ class Settings:
     etcd_client_port: int = 2379
     etcd_peer_scheme: str = "http"
     etcd_tls_secret: str = ""
+    etcd_ca_secret: str = ""
+    etcd_member_secret_prefix: str = ""
+    etcd_member_cert_days: float = 365.0
     tracing: bool = False
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -384,6 +407,22 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     tls_secret = get("etcd_tls_secret")
     membership = _bool("etcd_membership", get("etcd_membership"))
     _check_tls(srv_name, scheme, tls_secret, endpoints, membership)
+    ca_secret = get("etcd_ca_secret")
+    if ca_secret and not _SECRET_ID.match(ca_secret):
+        raise SettingsError("etcd_ca_secret", f"{ca_secret!r} is not a secret name or ARN", "arn:aws:secretsmanager:..")
+    if ca_secret and scheme != "https":
+        raise SettingsError(
+            "etcd_ca_secret",
+            f"is set but etcd_peer_scheme is {scheme}: member certificates are for a TLS cluster",
+            "etcd_peer_scheme=https (and the TLS peer record _etcd-server-ssl._tcp), or no etcd_ca_secret",
+        )
+    member_prefix = get("etcd_member_secret_prefix") or f"etcd-asg/{domain.rstrip('.')}/member/"
+    if not _SECRET_PREFIX.match(member_prefix):
+        raise SettingsError(
+            "etcd_member_secret_prefix",
+            f"{member_prefix!r} is not a Secrets Manager name prefix",
+            "letters, digits and /_+=.@- ending in / (e.g. etcd-asg/example.com/member/)",
+        )
 
     cluster_size_raw = get("cluster_size")
     cluster_size = _int("cluster_size", cluster_size_raw, 1, 1000) if cluster_size_raw else None
@@ -432,6 +471,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         etcd_client_port=_int("etcd_client_port", get("etcd_client_port"), 1, 65535),
         etcd_peer_scheme=scheme,
         etcd_tls_secret=tls_secret,
+        etcd_ca_secret=ca_secret,
+        etcd_member_secret_prefix=member_prefix,
+        etcd_member_cert_days=_float("etcd_member_cert_days", get("etcd_member_cert_days"), 1, 3650),
         tracing=_bool("tracing", get("tracing")),
         warnings=tuple(warnings),
     )

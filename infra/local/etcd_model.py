@@ -38,7 +38,8 @@ SRV discovery (first start only)
       model takes the targets the process resolves at that moment (the caller picks the record).
   R5  Each target is resolved; one that does not resolve is skipped. The target whose address:port equals the
       resolved ``--initial-advertise-peer-urls`` is named ``--name``, the others "0", "1", ... in answer order;
-      peer URLs are ``http://<target>:<port>`` (``client/pkg/srv/srv.go: GetCluster``).
+      peer URLs are ``http://<target>:<port>``, ``https://`` from ``_etcd-server-ssl`` (``client/pkg/srv/srv.go:
+      GetCluster``, called with scheme https for etcd-server-ssl and http for etcd-server).
   R6  No target matches: exit ``cannot find local etcd member "<name>" in SRV records`` before the data dir
       is touched (``embed/config.go: PeerURLsMapAndToken``; seen: no data dir left).
   R7  No target at all: exit ``error querying DNS SRV records for _etcd-server ...`` (``srv.go``).
@@ -258,10 +259,12 @@ class DataDir:
 
 @dataclass(frozen=True)
 class Discovery:
-    """``--discovery-srv`` as the process sees it at start: SRV targets (host, port) and host → IP."""
+    """``--discovery-srv`` as the process sees it at start: SRV targets (host, port) and host → IP; ``scheme``:
+    ``https`` when the targets came from ``_etcd-server-ssl._tcp``, ``http`` from ``_etcd-server._tcp`` (R5)."""
 
     targets: Sequence[tuple[str, int]]
     resolver: Mapping[str, str] | Callable[[str], str | None]
+    scheme: str = "http"
 
     def resolve(self, host: str) -> str | None:
         host = host.rstrip(".").lower()
@@ -495,7 +498,7 @@ class EtcdModel:
                 name = proc.name
             else:
                 name, temp = str(temp), temp + 1
-            urlsmap.append((name, f"http://{host.rstrip('.')}:{port}"))
+            urlsmap.append((name, f"{discovery.scheme}://{host.rstrip('.')}:{port}"))
         if not any(n == proc.name for n, _ in urlsmap):
             return {
                 "kind": "exit",

@@ -15,6 +15,10 @@ and the SRV record as DNS answers it (``LocalAWS.records``). Per instance, on ev
 3. wait for the tag ``etcd-cluster-state`` (new | existing);
 4. wait until the SRV record lists its peer host on the peer port;
 5. start etcd with ``--discovery-srv`` on the model (targets and resolver read at that moment).
+With ``tls=True`` (the script's ``ETCD_TLS=1``): the record is ``_etcd-server-ssl._tcp``, URLs are ``https``, and
+between steps 3 and 4 the instance reads its member certificate from the secret its tag ``etcd-member-cert``
+names (moto's Secrets Manager backend); until that secret holds a certificate for this instance whose SANs
+name the discovery domain and its peer host, the script fails and is run again (systemd), as it would on EC2.
 
 Waits poll every ``poll_interval`` seconds, doubled per poll up to ``poll_max`` (the script's backoff).
 etcd that exits non-zero (or is killed by ``crash``) is restarted by systemd (``Restart=on-failure``) after
@@ -43,6 +47,7 @@ from infra.local.aws import LocalAWS
 from infra.local.etcd_model import Discovery, EtcdModel
 
 TAG_CLUSTER_STATE = "etcd-cluster-state"
+TAG_CERT = "etcd-member-cert"
 _TARGET_IN_SERVICE = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
 _NOT_JOINING = ("Warmed", "Terminat", "Detach")
 _STOPPED_STATES = {"Terminating:Proceed", "Terminated", "Warmed:Terminated"}
@@ -103,14 +108,17 @@ class SimFleet:
         poll_max: float = 10.0,
         peer_port: int = 2380,
         client_port: int = 2379,
+        tls: bool = False,
     ) -> None:
         self.aws = aws
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
         self.model = model
         self.clock: Any = aws.clock
         self.group = group
         self.zone_id = zone_id
         self.domain = domain.rstrip(".")
-        service = "_etcd-server" + (f"-{srv_name}" if srv_name else "")
+        service = ("_etcd-server-ssl" if tls else "_etcd-server") + (f"-{srv_name}" if srv_name else "")
         self.srv_fqdn = f"{service}._tcp.{self.domain}.".lower()
         self.token = token or f"etcd-{self.domain}"
         self.peer_host = peer_host
@@ -151,7 +159,7 @@ class SimFleet:
 
     def peer_url(self, inst: SimInstance) -> str:
         host = inst.dns if self.peer_host == "dns" else inst.ip
-        return f"http://{host}:{self.peer_port}"
+        return f"{self.scheme}://{host}:{self.peer_port}"
 
     # -- one look ------------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -266,6 +274,12 @@ class SimFleet:
         if inst.phase == "waiting-tag":
             value = ec2.tags.get(inst.instance_id, {}).get(TAG_CLUSTER_STATE)
             if value in ("new", "existing"):
+                if self.tls:
+                    problem = self._certificate_problem(inst, ec2.tags.get(inst.instance_id, {}).get(TAG_CERT))
+                    if problem:
+                        self._note(inst, f"no usable member certificate: {problem}")
+                        self._wait(inst, now)
+                        return
                 inst.cluster_state = value
                 self._note(inst, f"{TAG_CLUSTER_STATE}: {value}")
                 self._advance(inst, "waiting-srv", now)
@@ -313,7 +327,7 @@ class SimFleet:
             name=inst.instance_id,
             ip=inst.ip,
             peer_url=self.peer_url(inst),
-            client_url=f"http://{inst.ip}:{self.client_port}",
+            client_url=f"{self.scheme}://{inst.ip}:{self.client_port}",
             discovery=discovery,
             cluster_state="existing" if inst.cluster_state == "existing" else "new",
             token=self.token,
@@ -321,6 +335,32 @@ class SimFleet:
         inst.phase = "running"
         inst.next_check = self.clock.now()
         self._note(inst, f"etcd started ({'discovery ' + inst.cluster_state if discovery else 'restart'})")
+
+    def _certificate_problem(self, inst: SimInstance, secret_id: str | None) -> str:
+        """What is wrong with the member certificate the instance would fetch ('' when it will do)."""
+        if not secret_id:
+            return f"no tag {TAG_CERT}"
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        backend = secretsmanager_backends[self.aws.account][self.aws.region]
+        try:
+            value = backend.get_secret_value(secret_id, None, None)
+        except Exception as exc:  # noqa: BLE001 -- moto's not-found and no-value errors: the script retries
+            return f"secret {secret_id}: {type(exc).__name__}"
+        import json
+
+        from cryptography import x509
+
+        try:
+            cert = x509.load_pem_x509_certificate(json.loads(value["SecretString"])["cert"].encode())
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (KeyError, ValueError, TypeError, x509.ExtensionNotFound) as exc:
+            return f"secret {secret_id} holds no member certificate ({exc})"
+        dns = {d.lower() for d in names.get_values_for_type(x509.DNSName)}
+        host = (inst.dns if self.peer_host == "dns" else inst.ip).rstrip(".").lower()
+        ips = {str(i) for i in names.get_values_for_type(x509.IPAddress)}
+        missing = [n for n in (self.domain.lower(), host) if n not in dns and n not in ips]
+        return f"certificate does not name {', '.join(missing)}" if missing else ""
 
     # -- DNS as the instances see it ---------------------------------------------------------------
     def srv_targets(self) -> list[tuple[str, int]]:
@@ -347,7 +387,7 @@ class SimFleet:
         return None
 
     def discovery(self) -> Discovery:
-        return Discovery(targets=self.srv_targets(), resolver=self.resolve)
+        return Discovery(targets=self.srv_targets(), resolver=self.resolve, scheme=self.scheme)
 
     def _note(self, inst: SimInstance, message: str) -> None:
         inst.log.append((self.clock.now(), message))

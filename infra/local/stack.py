@@ -198,7 +198,7 @@ def deploy(
     }
     runtime = Runtime(
         load_settings(env),
-        Clients(route53=r53, autoscaling=asg, ec2=ec2),
+        Clients(route53=r53, autoscaling=asg, ec2=ec2, secretsmanager=aws.client("secretsmanager")),
         aws.clock,
         region=aws.region,
         etcd_transport=etcd,

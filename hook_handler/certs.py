@@ -1,0 +1,324 @@
+"""Member certificates: issued by the coordinator at the go signal, one AWS Secrets Manager secret per instance.
+
+With ``etcd_ca_secret`` set (a secret ``{"cert": PEM, "key": PEM}`` holding the cluster's issuing CA, which only
+the coordinator's role can read), every admitted instance gets, before its go signal, a fresh ECDSA P-256 key
+and a certificate (CN = instance id; SANs = its peer host, its private DNS name, its private IP and the SRV
+discovery domain — etcd checks the discovery domain in every peer's certificate when it discovers over TLS;
+extended key usages serverAuth and clientAuth: a member is a server to clients and peers and a client to peers).
+They go to the secret ``<etcd_member_secret_prefix><instance-id>`` as ``{"ca", "cert", "key"}``, and the
+instance's start script reads it (its ARN is the instance's tag ``etcd-member-cert``).
+
+Who can read a member's key: the secret's resource policy denies ``GetSecretValue`` to every session whose
+``aws:userid`` is not ``*:<instance-id>`` (IAM: an instance profile's session has ``aws:userid`` =
+``<role-id>:<instance-id>``), so only that instance reads it, whatever the instances' shared role allows.
+The steps are ordered so no reader ever sees a key without that policy: the secret is created empty, the
+policy is put, then the value. Each step is idempotent and checked against the secret as it is (the secret's
+name is the instance id, so a pass killed anywhere resumes: an existing secret is reused, never re-keyed once
+it holds a value). The secret is deleted (without recovery) when the instance's termination completes or its
+launch is abandoned; a reconcile sweeps the secrets of instances EC2 no longer knows. Rotation is by
+replacement: an instance refresh gives every member a new key and certificate.
+
+``cryptography`` is imported on first issue only: a cold start without member certificates never loads it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from hook_handler.exceptions import CoordinatorError
+from hook_handler.retry import error_code, error_message
+
+CA_SETTING = "etcd_ca_secret"
+CERT_TAG = "etcd-member-cert"  # the member secret's ARN, on the instance, written with (before) the go signal
+INSTANCE_TAG = "etcd-instance-id"  # on the member secret: whose it is (the sweep reads it)
+_TOKEN_NAMESPACE = uuid.UUID("6f0f3d0e-5d0c-4b8e-9a51-3c5d9b1f8a10")
+
+
+class CertificateError(CoordinatorError):
+    """A member certificate could not be issued (the CA secret is unusable, or Secrets Manager refused)."""
+
+
+@dataclass(frozen=True)
+class MemberIdentity:
+    """What a member certificate names."""
+
+    instance_id: str
+    dns: tuple[str, ...]  # peer host, private DNS name, discovery domain
+    ips: tuple[str, ...]  # private IP
+
+
+def member_identity(instance_id: str, hosts: Iterable[str | None], domain: str) -> MemberIdentity:
+    """The SANs of ``instance_id``'s certificate: each host (DNS name or IP) and the discovery domain.
+
+    >>> member_identity("i-1", ["ip-10-0-0-5.ec2.internal.", "10.0.0.5", None], "example.com.")
+    MemberIdentity(instance_id='i-1', dns=('ip-10-0-0-5.ec2.internal', 'example.com'), ips=('10.0.0.5',))
+    """
+    dns: dict[str, None] = {}
+    ips: dict[str, None] = {}
+    for host in hosts:
+        if not host:
+            continue
+        host = host.rstrip(".").lower()
+        try:
+            ips[str(ipaddress.ip_address(host))] = None
+        except ValueError:
+            dns[host] = None
+    dns[domain.rstrip(".").lower()] = None
+    return MemberIdentity(instance_id, tuple(dns), tuple(ips))
+
+
+def issue(
+    ca_cert_pem: str,
+    ca_key_pem: str,
+    common_name: str,
+    *,
+    dns: Iterable[str] = (),
+    ips: Iterable[str] = (),
+    days: float = 365.0,
+    server: bool = True,
+    client: bool = True,
+    now: datetime.datetime | None = None,
+) -> tuple[str, str]:
+    """A new key and a certificate for it signed by the CA (both PEM): ``(cert, key)``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = now or datetime.datetime.now(datetime.UTC)
+    sans: list[x509.GeneralName] = [x509.DNSName(d.rstrip(".")) for d in dict.fromkeys(dns)]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ips)]
+    wanted = ((ExtendedKeyUsageOID.SERVER_AUTH, server), (ExtendedKeyUsageOID.CLIENT_AUTH, client))
+    usages = [usage for usage, on in wanted if on]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)  # type: ignore[arg-type]
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def resource_policy(instance_id: str) -> str:
+    """The member secret's resource policy: nobody but the instance's own sessions reads the value.
+
+    >>> json.loads(resource_policy("i-1"))["Statement"][0]["Condition"]
+    {'StringNotLike': {'aws:userid': '*:i-1'}}
+    """
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "OnlyItsInstanceReadsTheKey",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": "*",
+                    "Condition": {"StringNotLike": {"aws:userid": f"*:{instance_id}"}},
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+class MemberCertificates:
+    """Issue, find and delete member certificate secrets (see the module docstring for the steps)."""
+
+    def __init__(
+        self,
+        secretsmanager: Any,
+        ca_secret: str,
+        prefix: str,
+        *,
+        days: float = 365.0,
+        kms_key: str = "",
+    ) -> None:
+        self.sm = secretsmanager
+        self.ca_secret = ca_secret
+        self.prefix = prefix
+        self.days = days
+        self.kms_key = kms_key
+        self._ca: tuple[str, str] | None = None
+
+    def name(self, instance_id: str) -> str:
+        return f"{self.prefix}{instance_id}"
+
+    def ensure(self, identity: MemberIdentity) -> str:
+        """The ARN of ``identity``'s member secret, holding a key and certificate, created if needed."""
+        name = self.name(identity.instance_id)
+        described = self._describe(name)
+        if described is None:
+            described = self._create(name, identity.instance_id)
+        arn = described["ARN"]
+        # Step 2, always (cheap, idempotent): the policy that keeps every other instance out, before any value.
+        self._call(
+            "PutResourcePolicy",
+            self.sm.put_resource_policy,
+            SecretId=arn,
+            ResourcePolicy=resource_policy(identity.instance_id),
+            BlockPublicPolicy=True,
+        )
+        stages = described.get("VersionIdsToStages") or {}
+        if not any("AWSCURRENT" in s for s in stages.values()):
+            ca_cert, ca_key = self._load_ca()
+            cert, key = issue(ca_cert, ca_key, identity.instance_id, dns=identity.dns, ips=identity.ips, days=self.days)
+            value = json.dumps({"ca": ca_cert, "cert": cert, "key": key})
+            token = str(uuid.uuid5(_TOKEN_NAMESPACE, arn))  # one value per secret: a lost answer is not re-keyed
+            try:
+                self.sm.put_secret_value(SecretId=arn, SecretString=value, ClientRequestToken=token)
+            except ClientError as exc:
+                if error_code(exc) != "ResourceExistsException":  # that version landed before (answer lost)
+                    raise self._error("PutSecretValue", name, exc) from None
+            except BotoCoreError as exc:
+                raise CertificateError(f"PutSecretValue on {name}: {exc}") from None
+        return arn
+
+    def delete(self, instance_id: str) -> bool:
+        """Delete the instance's member secret at once (no recovery window). False when there was none."""
+        try:
+            self.sm.delete_secret(SecretId=self.name(instance_id), ForceDeleteWithoutRecovery=True)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return False
+            raise self._error("DeleteSecret", self.name(instance_id), exc) from None
+        except BotoCoreError as exc:
+            raise CertificateError(f"DeleteSecret on {self.name(instance_id)}: {exc}") from None
+        return True
+
+    def owners(self) -> dict[str, float]:
+        """Every member secret under the prefix: instance id -> when the secret was created (epoch seconds)."""
+        found: dict[str, float] = {}
+        try:
+            pages = self.sm.get_paginator("list_secrets").paginate(Filters=[{"Key": "name", "Values": [self.prefix]}])
+            for page in pages:
+                for entry in page.get("SecretList", []):
+                    name = entry.get("Name", "")
+                    if name.startswith(self.prefix):
+                        created = entry.get("CreatedDate")
+                        found[name[len(self.prefix) :]] = created.timestamp() if created is not None else 0.0
+        except (ClientError, BotoCoreError) as exc:
+            raise CertificateError(f"ListSecrets under {self.prefix}: {exc}") from None
+        return found
+
+    def _describe(self, name: str) -> Mapping[str, Any] | None:
+        try:
+            return self.sm.describe_secret(SecretId=name)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise self._error("DescribeSecret", name, exc) from None
+        except BotoCoreError as exc:
+            raise CertificateError(f"DescribeSecret on {name}: {exc}") from None
+
+    def _create(self, name: str, instance_id: str) -> Mapping[str, Any]:
+        # Step 1: the secret without a value (nothing to read until its policy is in place).
+        options: dict[str, Any] = {
+            "Name": name,
+            "Description": f"etcd member certificate and key of {instance_id} (etcd-asg-coordinator)",
+            "Tags": [{"Key": INSTANCE_TAG, "Value": instance_id}],
+        }
+        if self.kms_key:
+            options["KmsKeyId"] = self.kms_key
+        try:
+            self.sm.create_secret(**options)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceExistsException":  # a pass before this one created it
+                raise self._error("CreateSecret", name, exc) from None
+        except BotoCoreError as exc:
+            raise CertificateError(f"CreateSecret on {name}: {exc}") from None
+        described = self._describe(name)
+        if described is None:
+            raise CertificateError(f"secret {name} was created but DescribeSecret does not find it yet; retry")
+        return described
+
+    def _call(self, operation: str, fn: Any, **params: Any) -> Any:
+        try:
+            return fn(**params)
+        except ClientError as exc:
+            raise self._error(operation, params.get("SecretId", ""), exc) from None
+        except BotoCoreError as exc:
+            raise CertificateError(f"{operation} on {params.get('SecretId', '')}: {exc}") from None
+
+    def _load_ca(self) -> tuple[str, str]:
+        """The issuing CA's certificate and key, read once per sandbox (one GetSecretValue)."""
+        if self._ca is None:
+            self._ca = load_ca(self.sm, self.ca_secret)
+        return self._ca
+
+    @staticmethod
+    def _error(operation: str, name: str, exc: ClientError) -> CertificateError:
+        return CertificateError(
+            f"{operation} on {name} failed ({error_code(exc)}: {error_message(exc)}); the coordinator's role needs "
+            "secretsmanager:CreateSecret, DescribeSecret, PutResourcePolicy, PutSecretValue, DeleteSecret, "
+            "ListSecrets and TagResource on the member secrets (coordinator.yaml grants them under "
+            "EtcdMemberSecretPrefix)"
+        )
+
+
+def load_ca(secretsmanager: Any, secret_id: str) -> tuple[str, str]:
+    """``(cert, key)`` PEM of the issuing CA in ``secret_id`` (``{"cert": PEM, "key": PEM}``), checked."""
+    expected = 'a SecretString like {"cert": "<CA certificate PEM>", "key": "<CA private key PEM, unencrypted>"}'
+    try:
+        text = secretsmanager.get_secret_value(SecretId=secret_id).get("SecretString")
+    except ClientError as exc:
+        raise CertificateError(
+            f"{CA_SETTING}: secret {secret_id!r} cannot be read ({error_code(exc)}: {error_message(exc)}); the "
+            "coordinator's role needs secretsmanager:GetSecretValue on it"
+        ) from None
+    except BotoCoreError as exc:
+        raise CertificateError(f"{CA_SETTING}: secret {secret_id!r} cannot be read ({exc})") from None
+    try:
+        data = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("cert", "key")):
+        raise CertificateError(f"{CA_SETTING}: secret {secret_id!r} is not {expected}")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(data["cert"].encode())
+        key = serialization.load_pem_private_key(data["key"].encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(f"{CA_SETTING}: secret {secret_id!r} does not hold {expected} ({exc})") from None
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value if _has_bc(cert) else None
+    if constraints is None or not constraints.ca:
+        raise CertificateError(f"{CA_SETTING}: the certificate in {secret_id!r} is not a CA (basicConstraints CA:TRUE)")
+    if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
+        raise CertificateError(f"{CA_SETTING}: the key in {secret_id!r} is not the CA certificate's key")
+    return data["cert"], data["key"]
+
+
+def _has_bc(cert: Any) -> bool:
+    from cryptography import x509
+
+    try:
+        cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return True

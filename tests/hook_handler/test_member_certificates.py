@@ -1,0 +1,211 @@
+"""Member certificates (issue 12): issued by the coordinator before each go signal, one secret per instance that only
+that instance may read, deleted when it leaves; the instances (``SimFleet(tls=True)``, the start script's TLS
+protocol) start etcd only with a certificate naming the discovery domain and their peer host.
+
+Asserted on what Secrets Manager holds (value, policy, tags), on the call log (order: the secret and its policy
+before its value, the value before the go signal), on etcd's member list and on the record.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from hook_handler.certs import CertificateError, MemberCertificates, load_ca, member_identity, resource_policy
+from infra.local import LocalAWS
+from infra.local.clock import SimClock
+from infra.local.etcd_model import EtcdModel
+from infra.local.pki import CertificateAuthority
+from infra.local.sim_fleet import SimFleet
+from infra.local.stack import deploy
+
+DOMAIN = "example.com"
+PREFIX = f"etcd-asg/{DOMAIN}/member/"
+
+
+@pytest.fixture
+def aws():
+    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return CertificateAuthority.create("etcd-test-ca")
+
+
+def put_ca(aws: LocalAWS, ca: CertificateAuthority, name: str = "etcd/ca") -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    key = ca.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    sm = aws.client("secretsmanager")
+    return sm.create_secret(Name=name, SecretString=json.dumps({"cert": ca.pem, "key": key}))["ARN"]
+
+
+def tls_world(aws: LocalAWS, ca: CertificateAuthority):
+    put_ca(aws, ca)
+    model = EtcdModel(aws.clock, seed=1, start_seconds=(1.0, 3.0))
+    stack = deploy(
+        aws,
+        mode="eventbridge",
+        etcd=model.transport(),
+        settings={
+            "poll_interval_seconds": "2",
+            "srv_record_name": "_etcd-server-ssl._tcp",
+            "etcd_peer_scheme": "https",
+            "etcd_tls_secret": "etcd/coordinator",  # not read: the model is reached through its own transport
+            "etcd_ca_secret": "etcd/ca",
+        },
+    )
+    fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
+    return stack, model, fleet
+
+
+def member_secrets(aws: LocalAWS) -> dict[str, dict]:
+    sm = aws.client("secretsmanager")
+    out = {}
+    for entry in sm.list_secrets()["SecretList"]:
+        if entry["Name"].startswith(PREFIX):
+            out[entry["Name"][len(PREFIX) :]] = json.loads(sm.get_secret_value(SecretId=entry["ARN"])["SecretString"])
+    return out
+
+
+def running_members(model: EtcdModel) -> list:
+    clusters = [ms for ms in model.clusters().values() if any(m.running for m in ms)]
+    assert len(clusters) == 1, clusters
+    return clusters[0]
+
+
+def test_every_member_gets_its_own_certificate_before_its_go_signal_and_loses_it_when_it_leaves(aws, ca):
+    stack, model, _fleet = tls_world(aws, ca)
+    stack.scale(3)
+    aws.clock.advance(300)
+    stack.scale(4)
+    aws.clock.advance(300)
+
+    members = running_members(model)
+    assert len(members) == 4 and all(m.started and not m.learner for m in members)
+    assert all(m.peer_urls[0].startswith("https://") for m in members)
+    secrets = member_secrets(aws)
+    in_service = {i for i, s in stack.instances().items() if s == "InService"}
+    assert set(secrets) == in_service == {m.name for m in members}
+    dns = stack.private_dns(in_service)
+    tags = {iid: stack.tags(iid) for iid in in_service}
+    sm = aws.client("secretsmanager")
+    for iid, value in secrets.items():
+        assert value["ca"] == ca.pem
+        cert = x509.load_pem_x509_certificate(value["cert"].encode())
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == iid
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert DOMAIN in sans.get_values_for_type(x509.DNSName)
+        assert dns[iid].rstrip(".") in sans.get_values_for_type(x509.DNSName)
+        assert len(sans.get_values_for_type(x509.IPAddress)) == 1
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+        ca.certificate.public_key().verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa())
+        described = sm.describe_secret(SecretId=f"{PREFIX}{iid}")
+        assert tags[iid]["etcd-member-cert"] == described["ARN"]
+        policy = json.loads(sm.get_resource_policy(SecretId=described["ARN"])["ResourcePolicy"])
+        assert policy == json.loads(resource_policy(iid))
+
+    # Order, per instance: the secret, its policy, its value, then the go signal.
+    for iid in in_service:
+        order = [
+            c.operation
+            for c in aws.calls
+            if c.status == 200
+            and not c.operation.startswith(("Describe", "Get", "List"))
+            and iid in json.dumps(c.params, default=str)
+            and (c.service == "secretsmanager" or "etcd-cluster-state" in json.dumps(c.params, default=str))
+        ]
+        assert order[:4] == ["CreateSecret", "PutResourcePolicy", "PutSecretValue", "CreateTags"], (iid, order)
+
+    # Scale in: each leaver's secret is deleted when its termination completes; the others stay.
+    stack.scale(3)
+    aws.clock.advance(300)
+    left = {i for i, s in stack.instances().items() if s == "InService"}
+    assert len(left) == 3
+    assert set(member_secrets(aws)) == left == {m.name for m in running_members(model)}
+
+
+def test_a_ca_secret_that_cannot_issue_stops_the_pass_before_the_go_signal(aws, ca):
+    """An unreadable CA: no go signal, no member add, nothing started; the error names etcd_ca_secret."""
+    model = EtcdModel(aws.clock, seed=1, start_seconds=(1.0, 3.0))
+    aws.client("secretsmanager").create_secret(Name="etcd/ca", SecretString=json.dumps({"cert": "nope", "key": "x"}))
+    stack = deploy(
+        aws,
+        mode="eventbridge",
+        etcd=model.transport(),
+        settings={
+            "srv_record_name": "_etcd-server-ssl._tcp",
+            "etcd_peer_scheme": "https",
+            "etcd_tls_secret": "etcd/coordinator",
+            "etcd_ca_secret": "etcd/ca",
+        },
+    )
+    SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
+    stack.scale(1)
+    aws.clock.advance(120)
+    tags = {iid: stack.tags(iid) for iid in stack.instances()}
+    assert all("etcd-cluster-state" not in t for t in tags.values())
+    assert not model.clusters()
+    errors = [i.error or "" for i in aws.invocations if i.outcome == "error"]
+    assert any("etcd_ca_secret" in e for e in errors), errors
+
+
+def test_the_member_secret_steps_resume_after_a_pass_killed_between_them(aws, ca):
+    """Write before mutate: a secret left without its value (a pass killed after CreateSecret) is given its
+    policy and value by the next pass; a value that landed with its answer lost is never re-keyed."""
+    put_ca(aws, ca)
+    sm = aws.client("secretsmanager")
+    certs = MemberCertificates(sm, "etcd/ca", PREFIX)
+    ident = member_identity("i-0123456789abcdef0", ["ip-10-0-0-5.ec2.internal", "10.0.0.5"], DOMAIN)
+    sm.create_secret(Name=f"{PREFIX}{ident.instance_id}")  # the killed pass got this far
+    arn = certs.ensure(ident)
+    first = sm.get_secret_value(SecretId=arn)["SecretString"]
+    assert json.loads(first)["ca"] == ca.pem
+    assert certs.ensure(ident) == arn
+    assert sm.get_secret_value(SecretId=arn)["SecretString"] == first  # not re-keyed
+    versions = sm.list_secret_version_ids(SecretId=arn)["Versions"]
+    assert len(versions) == 1
+    assert certs.delete(ident.instance_id)
+    certs.delete(ident.instance_id)  # again (a retried pass): no error
+    assert ident.instance_id not in certs.owners()
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("not json", "is not a SecretString like"),
+        (json.dumps({"cert": "x"}), "is not a SecretString like"),
+        (json.dumps({"cert": "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----", "key": "k"}), "not hold"),
+    ],
+)
+def test_an_unusable_ca_secret_says_what_it_should_hold(aws, value, fragment):
+    sm = aws.client("secretsmanager")
+    sm.create_secret(Name="etcd/ca", SecretString=value)
+    with pytest.raises(CertificateError) as err:
+        load_ca(sm, "etcd/ca")
+    assert "etcd_ca_secret" in str(err.value) and fragment in str(err.value)
+
+
+def test_a_member_certificate_is_not_a_ca_and_a_leaf_is_refused_as_the_ca(aws, ca):
+    sm = aws.client("secretsmanager")
+    cert, key = ca.issue("not-a-ca", dns=["x"])
+    sm.create_secret(Name="etcd/leaf", SecretString=json.dumps({"cert": cert, "key": key}))
+    with pytest.raises(CertificateError, match="is not a CA"):
+        load_ca(sm, "etcd/leaf")
+    with pytest.raises(CertificateError, match="cannot be read"):
+        load_ca(sm, "etcd/absent")
+
+
+def _ecdsa():
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.ECDSA(hashes.SHA256())
