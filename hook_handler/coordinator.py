@@ -245,7 +245,7 @@ class Coordinator:
                 live.append(event)
         if events and not live:
             return report
-        if not events and not dry_run:
+        if not dry_run and all(e.kind is Kind.RECONCILE for e in live):  # a reconcile (CLI or schedule)
             self._sweep_certificates(deadline)
 
         # 1. Judge the events against what the APIs say (looking again, briefly, while they lag behind).

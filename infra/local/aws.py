@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from infra.local import autoscaling, delivery, faults, refresh, route53, state
+from infra.local import autoscaling, delivery, faults, refresh, route53, secrets, state
 from infra.local.clock import SimClock, WallClock
 from infra.local.faults import CallRecord, Faults
 from infra.local.route53 import ChangeRecord, Route53State
@@ -138,6 +138,7 @@ class LocalAWS:
         state.enter(self)
         route53.install()
         faults.install()
+        secrets.install()
         # -- Auto Scaling and delivery: lifecycle hooks, notifications, Lambda runner --------
         autoscaling.install(self)
         delivery.install(self)

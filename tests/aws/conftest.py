@@ -89,6 +89,35 @@ def recorded_calls() -> tuple[list[str], list[str]]:
         )
         clients = Clients(aws.client("route53"), aws.client("autoscaling"), aws.client("ec2"), secrets)
         Runtime(settings, clients, aws.clock)
+    # Member certificates (etcd_ca_secret): issued before each go signal, deleted when a member leaves, swept by a
+    # reconcile once an instance is long gone.
+    with LocalAWS(clock=SimClock(), propagation=5.0) as aws:
+        import json
+
+        from cryptography.hazmat.primitives import serialization
+
+        from infra.local.pki import CertificateAuthority
+
+        ca = CertificateAuthority.create()
+        ca_key = ca.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        aws.client("secretsmanager").create_secret(
+            Name="etcd/ca", SecretString=json.dumps({"cert": ca.pem, "key": ca_key})
+        )
+        model = EtcdModel(aws.clock, seed=3)
+        tls = {"srv_record_name": "_etcd-server-ssl._tcp", "etcd_peer_scheme": "https", "etcd_tls_secret": "etcd/c",
+               "etcd_ca_secret": "etcd/ca", "launch_hook_name": "", "terminate_hook_name": ""}  # fmt: skip
+        stack = deploy(aws, mode="eventbridge", settings=tls, etcd=model.transport())
+        SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
+        instrument(stack)
+        stack.runtime.coordinator.certificates.sm.meta.events.register("before-call.*.*", record)
+        stack.scale(3)
+        aws.clock.advance(600)
+        aws.kill_instance(sorted(stack.in_service())[0])
+        aws.clock.advance(4000)  # the dead instance's secret is past the sweep's age
+        aws.clock.spawn(stack.runtime.handle, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+        aws.clock.advance(600)
     return sorted(seen), sorted(keys)
 
 

@@ -22,7 +22,12 @@ from infra.aws.bootstrap.embed import stripped
 TOKEN = "fake-imds-token"
 HANG = "<hang>"  # an answer that comes too late: the script's curl times out (IMDS_TIMEOUT)
 Answer = str | int | None  # a value (200), None (404), an HTTP status, or HANG
-INSTANCE = {"instance-id": "i-0abc123", "local-ipv4": "10.0.1.4", "local-hostname": "ip-10-0-1-4.ec2.internal"}
+INSTANCE = {
+    "instance-id": "i-0abc123",
+    "local-ipv4": "10.0.1.4",
+    "local-hostname": "ip-10-0-1-4.ec2.internal",
+    "placement/region": "us-east-1",
+}
 
 if not shutil.which("curl"):
     pytest.skip("curl is not installed (the bootstrap script talks to IMDS with it)", allow_module_level=True)
@@ -579,3 +584,83 @@ def test_the_copy_in_user_data_runs_as_the_source_does(imds, fake_etcd, tmp_path
     result = run(imds, etcd, tmp_path, **env)
     assert result.returncode == 0, result.stderr
     assert from_copy == _tls_args(out, tmp_path)
+
+
+# -- TLS mode: the member certificate fetched from the secret the coordinator issued ---------------------------------
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:etcd-asg/example.com/member/i-0abc123-AbCdEf"
+
+
+def _fake_aws(tmp_path: Path, secret: str | None) -> Path:
+    """An 'aws' CLI answering ``secretsmanager get-secret-value`` for SECRET_ARN (exit 254 otherwise)."""
+    calls = tmp_path / "aws-calls"
+    want = ["secretsmanager", "get-secret-value", "--region", "us-east-1", "--secret-id", SECRET_ARN,
+            "--query", "SecretString", "--output", "text"]  # fmt: skip
+    script = (
+        f"#!{sys.executable}\nimport sys\nopen({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        f"if sys.argv[1:] != {want!r} or {secret!r} is None:\n"
+        "    print('An error occurred (AccessDeniedException) calling GetSecretValue', file=sys.stderr)\n"
+        "    sys.exit(254)\n"
+        f"print({secret!r})\n"
+    )
+    return _executable(tmp_path / "aws", script)
+
+
+def _member_secret(dns=("ip-10-0-1-4.ec2.internal", "example.com")) -> str:
+    import json
+
+    from infra.local.pki import CertificateAuthority
+
+    ca = CertificateAuthority.create("etcd-test-ca")
+    cert, key = ca.issue("i-0abc123", dns=dns, ips=["10.0.1.4"])
+    return json.dumps({"ca": ca.pem, "cert": cert, "key": key})
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")
+def test_tls_mode_fetches_its_own_certificate_after_the_go_signal(imds, fake_etcd, tmp_path):
+    etcd, out = fake_etcd
+    imds.tags["etcd-member-cert"] = [SECRET_ARN]
+    aws = _fake_aws(tmp_path, _member_secret())
+    pki = tmp_path / "pki"
+    result = run(imds, etcd, tmp_path, ETCD_TLS="1", ETCD_TLS_DIR=str(pki), AWS_BIN=str(aws))
+    assert result.returncode == 0, result.stderr
+    assert f"member certificate fetched from {SECRET_ARN}" in result.stderr
+    assert {p.name for p in pki.iterdir()} == {"ca.crt", "member.crt", "member.key"}
+    assert stat.S_IMODE((pki / "member.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(pki.stat().st_mode) == 0o700
+    assert _tls_args(out, tmp_path)[_tls_args(out, tmp_path).index("--cert-file") :][: len(TLS_FLAGS)] == TLS_FLAGS
+    # read once, after the go signal
+    paths = [p for _, p, _ in imds.requests]
+    assert paths.index("/latest/meta-data/tags/instance/etcd-cluster-state") < paths.index(
+        "/latest/meta-data/tags/instance/etcd-member-cert"
+    )
+    assert (tmp_path / "aws-calls").read_text().count("get-secret-value") == 1
+    # a restart keeps the files it has: no second read
+    out.unlink()
+    _member_data(tmp_path)
+    assert run(imds, etcd, tmp_path, ETCD_TLS="1", ETCD_TLS_DIR=str(pki), AWS_BIN=str(aws)).returncode == 0
+    assert (tmp_path / "aws-calls").read_text().count("get-secret-value") == 1
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")
+@pytest.mark.parametrize(
+    ("tag", "secret", "fragment"),
+    [
+        (None, "{}", "no instance tag etcd-member-cert"),
+        (SECRET_ARN, None, "cannot read the member certificate secret"),
+        (SECRET_ARN, '{"ca": "x"}', "is not the JSON {ca, cert, key}"),
+        (SECRET_ARN, "dns-less", "does not name the discovery domain example.com"),
+    ],
+)
+def test_tls_mode_without_a_usable_member_secret_says_why_and_starts_nothing(
+    imds, fake_etcd, tmp_path, tag, secret, fragment
+):
+    etcd, out = fake_etcd
+    if tag:
+        imds.tags["etcd-member-cert"] = [tag]
+    if secret == "dns-less":
+        secret = _member_secret(dns=("ip-10-0-1-4.ec2.internal",))
+    aws = _fake_aws(tmp_path, secret)
+    result = run(imds, etcd, tmp_path, ETCD_TLS="1", ETCD_TLS_DIR=str(tmp_path / "pki"), AWS_BIN=str(aws))
+    assert result.returncode == 1
+    assert fragment in result.stderr, result.stderr
+    assert not out.exists()

@@ -165,7 +165,8 @@ def test_cluster_admits_the_coordinator_on_the_client_port_and_peers_on_the_peer
 
 # Used by a service on the function's behalf, never called by the code: Secrets Manager decrypts the TLS secret
 # with its customer managed key (scoped by kms:ViaService, below).
-ON_BEHALF = {"kms:Decrypt"}
+# CreateSecret with Tags needs secretsmanager:TagResource too (Secrets Manager's own authorization of the tags).
+ON_BEHALF = {"kms:Decrypt", "secretsmanager:TagResource"}
 
 
 def test_role_allows_exactly_the_operations_the_code_calls(coordinator_template, operations):
@@ -318,7 +319,7 @@ def test_cluster_group_has_its_hooks_from_the_start(cluster_template):
 def test_the_role_may_write_exactly_the_tag_keys_the_coordinator_writes(coordinator_template, tag_keys):
     """Every tag key the coordinator writes on an instance (recorded while it runs with membership on) is one
     the role allows, and the role allows no other; the keys are the ones the code defines."""
-    from hook_handler import lifecycle, members, membership
+    from hook_handler import certs, lifecycle, members, membership
 
     allowed = _by_sid(coordinator_template)["TagServedInstances"]["Condition"]["ForAllValues:StringEquals"]
     defined = {
@@ -329,6 +330,7 @@ def test_the_role_may_write_exactly_the_tag_keys_the_coordinator_writes(coordina
         membership.PHASE_TAG,
         membership.MEMBER_ID_TAG,
         membership.SINCE_TAG,
+        certs.CERT_TAG,
     }
     assert set(allowed["aws:TagKeys"]) == defined
     assert tag_keys <= defined and {members.STATE_TAG, membership.MEMBER_ID_TAG, lifecycle.TARGET_TAG} <= tag_keys
@@ -348,3 +350,17 @@ def test_the_tls_secret_and_its_key_are_readable_only_when_given_and_only_them(c
     conditions = coordinator_template["Conditions"]
     assert conditions["HasTlsSecret"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EtcdTlsSecretArn"}, ""]}]}
     assert _env(coordinator_template)["etcd_tls_secret"] == {"Ref": "EtcdTlsSecretArn"}
+
+
+def test_member_secrets_are_managed_only_under_their_prefix_and_only_with_a_ca(coordinator_template):
+    """Issue 12: with EtcdCaSecretArn the role reads exactly that CA secret and creates, writes and deletes secrets
+    only under the member prefix — the same prefix the function is told (one expression, not two defaults)."""
+    statements = _policy(coordinator_template, "coordinator-api")["PolicyDocument"]["Statement"]
+    conditional = {st["Fn::If"][1]["Sid"]: st["Fn::If"] for st in statements if "Fn::If" in st}
+    read, manage, listing = (conditional[s] for s in ("ReadEtcdCaSecret", "ManageMemberSecrets", "ListMemberSecrets"))
+    assert all(c[0] == "HasCaSecret" and c[2] == {"Ref": "AWS::NoValue"} for c in (read, manage, listing))
+    assert read[1]["Resource"] == {"Ref": "EtcdCaSecretArn"}
+    template, values = manage[1]["Resource"]["Fn::Sub"]
+    assert template.endswith(":secret:${Prefix}*")
+    assert values["Prefix"] == _env(coordinator_template)["etcd_member_secret_prefix"]
+    assert _actions(listing[1]) == ["secretsmanager:ListSecrets"]

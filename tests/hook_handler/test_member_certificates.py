@@ -209,3 +209,25 @@ def _ecdsa():
     from cryptography.hazmat.primitives.asymmetric import ec
 
     return ec.ECDSA(hashes.SHA256())
+
+
+def test_a_reconcile_sweeps_the_secrets_of_instances_long_gone_and_only_those(aws, ca):
+    """A deletion that failed (or an instance that died before its termination completed) leaves a member secret;
+    the reconcile deletes it once it is older than an hour and EC2 does not run its instance. A young secret is
+    kept whatever the describes say (they lag behind launches), and so is a running instance's."""
+    stack, _model, _fleet = tls_world(aws, ca)
+    stack.scale(1)
+    aws.clock.advance(300)
+    (live,) = [i for i, s in stack.instances().items() if s == "InService"]
+    sm = aws.client("secretsmanager")
+    sm.create_secret(Name=f"{PREFIX}i-0000000000000dead", SecretString="{}")
+    aws.clock.advance(4000)
+    sm.create_secret(Name=f"{PREFIX}i-000000000000young", SecretString="{}")
+    stack.reconcile()
+    aws.clock.advance(60)
+    assert set(member_secrets_names(aws)) == {live, "i-000000000000young"}
+
+
+def member_secrets_names(aws: LocalAWS) -> list[str]:
+    entries = aws.client("secretsmanager").list_secrets()["SecretList"]
+    return [e["Name"][len(PREFIX) :] for e in entries if e["Name"].startswith(PREFIX)]

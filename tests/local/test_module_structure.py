@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 LOCAL = Path(__file__).resolve().parents[2] / "infra" / "local"
-INSTALLERS = ["autoscaling", "delivery", "faults", "refresh", "route53", "state"]
+INSTALLERS = ["autoscaling", "delivery", "faults", "refresh", "route53", "secrets", "state"]
 
 
 def runtime_imports(path: Path) -> set[str]:

@@ -50,6 +50,11 @@
 #   ETCD_PEER_ALLOWED_HOSTNAME  the name every peer's certificate must carry (--peer-cert-allowed-hostname);
 #                               default ETCD_DOMAIN (every member certificate names the discovery domain)
 #   OPENSSL_BIN                 default openssl (checks the certificate before etcd starts)
+#   ETCD_TLS_FETCH              auto (default) | 0: with auto, when the three files are absent they are
+#                               fetched, after the go signal, from the secret the coordinator issued for this
+#                               instance (its tag etcd-member-cert; JSON {ca, cert, key}) with AWS_BIN
+#                               (default aws) and written with umask 077; 0: never fetched (managed elsewhere)
+#   AWS_BIN / PYTHON_BIN        default aws / python3 (the fetch: the AWS CLI reads, python3 splits the JSON)
 # TLS mode: https peer and client URLs, --client-cert-auth and --peer-client-cert-auth against the CA, peer
 # identity by --peer-cert-allowed-hostname, discovery from _etcd-server-ssl[-name]._tcp. Before etcd starts,
 # the certificate is checked: signed by the CA, its subjectAltName naming the discovery domain (etcd requires
@@ -82,6 +87,9 @@ ETCD_TLS_CERT=${ETCD_TLS_CERT:-$ETCD_TLS_DIR/member.crt}
 ETCD_TLS_KEY=${ETCD_TLS_KEY:-$ETCD_TLS_DIR/member.key}
 ETCD_PEER_ALLOWED_HOSTNAME=${ETCD_PEER_ALLOWED_HOSTNAME:-${ETCD_DOMAIN%.}}
 OPENSSL_BIN=${OPENSSL_BIN:-openssl}
+ETCD_TLS_FETCH=${ETCD_TLS_FETCH:-auto}
+AWS_BIN=${AWS_BIN:-aws}
+PYTHON_BIN=${PYTHON_BIN:-python3}
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
@@ -103,6 +111,25 @@ check_settings() {
   [[ $ETCD_DATA_DIR == /* && -n ${ETCD_DATA_DIR//\//} ]] || die "ETCD_DATA_DIR='$ETCD_DATA_DIR' is not an absolute path below /"
   [[ -x $ETCD_BIN ]] || die "ETCD_BIN=$ETCD_BIN is not an executable etcd binary"
   case $ETCD_TLS in 0 | 1) ;; *) die "ETCD_TLS='$ETCD_TLS' is not 0 or 1" ;; esac
+  case $ETCD_TLS_FETCH in auto | 0) ;; *) die "ETCD_TLS_FETCH='$ETCD_TLS_FETCH' is not auto or 0" ;; esac
+}
+
+# fetch_tls: the member certificate, its key and the CA from the secret the coordinator issued for this
+# instance (tag etcd-member-cert, written with the go signal; only this instance may read the secret).
+fetch_tls() {
+  [[ $ETCD_TLS_FETCH == auto ]] || return 0
+  [[ -e $ETCD_TLS_CA && -e $ETCD_TLS_CERT && -e $ETCD_TLS_KEY ]] && return 0
+  local arn json
+  arn=$(imds_get tags/instance/etcd-member-cert) ||
+    die "no instance tag etcd-member-cert (set the coordinator's etcd_ca_secret, or ETCD_TLS_FETCH=0 and the files)"
+  json=$("$AWS_BIN" secretsmanager get-secret-value --region "$(imds_require placement/region)" --secret-id "$arn" \
+    --query SecretString --output text) || die "cannot read the member certificate secret $arn"
+  (umask 077 && mkdir -p "${ETCD_TLS_CA%/*}" "${ETCD_TLS_CERT%/*}" "${ETCD_TLS_KEY%/*}" && "$PYTHON_BIN" -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+for k, p in zip(("ca", "cert", "key"), sys.argv[1:]): open(p, "w").write(d[k])' \
+    "$ETCD_TLS_CA" "$ETCD_TLS_CERT" "$ETCD_TLS_KEY" <<<"$json") || die "the secret $arn is not the JSON {ca, cert, key}"
+  log "member certificate fetched from $arn"
 }
 
 # check_tls HOST IP: the member certificate will do for etcd over TLS, or a clear error before etcd starts
@@ -312,7 +339,6 @@ main() {
   local scheme=http
   local -a tls=()
   if ((ETCD_TLS)); then
-    check_tls "$host" "$ip"
     scheme=https
     tls=(
       --cert-file "$ETCD_TLS_CERT" --key-file "$ETCD_TLS_KEY" --trusted-ca-file "$ETCD_TLS_CA" --client-cert-auth
@@ -333,6 +359,7 @@ main() {
   if wal_exists; then
     if admitted; then
       log "restart: $ETCD_DATA_DIR/member/wal holds a WAL; starting without discovery, keeping the data"
+      if ((ETCD_TLS)); then fetch_tls && check_tls "$host" "$ip"; fi
       exec "$ETCD_BIN" --name "$id" "${urls[@]}" --data-dir "$ETCD_DATA_DIR" "$@"
     fi
     revoked=1
@@ -350,6 +377,7 @@ main() {
     clear_data_dir
   fi
   wait_cluster_state
+  if ((ETCD_TLS)); then fetch_tls && check_tls "$host" "$ip"; fi
   wait_srv_lists "$host"
   local -a discovery=(--discovery-srv "${ETCD_DOMAIN%.}")
   if [[ -n $ETCD_DISCOVERY_SRV_NAME ]]; then
