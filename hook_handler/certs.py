@@ -55,11 +55,18 @@ class MemberIdentity:
     ips: tuple[str, ...]  # private IP
 
 
-def member_identity(instance_id: str, hosts: Iterable[str | None], domain: str) -> MemberIdentity:
-    """The SANs of ``instance_id``'s certificate: each host (DNS name or IP) and the discovery domain.
+LOOPBACK = ("localhost", "127.0.0.1")  # the start script also serves clients on https://127.0.0.1:2379
 
-    >>> member_identity("i-1", ["ip-10-0-0-5.ec2.internal.", "10.0.0.5", None], "example.com.")
-    MemberIdentity(instance_id='i-1', dns=('ip-10-0-0-5.ec2.internal', 'example.com'), ips=('10.0.0.5',))
+
+def member_identity(instance_id: str, hosts: Iterable[str | None], domain: str) -> MemberIdentity:
+    """The SANs of ``instance_id``'s certificate: each host (DNS name or IP), the discovery domain, and the loopback
+    names (the start script serves clients on ``https://127.0.0.1:2379`` too, for etcdctl on the instance; and
+    etcd checks a peer's certificate against the address it connects from, which is 127.0.0.1 for a connection
+    on the instance itself).
+
+    >>> m = member_identity("i-1", ["ip-10-0-0-5.ec2.internal.", "10.0.0.5", None], "example.com.")
+    >>> m.dns, m.ips
+    (('ip-10-0-0-5.ec2.internal', 'example.com', 'localhost'), ('10.0.0.5', '127.0.0.1'))
     """
     dns: dict[str, None] = {}
     ips: dict[str, None] = {}
@@ -72,6 +79,8 @@ def member_identity(instance_id: str, hosts: Iterable[str | None], domain: str) 
         except ValueError:
             dns[host] = None
     dns[domain.rstrip(".").lower()] = None
+    dns[LOOPBACK[0]] = None
+    ips[LOOPBACK[1]] = None
     return MemberIdentity(instance_id, tuple(dns), tuple(ips))
 
 

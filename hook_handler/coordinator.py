@@ -132,6 +132,9 @@ class Report:
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     completed: list[tuple[str, str]] = field(default_factory=list)  # (instance id, result)
+    # (instance id, result) this pass went to complete and found already finished (another pass did, or the
+    # describe that showed it waiting was stale): settled all the same
+    finished: list[tuple[str, str]] = field(default_factory=list)
     held: tuple[str, ...] = ()
     quorum_held: list[str] = field(default_factory=list)  # instance ids whose member removal quorum refused
     members_removed: list[str] = field(default_factory=list)  # hex member ids
@@ -332,7 +335,7 @@ class Coordinator:
                             event, "held", f"bootstrap barrier: {len(plan.members) + len(held)}/{plan.expected} present"
                         )
                     )
-            completed = len(report.completed)
+            completed = len(report.completed) + len(report.finished)
             try:
                 # 4-5. Wait INSYNC, complete the leaves, bring the joiners in.
                 self._settle(plan, observation, settle, change_id, keeper, deadline, report)
@@ -342,7 +345,7 @@ class Coordinator:
                 return report
             if not queued:
                 held_leaves = [iid for iid in report.quorum_held if iid not in {c[0] for c in report.completed}]
-                if held_leaves and len(report.completed) > completed and rounds < MAX_ROUNDS:
+                if held_leaves and len(report.completed) + len(report.finished) > completed and rounds < MAX_ROUNDS:
                     # A leaver waited for this round's joiner (add before remove): go round once more, so the
                     # member that may now go goes in this pass rather than at the next reconcile.
                     rounds += 1
@@ -352,7 +355,7 @@ class Coordinator:
                     continue
                 keeper.beat(force=True)  # held terminations and launches outlive this pass
                 return report
-            if len(report.completed) == completed:
+            if len(report.completed) + len(report.finished) == completed:
                 self._hand_off(waiting, "an earlier joiner is not settled yet", observation, deadline, report)
                 keeper.beat(force=True)
                 return report
@@ -1345,6 +1348,8 @@ class Coordinator:
             done = self.asg.complete(action, result, deadline)
             if done:
                 report.completed.append((iid, result))
+            else:
+                report.finished.append((iid, result))
             if action.transition == TERMINATING and result == "CONTINUE":
                 self._forget_certificate(iid)
             self.log.info(
@@ -1579,7 +1584,7 @@ def _as_completed(obs: Observation, report: Report) -> Observation:
     consistent, and a look seconds after a completion may still show the instance waiting (the next round
     would take the joiner it just completed for the one to serve, and leave the queued one waiting)."""
     changed = {}
-    for iid, result in report.completed:
+    for iid, result in [*report.completed, *report.finished]:
         inst = obs.instances.get(iid)
         after = _AFTER_COMPLETION.get((inst.lifecycle_state or "", result)) if inst is not None else None
         if after is not None:

@@ -35,6 +35,8 @@ DOMAIN = "example.com"
 GROUP = "etcd"
 PEER_SRV = f"_etcd-server._tcp.{DOMAIN}."
 CLIENT_SRV = f"_etcd-client._tcp.{DOMAIN}."
+PEER_SRV_TLS = f"_etcd-server-ssl._tcp.{DOMAIN}."
+CLIENT_SRV_TLS = f"_etcd-client-ssl._tcp.{DOMAIN}."
 NAMESERVER = "127.0.0.53"
 # Instance i gets 127.0.1.(10 + i): its private IP, where its etcd listens, and what its private DNS name resolves to.
 INSTANCE_IPS = tuple(f"127.0.1.{n}" for n in range(10, 250))
@@ -65,6 +67,7 @@ class StepResult:
     dns: list[str] = field(default_factory=list)  # peer SRV targets as our DNS server answers them
     in_service: list[str] = field(default_factory=list)  # private DNS names of the group's InService instances
     members: list[str] = field(default_factory=list)  # peer URL hosts of etcd's member list
+    peer_urls: list[str] = field(default_factory=list)  # etcd's member list's peer URLs (https with TLS)
     cluster_states: dict[str, str] = field(default_factory=dict)  # instance -> new|existing, for joiners
     healthy: int = 0
     keys_read: int = 0
@@ -126,6 +129,8 @@ class RichReporter(Reporter):
         self.console.print(f"{mark} after {result.seconds:.1f} s: record = DNS = in service = member list:")
         for target in result.record:
             self.console.print(f"    {target}", highlight=False)
+        if result.peer_urls:
+            self.console.print(f"    etcd peer URLs: {', '.join(result.peer_urls)}", highlight=False)
         for problem in result.problems:
             self.console.print(f"    [red]{problem}[/]", highlight=False)
 
@@ -189,7 +194,12 @@ class Cluster:
         instance_ips: Sequence[str] = INSTANCE_IPS,
         launcher_options: Callable[[str], dict[str, Any]] | None = None,
         before_fleet: Callable[[Cluster], None] | None = None,
+        tls: bool = True,
     ) -> None:
+        self.tls = tls
+        self.peer_srv = PEER_SRV_TLS if tls else PEER_SRV
+        self.client_srv = CLIENT_SRV_TLS if tls else CLIENT_SRV
+        self.scheme = "https" if tls else "http"
         self.workdir = Path(workdir)
         self.reporter = reporter
         self.settings = {**COORDINATOR_SETTINGS, **(settings or {})}
@@ -233,13 +243,14 @@ class Cluster:
             )
             from hook_handler.etcd import HttpTransport
 
+            transport = HttpTransport(**self._tls()) if self.tls else HttpTransport()
             self.stack = deploy(
                 self.aws,
                 mode="eventbridge",
                 domain=DOMAIN,
                 group=GROUP,
                 settings=self.settings,
-                etcd=HttpTransport(),
+                etcd=transport,
                 heartbeat_timeout=self.heartbeat_timeout,
             )
             self.dns = serve(
@@ -251,7 +262,7 @@ class Cluster:
             stack.callback(self.dns.stop)
             if self.before_fleet is not None:
                 self.before_fleet(self)
-            etcd = EtcdSettings(domain=DOMAIN, token="etcd-" + uuid.uuid4().hex)
+            etcd = EtcdSettings(domain=DOMAIN, token="etcd-" + uuid.uuid4().hex, tls=self.tls)
             self.fleet = Fleet(
                 GROUP,
                 etcd,
@@ -261,6 +272,7 @@ class Cluster:
                 poll=self.poll,
                 options=self.launcher_options,
                 observer=self.aws.observer,
+                secretsmanager=self.aws.client("secretsmanager"),
             )
             stack.enter_context(self.fleet)
         except BaseException:
@@ -270,6 +282,48 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _tls(self) -> dict[str, Any]:
+        """A TLS cluster, as an operator would set one up: a CA (made here with ``cryptography``) whose key only
+        the coordinator reads (``etcd_ca_secret``: it issues every member's certificate before its go signal),
+        the coordinator's client certificate (``etcd_tls_secret``), the TLS records, and a client certificate
+        for the checks and the demo's writer (``use_client_tls``). Returns the coordinator's transport options,
+        loaded from its secret as the Lambda's cold start loads them."""
+        from cryptography.hazmat.primitives import serialization
+
+        from hook_handler.tls import load_client_tls
+        from infra.local.instances import ClientCertificate, use_client_tls
+        from infra.local.pki import CertificateAuthority
+
+        ca = CertificateAuthority.create("etcd-demo-ca")
+        ca_key = ca.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        secrets = self.aws.client("secretsmanager")
+        ca_arn = secrets.create_secret(Name="etcd/ca", SecretString=json.dumps({"cert": ca.pem, "key": ca_key}))["ARN"]
+        cert, key = ca.issue("etcd-asg-coordinator", server=False)
+        client = json.dumps({"ca": ca.pem, "cert": cert, "key": key})
+        tls_arn = secrets.create_secret(Name="etcd/coordinator", SecretString=client)["ARN"]
+        self.settings = {
+            **self.settings,
+            "srv_record_name": "_etcd-server-ssl._tcp",
+            "etcd_peer_scheme": "https",
+            "etcd_tls_secret": tls_arn,
+            "etcd_ca_secret": ca_arn,
+            "extra_srv_records": "_etcd-client-ssl._tcp:2379",
+            "etcd_client_srv": "_etcd-client-ssl._tcp",
+        }
+        pki = self.workdir / "pki" / "client"
+        pki.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cert, key = ca.issue("etcd-demo-client", server=False)
+        for name, text in (("ca.crt", ca.pem), ("client.crt", cert), ("client.key", key)):
+            fd = os.open(pki / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+        self.client_tls = ClientCertificate(str(pki / "ca.crt"), str(pki / "client.crt"), str(pki / "client.key"))
+        use_client_tls(self.client_tls)
+        self._stack.callback(use_client_tls, None)  # type: ignore[union-attr]
+        return load_client_tls(secrets, tls_arn, str(self.workdir)).transport_options
 
     def close(self) -> None:
         if self._stack is not None:
@@ -373,13 +427,13 @@ class Cluster:
         self._seen_invocations = len(invocations)
         changes = list(self.aws.route53_changes)
         for change in changes[self._seen_changes :]:
-            peer = change.records_after.get((PEER_SRV, "SRV")) if isinstance(change.records_after, dict) else None
+            peer = change.records_after.get((self.peer_srv, "SRV")) if isinstance(change.records_after, dict) else None
             targets = [short(v.split()[-1]) for v in peer[1]] if peer else []
             seen.append(
                 (
                     change.submitted_at,
-                    f"Route 53 {change.id.rsplit('/', 1)[-1]}: _etcd-server._tcp lists {len(targets)}: "
-                    + ", ".join(targets),
+                    f"Route 53 {change.id.rsplit('/', 1)[-1]}: {self.peer_srv[: -len(DOMAIN) - 2]} "
+                    f"lists {len(targets)}: " + ", ".join(targets),
                 )
             )
         self._seen_changes = len(changes)
@@ -407,16 +461,16 @@ class Cluster:
         if unsettled:
             result.problems.append(f"instances not settled: {unsettled}")
         result.record = sorted(self.stack.targets())
-        client = self.aws.records(self.stack.zone_id).get((CLIENT_SRV, "SRV"))
+        client = self.aws.records(self.stack.zone_id).get((self.client_srv, "SRV"))
         client_targets = sorted(v.split()[-1] for v in client[1]) if client else []
-        result.dns = sorted(f"{t}." for t, _ in srv_targets(PEER_SRV, nameservers=[NAMESERVER]))
+        result.dns = sorted(f"{t}." for t, _ in srv_targets(self.peer_srv, nameservers=[NAMESERVER]))
         if not (result.record == result.dns == result.in_service == client_targets):
             result.problems.append(
                 f"record {result.record} / DNS {result.dns} / client record {client_targets} "
                 f"/ in service {result.in_service} differ"
             )
         launchers = self.fleet.launchers
-        endpoints = [f"http://{launchers[iid].private_ip}:2379" for iid in in_service if iid in launchers]
+        endpoints = [f"{self.scheme}://{launchers[iid].private_ip}:2379" for iid in in_service if iid in launchers]
         try:
             lists = {e: member_list(e, timeout=1.0) for e in endpoints}
         except Exception as exc:  # noqa: BLE001 - any failure to read the member list is a failed check
@@ -425,6 +479,10 @@ class Cluster:
         if lists:
             first = next(iter(lists.values()))
             result.members = sorted(f"{urlsplit(u).hostname}." for m in first for u in m["peer_urls"])
+            result.peer_urls = sorted(u for m in first for u in m["peer_urls"])
+            plain = [u for u in result.peer_urls if urlsplit(u).scheme != self.scheme]
+            if plain:
+                result.problems.append(f"peer URLs not {self.scheme}: {plain}")
             if any({m["id"] for m in ms} != {m["id"] for m in first} for ms in lists.values()):
                 result.problems.append("members disagree about the member list (more than one cluster)")
             if any(not m["name"] or m["learner"] for m in first):
@@ -548,12 +606,20 @@ def _inside(args: argparse.Namespace) -> int:
     real_stdout = quiet_logs(workdir)
     console = Console(file=real_stdout, force_terminal=args.color, highlight=False, width=None if args.color else 110)
     reporter = RichReporter(console, quiet=args.quiet)
+    tls = not args.plaintext
     console.print(
         f"etcd-asg-coordinator demo — emulated AWS (wall clock, Route 53 propagation 1 s), DNS on {NAMESERVER}:53, "
-        f"coordinator via EventBridge, real etcd per instance on 127.0.1.x. Logs: {workdir / 'logs'}"
+        f"coordinator via EventBridge, real etcd per instance on 127.0.1.x, "
+        + (
+            "mutual TLS (_etcd-server-ssl._tcp, https peer and client URLs, a certificate per member issued by the "
+            "coordinator; --plaintext for none)"
+            if tls
+            else "plaintext (_etcd-server._tcp, http)"
+        )
+        + f". Logs: {workdir / 'logs'}"
     )
     try:
-        outcome = run_scenario(str(workdir), reporter)
+        outcome = run_scenario(str(workdir), reporter, tls=tls)
     except Exception as exc:  # noqa: BLE001 - reported with a clear message and a non-zero exit
         console.print(f"[red]demo failed: {type(exc).__name__}: {exc}[/] (logs in {workdir / 'logs'})")
         return 1
@@ -574,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the summary table")
     parser.add_argument("--workdir", default=None, help="where logs go (default .demo/<time> in the project)")
     parser.add_argument("--timeout", type=float, default=115.0, help="seconds before everything is killed")
+    parser.add_argument("--plaintext", action="store_true", help="no TLS: _etcd-server._tcp and http URLs")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--color", action="store_true", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -591,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     argv_inside = [sys.executable, "-m", "infra.local.demo", "--inside", "--workdir", str(workdir)]
     if args.quiet:
         argv_inside.append("--quiet")
+    if args.plaintext:
+        argv_inside.append("--plaintext")
     if sys.stdout.isatty():
         argv_inside.append("--color")
     env = dict(os.environ)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -42,6 +43,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 LOG = logging.getLogger(__name__)
 
 TAG_CLUSTER_STATE = "etcd-cluster-state"
+TAG_MEMBER_CERT = "etcd-member-cert"
+TLS_FILES = ("ca.crt", "member.crt", "member.key")  # the script's ETCD_TLS_{CA,CERT,KEY} in ETCD_TLS_DIR
 CLUSTER_STATES = ("new", "existing")
 # Lifecycle states after which an instance never runs etcd again (the script exits without starting etcd).
 _NOT_JOINING = ("Terminat", "Detach", "Warmed")
@@ -86,10 +89,16 @@ class EtcdSettings:
     client_port: int = 2379
     srv_check: bool = True
     extra_args: tuple[str, ...] = ()
+    tls: bool = False  # the script's ETCD_TLS=1: https, mutual TLS, the member certificate from its secret
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def srv_record(self) -> str:
-        """The SRV name etcd reads: ``_etcd-server._tcp.<domain>`` or ``_etcd-server-<name>._tcp.<domain>``."""
-        service = "_etcd-server" + (f"-{self.srv_name}" if self.srv_name else "")
+        """The SRV name etcd reads: ``_etcd-server._tcp.<domain>`` or ``_etcd-server-<name>._tcp.<domain>``
+        (``_etcd-server-ssl...`` with TLS)."""
+        service = ("_etcd-server-ssl" if self.tls else "_etcd-server") + (f"-{self.srv_name}" if self.srv_name else "")
         return f"{service}._tcp.{self.domain.rstrip('.')}"
 
 
@@ -193,8 +202,11 @@ class Launcher:
         start_etcd: bool = True,
         initial_cluster: str | None = None,
         advertise_ip: bool = False,
+        secretsmanager: Any = None,
     ) -> None:
         self.instance_id = instance_id
+        self.secretsmanager = secretsmanager  # TLS: reads the member certificate secret (instance role)
+        self.pki_dir = Path(workdir) / "pki" / instance_id
         self.start_etcd = start_etcd
         self.initial_cluster = initial_cluster
         self.advertise_ip = advertise_ip
@@ -227,14 +239,14 @@ class Launcher:
 
     @property
     def client_url(self) -> str | None:
-        return f"http://{self.private_ip}:{self.settings.client_port}" if self.private_ip else None
+        return f"{self.settings.scheme}://{self.private_ip}:{self.settings.client_port}" if self.private_ip else None
 
     @property
     def peer_url(self) -> str | None:
         host = self.private_ip if self.advertise_ip else self.private_dns_name
         if not host:
             return None
-        return f"http://{host}:{self.settings.peer_port}"
+        return f"{self.settings.scheme}://{host}:{self.settings.peer_port}"
 
     def wait_state(self, states: Iterable[str], timeout: float) -> str:
         """Block until ``state`` is one of ``states``; return it (TimeoutError after ``timeout`` seconds)."""
@@ -326,6 +338,8 @@ class Launcher:
                 return None
             if admitted:
                 self.log("restart: the data dir holds a member's WAL; starting without discovery, keeping the data")
+                if not self._fetch_tls():
+                    return None
                 return self._exec([])
             revoked = True
             self.log(
@@ -349,7 +363,7 @@ class Launcher:
                 "data dir and starting as a first start (a new member)"
             )
             shutil.rmtree(self.data_dir)
-        if not self._wait_cluster_state() or not self._wait_srv_lists():
+        if not self._wait_cluster_state() or not self._fetch_tls() or not self._wait_srv_lists():
             return None
         if not self.start_etcd:
             self.log("told to start, but this instance never starts etcd (start_etcd=False)")
@@ -481,8 +495,52 @@ class Launcher:
 
         return self._wait("waiting-srv", listed)
 
+    def _fetch_tls(self) -> bool:
+        """TLS: the member certificate, its key and the CA from the secret the coordinator issued (the instance
+        tag ``etcd-member-cert``), written to ``pki_dir`` (0700, files 0600) — the script's ``fetch_tls``. The
+        files a restart finds are kept. Read again until it answers (the script exits, systemd runs it again)."""
+        if not self.settings.tls or all((self.pki_dir / f).exists() for f in TLS_FILES):
+            return True
+
+        def fetch() -> bool:
+            tags = self.ec2.describe_tags(
+                Filters=[
+                    {"Name": "resource-id", "Values": [self.instance_id]},
+                    {"Name": "key", "Values": [TAG_MEMBER_CERT]},
+                ]
+            )["Tags"]
+            if not tags:
+                return False
+            arn = tags[0]["Value"]
+            try:
+                value = json.loads(self.secretsmanager.get_secret_value(SecretId=arn)["SecretString"])
+            except ClientError as exc:
+                self.log(f"cannot read the member certificate secret {arn}: {exc}")
+                return False
+            self.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for name, part in zip(TLS_FILES, ("ca", "cert", "key"), strict=True):
+                path = self.pki_dir / name
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(value[part])
+            self.log(f"member certificate fetched from {arn}")
+            return True
+
+        return self._wait("fetching-certificate", fetch)
+
+    def _tls_args(self) -> list[str]:
+        if not self.settings.tls:
+            return []
+        ca, cert, key = (str(self.pki_dir / f) for f in TLS_FILES)
+        return [
+            "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+            "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+            "--peer-client-cert-auth", "--peer-cert-allowed-hostname", self.settings.domain.rstrip("."),
+        ]  # fmt: skip
+
     def _exec(self, discovery: list[str]) -> int | None:
         ip, s = self.private_ip, self.settings
+        scheme = s.scheme
         argv = [
             s.etcd_binary or default_etcd_binary(),
             "--name",
@@ -491,13 +549,14 @@ class Launcher:
             "--initial-advertise-peer-urls",
             str(self.peer_url),
             "--listen-peer-urls",
-            f"http://{ip}:{s.peer_port}",
+            f"{scheme}://{ip}:{s.peer_port}",
             # Only the instance's own address: the script also listens on 127.0.0.1, which every local
             # instance shares, so a second member would fail to bind it.
             "--listen-client-urls",
-            f"http://{ip}:{s.client_port}",
+            f"{scheme}://{ip}:{s.client_port}",
             "--advertise-client-urls",
-            f"http://{ip}:{s.client_port}",
+            f"{scheme}://{ip}:{s.client_port}",
+            *self._tls_args(),
             "--data-dir",
             str(self.data_dir),
             *s.extra_args,
@@ -571,8 +630,10 @@ class Fleet:
         restart: bool = False,
         options: Callable[[str], dict[str, Any]] | None = None,
         observer: Callable[[], Any] | None = None,
+        secretsmanager: Any = None,
     ) -> None:
         self.group_name = group_name
+        self.secretsmanager = secretsmanager
         self.options = options
         self.observer = observer
         self.settings = settings
@@ -660,6 +721,7 @@ class Fleet:
                     workdir=self.workdir,
                     poll=self.poll,
                     restart=self.restart,
+                    secretsmanager=self.secretsmanager,
                     **(self.options(iid) if self.options is not None else {}),
                 )
                 with self._lock:
@@ -705,14 +767,45 @@ class Fleet:
 
 
 # -- etcd through its v3 JSON gateway (etcd3gw) ------------------------------------------------
-def gateway(endpoint: str, *, timeout: float = 2.0) -> Any:
-    """An ``etcd3gw`` client for a client URL such as ``http://127.0.1.4:2379``."""
+@dataclass(frozen=True)
+class ClientCertificate:
+    """The files an etcd client presents over TLS (the CA that signed the members, its certificate and key)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+CLIENT_TLS: ClientCertificate | None = None  # what ``gateway`` presents to https endpoints (``use_client_tls``)
+
+
+def use_client_tls(tls: ClientCertificate | None) -> None:
+    """Every ``gateway`` (and the helpers below) presents ``tls`` to https endpoints from now on."""
+    global CLIENT_TLS
+    CLIENT_TLS = tls
+
+
+def gateway(endpoint: str, *, timeout: float = 2.0, tls: ClientCertificate | None = None) -> Any:
+    """An ``etcd3gw`` client for a client URL such as ``http://127.0.1.4:2379`` (https: with ``tls``, by default
+    the certificate ``use_client_tls`` set; none: the client presents nothing and the cluster refuses it)."""
     import etcd3gw
 
     url = urlsplit(endpoint)
+    tls = tls or CLIENT_TLS
+    options: dict[str, Any] = {}
+    if url.scheme == "https" and tls is not None:
+        import requests
+
+        # Not etcd3gw's ca_cert/cert options: requests lets REQUESTS_CA_BUNDLE (set on many machines) override a
+        # session's CA bundle, so the members' CA would never be used. The session ignores the environment.
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = tls.ca
+        session.cert = (tls.cert, tls.key)
+        options = {"session": session}
     # etcd 3.5 serves /v3/; naming it skips etcd3gw's /version round trip on every new client.
     return etcd3gw.client(
-        host=str(url.hostname), port=url.port or 2379, protocol=url.scheme, timeout=timeout, api_path="/v3/"
+        host=str(url.hostname), port=url.port or 2379, protocol=url.scheme, timeout=timeout, api_path="/v3/", **options
     )
 
 
@@ -768,6 +861,8 @@ def get(endpoint: str, key: str, *, timeout: float = 2.0) -> str | None:
 
 __all__ = [
     "TAG_CLUSTER_STATE",
+    "TAG_MEMBER_CERT",
+    "ClientCertificate",
     "EtcdSettings",
     "Fleet",
     "Launcher",
@@ -777,5 +872,6 @@ __all__ = [
     "member_list",
     "put",
     "srv_targets",
+    "use_client_tls",
     "wal_exists",
 ]

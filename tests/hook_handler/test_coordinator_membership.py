@@ -690,3 +690,25 @@ def test_client_urls_come_from_the_client_record_first_by_name(aws):
              and c.params.get("StartRecordName", "").startswith("_etcd-client._tcp")]  # fmt: skip
     span = aws.clock.now() - aws.calls[mark].time
     assert 1 <= len(reads) <= span / 60 + 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_queue_head_another_pass_completed_does_not_send_the_next_joiner_to_a_retry(seed):
+    """Found by the TLS demo (AWS's world): the pass of the second joiner's event took the first joiner — completed
+    moments before by the previous pass, still ``Pending:Wait`` in its stale describe — for the queue head. Its
+    completion found no active action, the pass counted no progress and handed the second joiner off to Lambda's
+    retry (60 s and more) while nothing else waited. A head found already finished is progress: the pass serves the
+    next joiner itself."""
+    with LocalAWS(clock=SimClock(), propagation=(1.0, 1.0), describe_staleness=(2.0, 2.0), seed=seed) as aws:
+        world = make_world(aws, seed=seed, start_seconds=(1.0, 1.0))
+        grow(world, 3)
+        world.assert_in_step()
+        start = aws.clock.now()
+        world.stack.scale(5)
+        aws.clock.advance(55.0)  # less than Lambda's first retry (60 s): no joiner may wait for one
+        joins = [a for a in world.actions(LAUNCH) if a.started_at >= start]
+        assert len(joins) == 2 and all(a.ended_by == "complete" for a in joins), [
+            (a.instance_id, a.ended_by, a.started_at - start) for a in joins
+        ]
+        handoffs = [i for i in aws.invocations if i.outcome == "error" and "not settled yet" in (i.error or "")]
+        assert not handoffs, handoffs

@@ -104,7 +104,7 @@ def test_every_member_gets_its_own_certificate_before_its_go_signal_and_loses_it
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert DOMAIN in sans.get_values_for_type(x509.DNSName)
         assert dns[iid].rstrip(".") in sans.get_values_for_type(x509.DNSName)
-        assert len(sans.get_values_for_type(x509.IPAddress)) == 1
+        assert len(sans.get_values_for_type(x509.IPAddress)) == 2  # private IP and 127.0.0.1
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
         ca.certificate.public_key().verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa())
