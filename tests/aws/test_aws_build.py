@@ -27,7 +27,7 @@ def test_two_builds_give_the_same_bytes_and_the_zip_holds_the_runtime_dependenci
     assert names == sorted(names)
     assert "hook_handler/app.py" in names or "hook_handler/__init__.py" in names
     tops = {n.split("/")[0] for n in names}
-    assert {"aws_lambda_powertools", "tenacity", "etcd3gw", "requests"} <= tops
+    assert {"aws_lambda_powertools", "tenacity", "etcd3gw", "requests", "cryptography", "cffi"} <= tops
     assert not tops & {"boto3", "botocore", "bin"}  # the runtime has the SDK; no console scripts
     assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n]
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}

@@ -1,6 +1,8 @@
 """A real etcd cluster grows, shrinks and heals from what the coordinator writes: the scenario of ``make demo``
 (``infra.local.demo``), run inside a sandbox, checked after every step: member list = SRV targets = the group's
-in-service instances, every member healthy, every key written before still readable."""
+in-service instances, every member healthy, every key written before still readable. Over mutual TLS (the demo's
+default, issue 12): ``_etcd-server-ssl._tcp``, https peer URLs, each member's certificate issued by the
+coordinator; and a client without a certificate (or with one from another CA) is refused by the cluster."""
 
 from __future__ import annotations
 
@@ -59,6 +61,10 @@ def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_grou
         # every key written before this step and the ones before it, read through every member
         assert step["keys_read"] == (n - 1) * len(step["in_service"])
 
+    # TLS: every member advertises an https peer URL (the step's checks also refuse any other scheme)
+    assert all(u.startswith("https://") for s in result["steps"] for u in s["peer_urls"])
+    assert all(len(s["peer_urls"]) == len(s["members"]) for s in result["steps"])
+
     bootstrap, join, remove, heal = (steps[name] for name in steps)
     assert len(bootstrap["members"]) == 3 and set(bootstrap["cluster_states"].values()) == {"new"}
     assert len(join["members"]) == 5
@@ -76,3 +82,52 @@ def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_grou
     # bound near the usual 60-90 s failed under load in CI).
     assert elapsed < 240, f"took {elapsed:.1f} s"
     assert _etcd_processes_of(tmp_path) == []  # nothing outlives the sandbox
+
+
+def refusals_inside(workdir: str) -> dict[str, Any]:
+    """Inside: a one-member TLS cluster; who may talk to it."""
+    from etcd3gw.exceptions import Etcd3Exception
+
+    from infra.local.demo import Cluster, Reporter, quiet_logs
+    from infra.local.instances import ClientCertificate, gateway
+    from infra.local.pki import CertificateAuthority
+
+    quiet_logs(Path(workdir))
+    out: dict[str, Any] = {}
+    with Cluster(Path(workdir), Reporter()) as cluster:
+        cluster.scale(1)
+        result = cluster.settle("0 → 1", 1)
+        out["settled"] = result.ok, result.problems
+        (endpoint,) = cluster.fleet.client_endpoints()
+        out["endpoint"] = endpoint
+        other = CertificateAuthority.create("someone-else")
+        cert, key = other.issue("intruder", server=False)
+        pki = Path(workdir) / "intruder"
+        pki.mkdir()
+        (pki / "c.crt").write_text(cert)
+        (pki / "c.key").write_text(key)
+        own_ca = cluster.client_tls.ca
+        clients = {
+            "with the cluster's client certificate": cluster.client_tls,
+            "without a certificate": ClientCertificate(own_ca, "", ""),
+            "with another CA's certificate": ClientCertificate(own_ca, str(pki / "c.crt"), str(pki / "c.key")),
+        }
+        for name, tls in clients.items():
+            try:
+                client = gateway(endpoint, tls=tls, timeout=3.0)
+                if not tls.cert:
+                    client.session.cert = None  # the server is verified; the client presents nothing
+                client.put("/tls/probe", name)
+                out[name] = "accepted"
+            except (Etcd3Exception, OSError) as exc:
+                out[name] = f"refused: {type(exc).__name__}"
+    return out
+
+
+def test_a_tls_cluster_refuses_a_client_without_a_certificate_from_its_ca(tmp_path: Path) -> None:
+    r = call_inside(refusals_inside, {"workdir": str(tmp_path)}, timeout=90)
+    assert r["settled"][0], r
+    assert r["endpoint"].startswith("https://")
+    assert r["with the cluster's client certificate"] == "accepted", r
+    assert r["without a certificate"].startswith("refused"), r
+    assert r["with another CA's certificate"].startswith("refused"), r

@@ -333,7 +333,8 @@ def cluster_of(workdir: str, **kwargs: Any) -> Iterator[Any]:
     from infra.local.demo import Cluster, Reporter, quiet_logs
 
     quiet_logs(Path(workdir))
-    with Cluster(Path(workdir), Reporter(), **kwargs) as cluster:
+    # Plaintext: these are the membership proofs (issue 10); the TLS cluster's are tests/e2e/test_cluster.py's.
+    with Cluster(Path(workdir), Reporter(), **{"tls": False, **kwargs}) as cluster:
         yield cluster
 
 
