@@ -33,6 +33,19 @@ VARIANTS: dict[str, str] = {
     # For information: Lambda's init phase as deployed (AWS_LAMBDA_FUNCTION_NAME set, so the
     # module validates the settings and builds the Runtime, clients included, at import).
     "app-lambda-init": "import hook_handler.app\nassert hook_handler.app.RUNTIME is not None\n",
+    # TLS on (issue 12): the modules a TLS cold start loads (client TLS, member certificates, the etcd client) and
+    # the four clients (Secrets Manager too), beside boto3 with the same four. The secret's GetSecretValue is a
+    # network call in both worlds and is left out of both; cryptography is imported on the first issue, not here.
+    "app-tls": (
+        "import hook_handler.app, hook_handler.tls, hook_handler.certs, hook_handler.etcd\n"
+        "hook_handler.app.Clients.create(tls=True)\n"
+    ),
+    "boto3-tls": (
+        "import boto3\nfrom botocore.config import Config\n"
+        "config = Config(retries={'total_max_attempts': 1}, connect_timeout=5, read_timeout=15)\n"
+        "for service in ('route53', 'autoscaling', 'ec2', 'secretsmanager'):\n"
+        "    boto3.client(service, config=config)\n"
+    ),
 }
 
 BASE_ENV = {
@@ -56,6 +69,7 @@ class ColdStart:
     medians: dict[str, float]
     ratio: float  # median(app) / median(boto3)
     lambda_init_ratio: float  # median(app-lambda-init) / median(boto3)
+    tls_ratio: float = 0.0  # median(app-tls) / median(boto3-tls)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -93,6 +107,7 @@ def measure(repeats: int = 9) -> ColdStart:
         medians=medians,
         ratio=medians["app"] / medians["boto3"],
         lambda_init_ratio=medians["app-lambda-init"] / medians["boto3"],
+        tls_ratio=medians["app-tls"] / medians["boto3-tls"],
     )
 
 
