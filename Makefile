@@ -59,13 +59,17 @@ bench: setup
 # -- AWS: build the Lambda zip, package it to S3, deploy the coordinator stack ----------------
 # make build                        -> build/coordinator.zip (reproducible: same inputs, same bytes)
 # make package BUCKET=b             -> build/packaged.yaml (zip uploaded to s3://b)
-# make deploy BUCKET=b STACK=s ZONE_ID=Z... DOMAIN=example.com GROUP=etcd [HOOK_GROUP=] [NOTIFY=SNS] [PARAMS='K=V ...']
+# make deploy BUCKET=b STACK=s ZONE_ID=Z... DOMAIN=example.com GROUP=etcd [HOOK_GROUP=] [NOTIFY=SNS] [TLS=0] [PARAMS='K=V ...']
+#   TLS=1 (default): `python -m hook_handler pki init` makes (or keeps) the cluster's CA and the coordinator's client
+#   certificate in Secrets Manager (etcd-asg/<STACK>/ca, etcd-asg/<STACK>/coordinator) and the stack runs mutual TLS
+#   (_etcd-server-ssl._tcp, https, a certificate per member); TLS=0: plaintext.
 #   (etcd membership, the default, needs PARAMS='VpcId=vpc-... SubnetIds=subnet-a,subnet-b'; or EtcdMembership=false)
 AWS ?= aws
 BUILD := build
 ZIP := $(BUILD)/coordinator.zip
 NOTIFY ?= EventBridge
 HOOK_GROUP ?= $(GROUP)
+TLS ?= 1
 
 build: setup
 	$(PY) infra/aws/build_zip.py --output $(ZIP)
@@ -78,12 +82,18 @@ package: build
 deploy: package
 	@test -n "$(STACK)" -a -n "$(ZONE_ID)" -a -n "$(DOMAIN)" -a -n "$(GROUP)" || { \
 	  echo "usage: make deploy BUCKET=<bucket> STACK=<stack> ZONE_ID=<hosted zone id> DOMAIN=<domain> GROUP=<group[,group]>" >&2; \
-	  echo "       [HOOK_GROUP=<group to put the hooks on; empty if it has them>] [NOTIFY=EventBridge|EventBridgeSQS|SNS] [PARAMS='Key=Value ...']" >&2; \
+	  echo "       [HOOK_GROUP=<group to put the hooks on; empty if it has them>] [NOTIFY=EventBridge|EventBridgeSQS|SNS] [TLS=1|0] [PARAMS='Key=Value ...']" >&2; \
 	  echo "       etcd membership (the default) runs in the VPC: PARAMS='VpcId=vpc-... SubnetIds=subnet-a,subnet-b' (or EtcdMembership=false)" >&2; exit 2; }
+	@tls=""; if [ "$(TLS)" = 1 ]; then \
+	  arns=$$($(PY) -m hook_handler pki init --ca-secret etcd-asg/$(STACK)/ca \
+	    --client-secret etcd-asg/$(STACK)/coordinator --name $(STACK)) || exit 1; \
+	  tls=$$(echo "$$arns" | $(PY) -c 'import json, sys; a = json.load(sys.stdin); \
+	    print("SrvRecordName=_etcd-server-ssl._tcp EtcdPeerScheme=https EtcdTlsSecretArn=%s EtcdCaSecretArn=%s" \
+	    % (a["etcd_tls_secret"], a["etcd_ca_secret"]))'); fi; \
 	$(AWS) cloudformation deploy --template-file $(BUILD)/packaged.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
 	  --parameter-overrides HostedZoneId=$(ZONE_ID) DomainName=$(DOMAIN) AsgNames=$(GROUP) \
-	    GroupName=$(HOOK_GROUP) NotificationPath=$(NOTIFY) $(PARAMS)
+	    GroupName=$(HOOK_GROUP) NotificationPath=$(NOTIFY) $$tls $(PARAMS)
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache .demo bench-results

@@ -1,4 +1,4 @@
-"""Command line: ``python -m hook_handler reconcile [--dry-run] [--json]``.
+"""Command line: ``python -m hook_handler reconcile [--dry-run] [--json]`` and ``pki init``.
 
 Runs one reconcile pass with the same settings (environment variables) and AWS credentials a
 Lambda would use: repairs the record after terminations that bypassed hooks, or, with
@@ -20,7 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     rec = sub.add_parser("reconcile", help="rebuild the record(s) from the groups now")
     rec.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     rec.add_argument("--json", action="store_true", help="print the report as JSON")
+    pki = sub.add_parser("pki", help="TLS: the cluster's CA and the coordinator's client certificate")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True)
+    init = pki_sub.add_parser("init", help="create both secrets (existing ones are kept); print their ARNs")
+    init.add_argument("--ca-secret", default="etcd-asg/ca", help="secret for the CA (etcd_ca_secret)")
+    init.add_argument("--client-secret", default="etcd-asg/coordinator", help="secret for etcd_tls_secret")
+    init.add_argument("--name", default="etcd", help="cluster name in the CA's subject")
     args = parser.parse_args(argv)
+    if args.command == "pki":
+        return _pki_init(args)
 
     from hook_handler.app import Runtime
 
@@ -56,6 +64,21 @@ def main(argv: list[str] | None = None) -> int:
         print("dry run: nothing applied")
     else:
         print(f"change: {report.change_id or 'none'}; completed: {len(report.completed)} action(s)")
+    return 0
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from hook_handler.certs import CertificateError, init_pki
+
+    try:
+        arns = init_pki(boto3.client("secretsmanager"), args.ca_secret, args.client_secret, name=args.name)
+    except (CertificateError, ClientError, BotoCoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(arns, indent=2))
     return 0
 
 

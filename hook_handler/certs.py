@@ -131,6 +131,77 @@ def issue(
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
+def create_ca(common_name: str, *, days: float = 3650.0) -> tuple[str, str]:
+    """A new self-signed issuing CA for one etcd cluster (ECDSA P-256, ``pathlen:0``): ``(cert, key)`` PEM."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def init_pki(secretsmanager: Any, ca_secret: str, client_secret: str, *, name: str = "etcd") -> dict[str, str]:
+    """What ``python -m hook_handler pki init`` does: a new CA in ``ca_secret`` (``{"cert", "key"}``: the
+    coordinator's ``etcd_ca_secret``) and the coordinator's client certificate in ``client_secret``
+    (``{"ca", "cert", "key"}``: its ``etcd_tls_secret``). Existing secrets are left as they are (their ARNs are
+    returned): run it again safely; a new CA means replacing every member (instance refresh)."""
+    arns: dict[str, str] = {}
+    for secret in (ca_secret, client_secret):
+        try:
+            arns[secret] = secretsmanager.describe_secret(SecretId=secret)["ARN"]
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise CertificateError(f"DescribeSecret {secret}: {error_code(exc)}: {error_message(exc)}") from None
+    if ca_secret in arns:
+        ca_cert, ca_key = load_ca(secretsmanager, ca_secret)
+    else:
+        ca_cert, ca_key = create_ca(f"{name} etcd CA")
+        arns[ca_secret] = secretsmanager.create_secret(
+            Name=ca_secret,
+            Description=f"issuing CA of the {name} etcd cluster (etcd-asg-coordinator etcd_ca_secret)",
+            SecretString=json.dumps({"cert": ca_cert, "key": ca_key}),
+        )["ARN"]
+    if client_secret not in arns:
+        cert, key = issue(ca_cert, ca_key, "etcd-asg-coordinator", server=False, days=3650)
+        arns[client_secret] = secretsmanager.create_secret(
+            Name=client_secret,
+            Description=f"etcd client certificate of the {name} coordinator (etcd-asg-coordinator etcd_tls_secret)",
+            SecretString=json.dumps({"ca": ca_cert, "cert": cert, "key": key}),
+        )["ARN"]
+    return {"etcd_ca_secret": arns[ca_secret], "etcd_tls_secret": arns[client_secret]}
+
+
 def resource_policy(instance_id: str) -> str:
     """The member secret's resource policy: nobody but the instance's own sessions reads the value.
 

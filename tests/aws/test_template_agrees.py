@@ -290,6 +290,8 @@ def test_function_runs_the_package_entry_point(coordinator_template):
         "HeartbeatTimeout",
         "HookTopicArn",
         "FunctionSecurityGroupId",
+        "EtcdTls",
+        "MemberSecretPrefix",
     ],
 )
 def test_cluster_stack_imports_only_what_the_coordinator_exports(coordinator_template, cluster_template, export):
@@ -364,3 +366,27 @@ def test_member_secrets_are_managed_only_under_their_prefix_and_only_with_a_ca(c
     assert template.endswith(":secret:${Prefix}*")
     assert values["Prefix"] == _env(coordinator_template)["etcd_member_secret_prefix"]
     assert _actions(listing[1]) == ["secretsmanager:ListSecrets"]
+
+
+def test_members_run_tls_when_the_coordinator_issues_certificates_and_read_only_their_secrets(
+    coordinator_template, cluster_template
+):
+    """Issue 12: the cluster's ETCD_TLS is the coordinator's export (1 with EtcdCaSecretArn); the members' role may
+    read secrets under the exported member prefix only, and only GetSecretValue."""
+    outputs = coordinator_template["Outputs"]
+    assert outputs["EtcdTls"]["Value"] == {"Fn::If": ["HasCaSecret", "1", "0"]}
+    assert outputs["MemberSecretPrefix"]["Value"] == _env(coordinator_template)["etcd_member_secret_prefix"]
+    res = cluster_template["Resources"]
+    (policy,) = res["InstanceRole"]["Properties"]["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "secretsmanager:GetSecretValue"
+    template, values = statement["Resource"]["Fn::Sub"]
+    assert template.endswith(":secret:${Prefix}*")
+    assert values["Prefix"] == {"Fn::ImportValue": {"Fn::Sub": "${CoordinatorStackName}-MemberSecretPrefix"}}
+    data = res["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert data["IamInstanceProfile"] == {"Arn": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}}
+    parts = data["UserData"]["Fn::Base64"]["Fn::Join"][1]
+    tls = [p for p in parts if isinstance(p, dict) and "ETCD_TLS=" in str(p)]
+    assert tls == [
+        {"Fn::Sub": ["ETCD_TLS=${Tls}\n", {"Tls": {"Fn::ImportValue": {"Fn::Sub": "${CoordinatorStackName}-EtcdTls"}}}]}
+    ]

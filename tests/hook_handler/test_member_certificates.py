@@ -231,3 +231,28 @@ def test_a_reconcile_sweeps_the_secrets_of_instances_long_gone_and_only_those(aw
 def member_secrets_names(aws: LocalAWS) -> list[str]:
     entries = aws.client("secretsmanager").list_secrets()["SecretList"]
     return [e["Name"][len(PREFIX) :] for e in entries if e["Name"].startswith(PREFIX)]
+
+
+def test_pki_init_makes_a_ca_the_coordinator_can_issue_from_and_a_client_certificate_it_can_load(aws, tmp_path, capsys):
+    """``python -m hook_handler pki init``: the two secrets a TLS deployment needs, usable as they are by the
+    coordinator (``etcd_ca_secret`` issues, ``etcd_tls_secret`` loads as a client), and kept on a second run."""
+    from hook_handler.__main__ import main
+    from hook_handler.tls import load_client_tls
+
+    assert main(["pki", "init", "--ca-secret", "etcd/ca", "--client-secret", "etcd/coordinator"]) == 0
+    arns = json.loads(capsys.readouterr().out)
+    sm = aws.client("secretsmanager")
+    ca_cert, _ = load_ca(sm, "etcd/ca")
+    client = load_client_tls(sm, arns["etcd_tls_secret"], str(tmp_path))
+    cert = x509.load_pem_x509_certificate(open(client.cert, "rb").read())  # noqa: SIM115
+    assert cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    issuer = x509.load_pem_x509_certificate(ca_cert.encode())
+    issuer.public_key().verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa())
+    certs = MemberCertificates(sm, arns["etcd_ca_secret"], PREFIX)
+    assert certs.ensure(member_identity("i-0123456789abcdef0", ["10.0.0.5"], DOMAIN)).startswith("arn:")
+    before = sm.get_secret_value(SecretId="etcd/ca")["SecretString"]
+    assert main(["pki", "init", "--ca-secret", "etcd/ca", "--client-secret", "etcd/coordinator"]) == 0
+    assert json.loads(capsys.readouterr().out) == arns
+    assert sm.get_secret_value(SecretId="etcd/ca")["SecretString"] == before  # never a second CA
