@@ -89,7 +89,7 @@ def refusals_inside(workdir: str) -> dict[str, Any]:
     from etcd3gw.exceptions import Etcd3Exception
 
     from infra.local.demo import Cluster, Reporter, quiet_logs
-    from infra.local.instances import ClientCertificate, gateway
+    from infra.local.instances import ClientCertificate, gateway, member_list
     from infra.local.pki import CertificateAuthority
 
     quiet_logs(Path(workdir))
@@ -121,6 +121,44 @@ def refusals_inside(workdir: str) -> dict[str, Any]:
                 out[name] = "accepted"
             except (Etcd3Exception, OSError) as exc:
                 out[name] = f"refused: {type(exc).__name__}"
+
+        # The coordinator given the wrong CA (its client certificate is right; the CA it verifies members with is
+        # another one): the pass stops before it changes anything in etcd, Route 53 or Auto Scaling.
+        from hook_handler.etcd import EtcdTlsError, HttpTransport
+
+        (pki / "wrong-ca.crt").write_text(other.pem)
+        membership = cluster.stack.runtime.coordinator.membership
+        right = membership.transport
+        wrong = HttpTransport(verify=str(pki / "wrong-ca.crt"), cert=right.cert)
+        try:
+            wrong.post(endpoint, "/v3/cluster/member/list", {}, 3.0)
+            out["wrong ca"] = "answered"
+        except EtcdTlsError as exc:
+            out["wrong ca"] = f"EtcdTlsError: {exc}"
+        membership.transport = wrong
+        members_before = sorted(m["id"] for m in member_list(endpoint))
+        record_before = sorted(cluster.stack.targets())
+        changes, invocations = len(cluster.aws.route53_changes), len(cluster.aws.invocations)
+        t0 = cluster.aws.clock.now()
+        cluster.scale(2)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            i.outcome == "error" for i in cluster.aws.invocations[invocations:]
+        ):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        out["after wrong ca"] = {
+            "errors": [i.error for i in cluster.aws.invocations[invocations:] if i.outcome == "error"],
+            "route53 changes": len(cluster.aws.route53_changes) - changes,
+            "members same": sorted(m["id"] for m in member_list(endpoint)) == members_before,
+            "record same": sorted(cluster.stack.targets()) == record_before,
+            "launches completed": [
+                a.instance_id
+                for a in cluster.aws.lifecycle_actions
+                if a.transition.endswith("LAUNCHING") and a.ended_by == "complete" and a.started_at >= t0
+            ],
+        }
+        membership.transport = right
     return out
 
 
@@ -131,3 +169,9 @@ def test_a_tls_cluster_refuses_a_client_without_a_certificate_from_its_ca(tmp_pa
     assert r["with the cluster's client certificate"] == "accepted", r
     assert r["without a certificate"].startswith("refused"), r
     assert r["with another CA's certificate"].startswith("refused"), r
+    # a coordinator given the wrong CA: a TLS error naming the setting, and nothing changed anywhere
+    assert r["wrong ca"].startswith("EtcdTlsError") and "etcd_tls_secret" in r["wrong ca"], r
+    after = r["after wrong ca"]
+    assert after["errors"] and all("etcd_tls_secret" in (e or "") for e in after["errors"]), after
+    assert after["route53 changes"] == 0 and after["members same"] and after["record same"], after
+    assert after["launches completed"] == [], after
