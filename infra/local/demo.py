@@ -71,6 +71,10 @@ class StepResult:
     cluster_states: dict[str, str] = field(default_factory=dict)  # instance -> new|existing, for joiners
     healthy: int = 0
     keys_read: int = 0
+    # the continuous client (infra/local/traffic.py) during the step; None before it runs (from step 2 on)
+    writes_acked: int | None = None
+    requests_failed: int | None = None
+    longest_outage: float | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -139,7 +143,8 @@ class RichReporter(Reporter):
 
         super().summary(results, total)
         table = Table(title=f"etcd on emulated AWS: {len(results)} steps in {total:.1f} s")
-        for column in ("step", "events", "record", "members", "healthy", "keys", "seconds", "checks"):
+        columns = ("step", "events", "record", "members", "healthy", "keys", "acked", "failed", "outage s", "seconds")
+        for column in (*columns, "checks"):
             table.add_column(column, justify="left" if column in ("step", "events") else "right", no_wrap=True)
         for r in results:
             table.add_row(
@@ -149,6 +154,9 @@ class RichReporter(Reporter):
                 str(len(r.members)),
                 f"{r.healthy}/{len(r.in_service)}",
                 str(r.keys_read),
+                "-" if r.writes_acked is None else str(r.writes_acked),
+                "-" if r.requests_failed is None else str(r.requests_failed),
+                "-" if r.longest_outage is None else f"{r.longest_outage:.2f}",
                 f"{r.seconds:.1f}",
                 "[green]ok[/]" if r.ok else "[red]FAILED[/]",
             )
@@ -200,6 +208,7 @@ class Cluster:
         self.peer_srv = PEER_SRV_TLS if tls else PEER_SRV
         self.client_srv = CLIENT_SRV_TLS if tls else CLIENT_SRV
         self.scheme = "https" if tls else "http"
+        self.client_tls: Any = None  # the client certificate of the checks and the continuous client (TLS)
         self.workdir = Path(workdir)
         self.reporter = reporter
         self.settings = {**COORDINATOR_SETTINGS, **(settings or {})}
@@ -550,20 +559,56 @@ STEPS: list[Step] = [
 ]
 
 
-def play(cluster: Cluster, steps: list[Step] = STEPS, *, stop_on_failure: bool = True) -> list[StepResult]:
-    """Run ``steps`` on a started ``cluster``: write a key before each, check everything after each."""
+def play(
+    cluster: Cluster, steps: list[Step] = STEPS, *, stop_on_failure: bool = True, traffic: bool = True
+) -> list[StepResult]:
+    """Run ``steps`` on a started ``cluster``: write a key before each, check everything after each. With
+    ``traffic``, a continuous client (``infra.local.traffic``) writes and reads through the client SRV record from
+    the first step that leaves a cluster on; each later step reports its acknowledged writes, failed requests and
+    longest outage, and at the end every acknowledged write must be readable through every member."""
+    from infra.local.traffic import ContinuousClient, srv_endpoints
+
     results: list[StepResult] = []
-    for n, (title, act, expect) in enumerate(steps, 1):
-        cluster.reporter.step(f"step {n}: {title}")
-        if cluster.fleet.client_endpoints():
-            cluster.write_key(f"/demo/before-step-{n}", f"written before step {n}")
-            cluster.reporter.event(f"put /demo/before-step-{n}")
-        act(cluster)
-        result = cluster.settle(title, expect)
-        cluster.reporter.result(result)
-        results.append(result)
-        if not result.ok and stop_on_failure:
-            break
+    client: ContinuousClient | None = None
+    try:
+        for n, (title, act, expect) in enumerate(steps, 1):
+            cluster.reporter.step(f"step {n}: {title}")
+            if cluster.fleet.client_endpoints():
+                cluster.write_key(f"/demo/before-step-{n}", f"written before step {n}")
+                cluster.reporter.event(f"put /demo/before-step-{n}")
+            began = time.time()
+            act(cluster)
+            result = cluster.settle(title, expect)
+            if client is not None:
+                seen = client.window(began)
+                result.writes_acked, result.requests_failed = seen.acked, seen.failed
+                result.longest_outage = seen.longest_outage
+            cluster.reporter.result(result)
+            results.append(result)
+            if not result.ok and stop_on_failure:
+                break
+            if traffic and client is None and result.ok:
+                endpoints = srv_endpoints(cluster.client_srv, cluster.scheme, NAMESERVER)
+                client = ContinuousClient(endpoints, tls=cluster.client_tls).start()
+                cluster.reporter.event(f"continuous client: writes and reads through {cluster.client_srv}")
+    finally:
+        if client is not None:
+            client.stop()
+    if client is not None and results:
+        in_service = [f"{cluster.scheme}://{la.private_ip}:2379" for la in cluster.fleet.running()]
+        try:
+            missing = client.verify(in_service)
+        except Exception as exc:  # noqa: BLE001 - an unreadable member is a failed check
+            missing = {"(read)": [-1]}
+            results[-1].problems.append(f"acknowledged writes unreadable: {type(exc).__name__}: {exc}")
+        lost = {url: seqs for url, seqs in missing.items() if seqs}
+        total = len(client.acknowledged())
+        if lost:
+            results[-1].problems.append(f"acknowledged writes lost: {lost}")
+        cluster.reporter.event(
+            f"continuous client: {total} acknowledged writes, each read back through all {len(in_service)} members: "
+            + ("none lost" if not lost else f"LOST {sum(len(v) for v in lost.values())}")
+        )
     return results
 
 
@@ -604,7 +649,7 @@ def _inside(args: argparse.Namespace) -> int:
 
     workdir = Path(args.workdir)
     real_stdout = quiet_logs(workdir)
-    console = Console(file=real_stdout, force_terminal=args.color, highlight=False, width=None if args.color else 110)
+    console = Console(file=real_stdout, force_terminal=args.color, highlight=False, width=None if args.color else 150)
     reporter = RichReporter(console, quiet=args.quiet)
     tls = not args.plaintext
     console.print(

@@ -65,6 +65,13 @@ def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_grou
     assert all(u.startswith("https://") for s in result["steps"] for u in s["peer_urls"])
     assert all(len(s["peer_urls"]) == len(s["members"]) for s in result["steps"])
 
+    # Issue 13: a continuous client wrote and read through the client SRV record from step 2 on; every write
+    # etcd acknowledged is readable through every member at the end (the check fails the last step otherwise).
+    assert result["steps"][0]["writes_acked"] is None
+    assert all(s["writes_acked"] > 0 and s["longest_outage"] is not None for s in result["steps"][1:])
+    verdict = "acknowledged writes, each read back through all 3 members: none lost"
+    assert any(verdict in line for line in result["lines"]), log
+
     bootstrap, join, remove, heal = (steps[name] for name in steps)
     assert len(bootstrap["members"]) == 3 and set(bootstrap["cluster_states"].values()) == {"new"}
     assert len(join["members"]) == 5
