@@ -209,6 +209,7 @@ class Cluster:
         self.client_srv = CLIENT_SRV_TLS if tls else CLIENT_SRV
         self.scheme = "https" if tls else "http"
         self.client_tls: Any = None  # the client certificate of the checks and the continuous client (TLS)
+        self.must_be_gone: set[str] = set()  # instances a rolling replacement must have replaced
         self.workdir = Path(workdir)
         self.reporter = reporter
         self.settings = {**COORDINATOR_SETTINGS, **(settings or {})}
@@ -344,6 +345,32 @@ class Cluster:
         self.reporter.event(f"SetDesiredCapacity {desired}")
         self.stack.scale(desired)
 
+    def instance_refresh(self, *, warmup: int = 5, timeout: float = 240.0) -> None:
+        """A rolling replacement of every instance (``StartInstanceRefresh``, the emulator's rolling strategy: one
+        at a time at the default 90 % minimum healthy), waited for until the refresh is ``Successful``; the step's
+        checks then also demand that none of the instances in service before it is left."""
+        asg = self.aws.client("autoscaling")
+        self.must_be_gone = set(self.stack.in_service())
+        self.reporter.event(f"StartInstanceRefresh (rolling, InstanceWarmup {warmup} s): replace every member")
+        rid = asg.start_instance_refresh(AutoScalingGroupName=GROUP, Preferences={"InstanceWarmup": warmup})[
+            "InstanceRefreshId"
+        ]
+        deadline = time.monotonic() + timeout
+        status = "Pending"
+        while time.monotonic() < deadline:
+            self.watch()
+            with self.aws.observer():
+                (refresh,) = [
+                    r
+                    for r in asg.describe_instance_refreshes(AutoScalingGroupName=GROUP)["InstanceRefreshes"]
+                    if r["InstanceRefreshId"] == rid
+                ]
+            status = refresh["Status"]
+            if status in ("Successful", "Failed", "Cancelled"):
+                break
+            time.sleep(0.3)
+        self.reporter.event(f"instance refresh {status}")
+
     def kill(self, instance_id: str) -> None:
         self.reporter.event(f"{instance_id} ({self.name_of(instance_id)}) crashes: EC2 terminates it, no hook runs")
         launcher = self.fleet.launchers.get(instance_id)
@@ -469,6 +496,9 @@ class Cluster:
         unsettled = {iid: s for iid, s in states.items() if s != "InService"}
         if unsettled:
             result.problems.append(f"instances not settled: {unsettled}")
+        left = sorted(self.must_be_gone & set(in_service))
+        if left:
+            result.problems.append(f"not replaced yet: {left}")
         result.record = sorted(self.stack.targets())
         client = self.aws.records(self.stack.zone_id).get((self.client_srv, "SRV"))
         client_targets = sorted(v.split()[-1] for v in client[1]) if client else []
@@ -556,6 +586,7 @@ STEPS: list[Step] = [
     ("3 → 5 join", lambda c: c.scale(5), 5),
     ("5 → 3 remove", lambda c: c.scale(3), 3),
     ("kill + reconcile", _kill_one, 3),
+    ("rolling replace", lambda c: c.instance_refresh(), 3),
 ]
 
 
@@ -684,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="print only the summary table")
     parser.add_argument("--workdir", default=None, help="where logs go (default .demo/<time> in the project)")
-    parser.add_argument("--timeout", type=float, default=115.0, help="seconds before everything is killed")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds before everything is killed")
     parser.add_argument("--plaintext", action="store_true", help="no TLS: _etcd-server._tcp and http URLs")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--color", action="store_true", default=None, help=argparse.SUPPRESS)

@@ -18,7 +18,7 @@ ok, reason = available()
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not ok, reason=f"sandbox unavailable: {reason}"),
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(360),
 ]
 
 
@@ -47,12 +47,18 @@ def _etcd_processes_of(workdir: Path) -> list[int]:
 # -- the test (outside) -----------------------------------------------------------------------------
 def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_group_in_step(tmp_path: Path) -> None:
     started = time.monotonic()
-    result = call_inside(scenario_inside, {"workdir": str(tmp_path)}, timeout=240)  # a hang guard (see below)
+    result = call_inside(scenario_inside, {"workdir": str(tmp_path)}, timeout=330)  # a hang guard (see below)
     elapsed = time.monotonic() - started
     steps = {s["name"]: s for s in result["steps"]}
     log = "\n".join(result["lines"])
 
-    assert [s["name"] for s in result["steps"]] == ["0 → 3 bootstrap", "3 → 5 join", "5 → 3 remove", "kill + reconcile"]
+    assert [s["name"] for s in result["steps"]] == [
+        "0 → 3 bootstrap",
+        "3 → 5 join",
+        "5 → 3 remove",
+        "kill + reconcile",
+        "rolling replace",
+    ]
     for n, step in enumerate(result["steps"], 1):
         assert step["ok"], f"{step['name']}: {step['problems']}\n{log}"
         # member list (peer URLs) = SRV record (Route 53) = SRV answer (our DNS) = the group's in-service instances
@@ -72,7 +78,7 @@ def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_grou
     verdict = "acknowledged writes, each read back through all 3 members: none lost"
     assert any(verdict in line for line in result["lines"]), log
 
-    bootstrap, join, remove, heal = (steps[name] for name in steps)
+    bootstrap, join, remove, heal, rolled = (steps[name] for name in steps)
     assert len(bootstrap["members"]) == 3 and set(bootstrap["cluster_states"].values()) == {"new"}
     assert len(join["members"]) == 5
     joined = set(join["members"]) - set(bootstrap["members"])
@@ -87,7 +93,13 @@ def test_cluster_bootstraps_joins_shrinks_and_heals_with_members_record_and_grou
 
     # No step waited out a lifecycle hook's timeout (300 s); the time itself is the benchmarks' to measure (a
     # bound near the usual 60-90 s failed under load in CI).
-    assert elapsed < 240, f"took {elapsed:.1f} s"
+    # Issue 13: an instance refresh replaced every member, one at a time, under the continuous client: three new
+    # members (all joined as 'existing'), every acknowledged write kept (above), the longest outage reported.
+    assert not set(rolled["members"]) & set(heal["members"]) and len(rolled["members"]) == 3
+    assert set(rolled["cluster_states"].values()) == {"existing"}
+    assert sorted(e.split()[0] for e in rolled["events"]).count("terminate") == 3
+    assert rolled["writes_acked"] > 0 and rolled["longest_outage"] < 10.0, rolled
+    assert elapsed < 330, f"took {elapsed:.1f} s"
     assert _etcd_processes_of(tmp_path) == []  # nothing outlives the sandbox
 
 
