@@ -646,7 +646,7 @@ class Coordinator:
         # The record goes on listing every member etcd still has (held removals, members no instance can be
         # found for): a joiner starting from the record must find exactly the members, and no setting
         # (`max_unexplained_removals` included) may drop a live member from it.
-        held_hosts |= {h for m in view.members if m.id not in done | ending for h in m.peer_hosts}
+        held_hosts |= listed_hosts(view, done | ending)
         return obs, view, frozenset(held_hosts)
 
     def _remove_member(
@@ -725,17 +725,8 @@ class Coordinator:
         return urls + rest or self._endpoints(obs)
 
     def _member_owners(self, view: EtcdView | None, obs: Observation) -> dict[str, Instance]:
-        """Record targets etcd says belong to an instance: the peer host of a member named after it."""
-        if view is None:
-            return {}
-        identity = identify(view, obs.instances)
-        out: dict[str, Instance] = {}
-        for member in view.members:
-            iid = identity.owner.get(member.id)
-            if iid and iid in obs.instances and identity.how.get(member.id) in ("name", "tag"):
-                for host in member.peer_hosts:
-                    out[host + "."] = obs.instances[iid]
-        return out
+        """Record targets etcd says belong to an instance (``member_owners``)."""
+        return {} if view is None else member_owners(view, obs)
 
     # -- 3. the record ----------------------------------------------------------------------------
     def _publish(
@@ -1517,6 +1508,29 @@ class Coordinator:
                 "notes": plan.notes,
             },
         )
+
+
+# Pure helpers a pass and ``status`` share (``status`` shows what a pass would do, from the same rules).
+def listed_hosts(view: EtcdView, gone: Iterable[str]) -> set[str]:
+    """Peer hosts the record goes on listing: every member etcd still has once ``gone`` (member IDs removed, or
+    the last voter a dismantled cluster ends with) are out — held removals, members no instance can be found
+    for: a joiner starting from the record must find exactly the members, and no setting
+    (``max_unexplained_removals`` included) may drop a live member from it."""
+    out = set(gone)
+    return {h for m in view.members if m.id not in out for h in m.peer_hosts}
+
+
+def member_owners(view: EtcdView, obs: Observation) -> dict[str, Instance]:
+    """Record targets etcd says belong to an instance: the peer host of a member named after it (or whose ID it
+    carries)."""
+    identity = identify(view, obs.instances)
+    out: dict[str, Instance] = {}
+    for member in view.members:
+        iid = identity.owner.get(member.id)
+        if iid and iid in obs.instances and identity.how.get(member.id) in ("name", "tag"):
+            for host in member.peer_hosts:
+                out[host + "."] = obs.instances[iid]
+    return out
 
 
 def _members_known(view: EtcdView, obs: Observation) -> bool:
