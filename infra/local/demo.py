@@ -610,6 +610,7 @@ def play(
             began = time.time()
             act(cluster)
             result = cluster.settle(title, expect)
+            result.seconds = round(time.time() - began, 1)  # the step's action included (a refresh waits in it)
             if client is not None:
                 seen = client.window(began)
                 result.writes_acked, result.requests_failed = seen.acked, seen.failed
