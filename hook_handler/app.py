@@ -103,7 +103,9 @@ class Runtime:
             logger.warning(warning)
 
     @staticmethod
-    def _membership(settings: Settings, clients: Clients, clock: Clock, transport: Any | None) -> Any:
+    def _membership(
+        settings: Settings, clients: Clients, clock: Clock, transport: Any | None, *, timeout: float = 5.0
+    ) -> Any:
         if not settings.membership_enabled:
             return None
         from hook_handler.etcd import HttpTransport, Membership  # imported only when membership is on
@@ -116,7 +118,7 @@ class Runtime:
                 secrets = clients.secretsmanager or boto3.client("secretsmanager", config=CLIENT_CONFIG)
                 options = load_client_tls(secrets, settings.etcd_tls_secret).transport_options
             transport = HttpTransport(**options)
-        return Membership(clock, transport)
+        return Membership(clock, transport, timeout=timeout)
 
     @staticmethod
     def _certificates(settings: Settings, clients: Clients) -> Any:
@@ -215,6 +217,43 @@ def _describe(failed: list[Any]) -> str:
     return "; ".join(parts)
 
 
+class PolicyRuntime:
+    """The termination policy's sandbox: the coordinator's settings, read-only clients with short timeouts (AWS
+    gives the policy two seconds), and no coordinator."""
+
+    CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=1, read_timeout=1)
+
+    def __init__(
+        self, settings: Settings, clients: Clients, clock: Clock, *, etcd_transport: Any | None = None
+    ) -> None:
+        from hook_handler.termination_policy import STATUS_SECONDS, TerminationPolicy
+
+        self.clock = clock
+        membership = Runtime._membership(settings, clients, clock, etcd_transport, timeout=STATUS_SECONDS)
+        self.policy = TerminationPolicy(
+            settings, clients.autoscaling, clients.ec2, clock, membership=membership, logger=logger
+        )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, clock: Clock | None = None) -> PolicyRuntime:
+        settings = load_settings(os.environ if environ is None else environ)
+        logger.setLevel(settings.log_level)
+        make = boto3.client
+        clients = Clients(
+            route53=None,
+            autoscaling=make("autoscaling", config=cls.CLIENT_CONFIG),
+            ec2=make("ec2", config=cls.CLIENT_CONFIG),
+            secretsmanager=make("secretsmanager", config=CLIENT_CONFIG) if settings.etcd_tls_secret else None,
+        )
+        return cls(settings, clients, clock or SystemClock())
+
+    def handle(self, event: Any, context: Any = None) -> dict[str, list[str]]:
+        remaining = 2.0  # AWS's limit for a termination policy, when there is no Lambda context
+        if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+            remaining = context.get_remaining_time_in_millis() / 1000.0
+        return self.policy.answer(event, self.clock.now() + remaining)
+
+
 def _cold_start() -> Runtime | None:
     try:
         return Runtime.from_environment()
@@ -223,7 +262,11 @@ def _cold_start() -> Runtime | None:
         raise
 
 
-RUNTIME = _cold_start() if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else None
+# The same zip serves two functions: the coordinator, and the group's termination policy (its own function: the
+# coordinator runs with reserved concurrency 1 and passes of minutes, and the group waits two seconds at most).
+# Lambda names the handler in _HANDLER; the policy's sandbox builds no coordinator.
+_POLICY_SANDBOX = os.environ.get("_HANDLER", "").endswith(".termination_policy_handler")
+RUNTIME = _cold_start() if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and not _POLICY_SANDBOX else None
 _TRACER = tracer(RUNTIME.settings.tracing) if RUNTIME else None
 
 
@@ -236,3 +279,16 @@ def _entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 # The Lambda entry point: metrics flushed after every invocation; X-Ray only when `tracing` is on.
 lambda_handler = metrics.log_metrics(_TRACER.capture_lambda_handler(_entry) if _TRACER else _entry)
+
+
+POLICY_RUNTIME = (
+    PolicyRuntime.from_environment() if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and _POLICY_SANDBOX else None
+)
+
+
+def termination_policy_handler(event: dict[str, Any], context: Any) -> dict[str, list[str]]:
+    """The Auto Scaling group's custom termination policy (``{"InstanceIDs": [...]}``); see ``termination``."""
+    global POLICY_RUNTIME
+    if POLICY_RUNTIME is None:
+        POLICY_RUNTIME = PolicyRuntime.from_environment()
+    return POLICY_RUNTIME.handle(event, context)

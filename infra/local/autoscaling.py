@@ -38,6 +38,8 @@ from moto.core.exceptions import ServiceException
 from moto.core.responses import EmptyResult
 from moto.ec2.models import EC2Backend
 
+from infra.local import termination
+
 if TYPE_CHECKING:
     from infra.local.aws import LocalAWS
 
@@ -1174,6 +1176,14 @@ def _patch() -> None:
             with engine.lock:
                 full = list(self.instance_states)
                 counted = [s for s in full if s.lifecycle_state in CAPACITY_STATES]
+                target = self.min_size if new_capacity is None else new_capacity
+                policy = termination.caller()
+                if policy is not None and policy.function(self) is not None and len(counted) > (target or 0):
+                    # A custom termination policy chooses the victims: the group asks it after this call returns.
+                    self.desired_capacity = target
+                    policy.scale_in(self)
+                    engine.refill(self)
+                    return None
                 self.instance_states = counted
                 stack = getattr(_CAPTURE, "stack", None) or []
                 _CAPTURE.stack = stack

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from infra.local import autoscaling, delivery, faults, refresh, route53, secrets, state
+from infra.local import autoscaling, delivery, faults, refresh, route53, secrets, state, termination
 from infra.local.clock import SimClock, WallClock
 from infra.local.faults import CallRecord, Faults
 from infra.local.route53 import ChangeRecord, Route53State
@@ -143,6 +143,7 @@ class LocalAWS:
         autoscaling.install(self)
         delivery.install(self)
         refresh.install(self)
+        termination.install(self)
         # -- end Auto Scaling and delivery ---------------------------------------------------
         return self
 

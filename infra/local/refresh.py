@@ -12,7 +12,10 @@ launched (through the launch hooks); the next batch starts once the group has it
 ``Successful``; ``CancelInstanceRefresh`` → ``Cancelling`` (the batch in flight finishes) → ``Cancelled``;
 a group deleted under it → ``Failed``. One active refresh per group (``InstanceRefreshInProgress``).
 
-Which instance goes first: the oldest launch first (the default termination policy's order after AZ balance and
+Which instance goes first: the group's custom termination policy's answer when its ``TerminationPolicies`` start with a
+registered Lambda function (``termination``: asked before each batch, cause ``INSTANCE_REFRESH``, among the old
+instances in service; an empty answer is asked again after a short time, and an hour of them fails the refresh);
+otherwise the oldest launch first (the default termination policy's order after AZ balance and
 the oldest launch template). Instances in Standby are skipped (``StandbyInstances=Ignore``); scale-in protection
 is not modelled. Not emulated, and refused with a ``ValidationError`` that says so: ``MaxHealthyPercentage``
 above 100 (launch before terminate), checkpoints, ``SkipMatching``, auto rollback, bake time, alarms,
@@ -33,7 +36,7 @@ from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult
 
-from infra.local import state
+from infra.local import state, termination
 
 if TYPE_CHECKING:
     from infra.local.aws import LocalAWS
@@ -80,6 +83,10 @@ class RefreshRecord:
     batches: list[tuple[float, list[str]]] = field(default_factory=list)  # (start, ids) of every batch
     total: int = 0
     in_service_since: dict[str, float] = field(default_factory=dict)
+    # with a custom termination policy: a question in flight, when to ask again, since when it answers nothing
+    asking: bool = False
+    ask_after: float = 0.0
+    refused_since: float | None = None
 
     @property
     def percentage(self) -> int:
@@ -229,16 +236,56 @@ class Refresher:
                     return
                 record.status = "InProgress"
                 size = batch_size(group.desired_capacity, record.min_healthy)
-                batch = [i for i in record.to_replace if present[i].lifecycle_state == "InService"][:size]
-                for iid in batch:
-                    record.to_replace.remove(iid)
-                    record.replaced.append(iid)
-                    self.engine.begin_termination(group, present[iid], cause="terminate")
-                record.batch = batch
-                if batch:
-                    record.batches.append((now, list(batch)))
-                    group.set_desired_capacity(group.desired_capacity)  # the replacements launch
+                ready = [present[i] for i in record.to_replace if present[i].lifecycle_state == "InService"]
+                policy = termination.caller()
+                if policy is not None and policy.function(group) is not None:
+                    self._ask_policy(policy, record, group, ready, size, now)
+                else:
+                    self._take(record, group, ready[:size], now)
         self.aws.clock.call_later(TICK_SECONDS, lambda: self.tick(record), work=True)
+
+    def _take(self, record: RefreshRecord, group: Any, batch: list[Any], now: float) -> None:
+        """Terminate ``batch`` (old instances in service) through the terminate hooks; their replacements launch."""
+        for s in batch:
+            record.to_replace.remove(s.instance.id)
+            record.replaced.append(s.instance.id)
+            self.engine.begin_termination(group, s, cause="terminate")
+        record.batch = [s.instance.id for s in batch]
+        if batch:
+            record.batches.append((now, list(record.batch)))
+            group.set_desired_capacity(group.desired_capacity)  # the replacements launch
+
+    def _ask_policy(
+        self, policy: Any, record: RefreshRecord, group: Any, ready: list[Any], size: int, now: float
+    ) -> None:
+        """The group's custom termination policy chooses the batch (``termination``): one question at a time; no
+        answer → asked again after a short time; an hour without one → the refresh fails, as AWS documents."""
+        if record.asking or now < record.ask_after or not ready:
+            return
+        record.asking = True
+
+        def take(chosen: list[Any]) -> None:
+            record.asking = False
+            at = self.aws.clock.now()
+            if record.status not in ACTIVE:
+                return
+            if chosen:
+                record.refused_since = None
+                group_now = self.backend().autoscaling_groups.get(record.group)
+                if group_now is not None:
+                    self._take(record, group_now, chosen, at)
+                return
+            record.refused_since = record.refused_since if record.refused_since is not None else at
+            if at - record.refused_since >= termination.REFRESH_PATIENCE:
+                self._end(
+                    record,
+                    "Failed",
+                    "The custom termination policy returned no instance to terminate for an hour",
+                )
+                return
+            record.ask_after = at + policy.retry_delay()
+
+        policy.refresh_batch(group, ready, size, take)
 
     def describe(self, group_name: str, ids: list[str]) -> list[RefreshRecord]:
         found = [r for r in self.aws.instance_refreshes if r.group == group_name and (not ids or r.refresh_id in ids)]
