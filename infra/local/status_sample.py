@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.status_sample", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1, help="the etcd model's seed")
     args = parser.parse_args(argv)
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.CRITICAL)  # the emulated world's own passes log too: only the tables here
     with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as aws:
         model = EtcdModel(aws.clock, seed=args.seed, start_seconds=(1.0, 3.0))
         stack = deploy(aws, mode="eventbridge", etcd=model.transport(), settings={"poll_interval_seconds": "2"})
