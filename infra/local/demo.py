@@ -106,6 +106,11 @@ class Reporter:
     def summary(self, results: list[StepResult], total: float) -> None:
         self.lines.append(f"total {total:.1f} s")
 
+    def block(self, title: str, text: str) -> None:
+        """A block of output as it is (the status table)."""
+        self.lines.append(f"== {title}")
+        self.lines.extend(text.splitlines())
+
 
 class RichReporter(Reporter):
     """Readable progress on a terminal (or plain text in a pipe) with rich."""
@@ -137,6 +142,12 @@ class RichReporter(Reporter):
             self.console.print(f"    etcd peer URLs: {', '.join(result.peer_urls)}", highlight=False)
         for problem in result.problems:
             self.console.print(f"    [red]{problem}[/]", highlight=False)
+
+    def block(self, title: str, text: str) -> None:
+        super().block(title, text)
+        if not self.quiet:
+            self.console.rule(f"[bold]{title}")
+            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def summary(self, results: list[StepResult], total: float) -> None:
         from rich.table import Table
@@ -650,6 +661,12 @@ def run_scenario(workdir: str, reporter: Reporter | None = None, **cluster_kwarg
     started = time.monotonic()
     with Cluster(Path(workdir), reporter, **cluster_kwargs) as cluster:
         results = play(cluster)
+        # What an operator's `python -m hook_handler status` shows now: the same look, on this cluster.
+        from hook_handler.status import collect, render
+
+        reporter.block(
+            "python -m hook_handler status", render(collect(cluster.stack.runtime.coordinator, time.time() + 20))
+        )
     total = time.monotonic() - started
     reporter.summary(results, total)
     return {"steps": [r.to_dict() for r in results], "seconds": round(total, 1), "lines": reporter.lines}
