@@ -252,6 +252,15 @@ def build_plan(
             listed_as = named(instance)
             if listed_as is not None and listed_as != target and listed_as in new_targets:
                 why = f"another name of {instance.instance_id}, listed as {listed_as}"
+        if why is None and instance is not None and founding:
+            # No cluster runs yet, so the record is what founders discover each other from: an instance listed
+            # under two names (a target_mode change while founding) would be two members to etcd's SRV discovery
+            # — an initial cluster no quorum can ever form (found by the soak: six members, three of them one
+            # instance's second name). The instance stays listed under its current name; dropping the other
+            # removes nobody (no member exists yet).
+            listed_as = named(instance)
+            if listed_as is not None and listed_as != target and listed_as in new_targets:
+                why = f"another name of {instance.instance_id}, listed as {listed_as} (no cluster runs yet)"
         if why is None and instance is None and members_known and advertised and target.rstrip(".") not in advertised:
             # No instance found for it (a terminated instance loses its addresses; a tag naming its target may be
             # missing), and etcd, which answered, has no member advertising it: it names no member of the running

@@ -150,6 +150,22 @@ def test_changing_the_target_naming_adds_the_new_form_and_removes_nothing():
     assert {f"ip-10-0-0-{n}.ec2.internal." for n in (1, 2, 3)} <= set(plan.targets)
 
 
+def test_while_founding_an_instance_is_listed_once_whatever_the_naming_was():
+    """Soak finding (session 7, chunk seed 20019): target_mode switched to a-record while a cluster was being
+    founded; the record kept each founder's old name beside its new one, a founder's SRV discovery took six
+    targets for three instances and bootstrapped a six-member cluster that never had a quorum. While no cluster
+    runs, the other name of a listed instance goes (nobody is a member yet); once one runs, names are kept."""
+    founders = [inst(n, "Pending:Wait", tags={"etcd-cluster-state": "new"}) for n in (1, 2, 3)]
+    plan = build_plan(make_settings(target_mode="a-record"), observe(*founders), srv(1, 2, 3))
+    assert len(plan.targets) == 3 and all(t.endswith(".example.com.") for t in plan.targets), plan.targets
+    assert set(plan.removed) == {f"ip-10-0-0-{n}.ec2.internal." for n in (1, 2, 3)}
+    assert plan.guard_kept == ()
+    # A running cluster (etcd says so): the old names stay (the guard; members may advertise them).
+    running = build_plan(make_settings(target_mode="a-record"), observe(*founders), srv(1, 2, 3), running=True)
+    assert running.removed == ()
+    assert {f"ip-10-0-0-{n}.ec2.internal." for n in (1, 2, 3)} <= set(running.targets)
+
+
 def test_guard_allows_configured_number_of_unexplained_removals():
     settings = make_settings(tag_selector="Role=etcd", max_unexplained_removals="1")
     plan = build_plan(settings, observe(inst(1, tags={"Role": "etcd"}), inst(2)), srv(1, 2))

@@ -340,6 +340,34 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
             ("kill", 0),
         ),
     ),
+    # -- the soak of 2026-12-04 (commit 3916efe, session 7) ----------------------------------------------------------
+    # target_mode switched to a-record at 200 s while a cluster was being founded: the record listed each founder
+    # under both names, a founder's SRV discovery bootstrapped a six-member cluster (three placeholders for one
+    # instance's second name) that never had a quorum; three launches stayed Pending:Wait for good. Fixed: while
+    # no cluster runs, a listed instance's other name goes (plan.build_plan).
+    (
+        Config(
+            mode="eventbridge",
+            reserved_concurrency=1,
+            timeout=40.0,
+            propagation=(20.0, 60.0),
+            poll_interval=2.0,
+            membership=True,
+            etcd_start=(1.0, 3.0),
+            member_start_timeout=300.0,
+            peer_host="ip",
+        ),
+        (
+            ("killat", "member-add", 1),
+            ("scale", 3),
+            ("setting", (("target_mode", "a-record"),), 200.0),
+            ("fault", "ChangeResourceRecordSets", "Throttling", 3),
+            ("crash", 1, True),
+            ("killlambda", 1.0),
+            ("advance", 15.0),
+            ("killat", "member-add", 1),
+        ),
+    ),
 ]
 
 
