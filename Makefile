@@ -89,7 +89,7 @@ deploy: package
 	    --client-secret etcd-asg/$(STACK)/coordinator --name $(STACK)) || exit 1; \
 	  tls=$$(echo "$$arns" | $(PY) -c 'import json, sys; a = json.load(sys.stdin); \
 	    print("SrvRecordName=_etcd-server-ssl._tcp EtcdPeerScheme=https EtcdTlsSecretArn=%s EtcdCaSecretArn=%s" \
-	    % (a["etcd_tls_secret"], a["etcd_ca_secret"]))'); fi; \
+	    % (a["etcd_tls_secret"], a["etcd_ca_secret"]))') || exit 1; fi; \
 	$(AWS) cloudformation deploy --template-file $(BUILD)/packaged.yaml --stack-name $(STACK) \
 	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
 	  --parameter-overrides HostedZoneId=$(ZONE_ID) DomainName=$(DOMAIN) AsgNames=$(GROUP) \

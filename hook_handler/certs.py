@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from hook_handler.retry import error_code, error_message
 CA_SETTING = "etcd_ca_secret"
 CERT_TAG = "etcd-member-cert"  # the member secret's ARN, on the instance, written with (before) the go signal
 INSTANCE_TAG = "etcd-instance-id"  # on the member secret: whose it is (the sweep reads it)
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 _TOKEN_NAMESPACE = uuid.UUID("6f0f3d0e-5d0c-4b8e-9a51-3c5d9b1f8a10")
 
 
@@ -254,6 +256,10 @@ class MemberCertificates:
         described = self._describe(name)
         if described is None:
             described = self._create(name, identity.instance_id)
+        if described.get("DeletedDate"):
+            # The instance's previous secret is being deleted (it went back to a warm pool and returns): Secrets
+            # Manager deletes asynchronously, and the name is taken until it is gone. The next look retries.
+            raise CertificateError(f"secret {name} is still being deleted; a new one is made once it is gone")
         arn = described["ARN"]
         # Step 2, always (cheap, idempotent): the policy that keeps every other instance out, before any value.
         self._call(
@@ -291,16 +297,22 @@ class MemberCertificates:
         return True
 
     def owners(self) -> dict[str, float]:
-        """Every member secret under the prefix: instance id -> when the secret was created (epoch seconds)."""
+        """Every member secret under the prefix: instance id -> when the secret was created (epoch seconds).
+
+        Only what this module made counts: a name under the prefix that is an instance id and carries the tag
+        ``etcd-instance-id`` naming that id. Anything else under the prefix (an operator's secret, a CA put there
+        by mistake) is never a member secret, so the sweep never deletes it."""
         found: dict[str, float] = {}
         try:
             pages = self.sm.get_paginator("list_secrets").paginate(Filters=[{"Key": "name", "Values": [self.prefix]}])
             for page in pages:
                 for entry in page.get("SecretList", []):
                     name = entry.get("Name", "")
-                    if name.startswith(self.prefix):
+                    iid = name[len(self.prefix) :] if name.startswith(self.prefix) else ""
+                    tags = {t.get("Key"): t.get("Value") for t in entry.get("Tags", [])}
+                    if _INSTANCE_ID.match(iid) and tags.get(INSTANCE_TAG) == iid:
                         created = entry.get("CreatedDate")
-                        found[name[len(self.prefix) :]] = created.timestamp() if created is not None else 0.0
+                        found[iid] = created.timestamp() if created is not None else 0.0
         except (ClientError, BotoCoreError) as exc:
             raise CertificateError(f"ListSecrets under {self.prefix}: {exc}") from None
         return found
@@ -391,6 +403,13 @@ def load_ca(secretsmanager: Any, secret_id: str) -> tuple[str, str]:
         raise CertificateError(f"{CA_SETTING}: the certificate in {secret_id!r} is not a CA (basicConstraints CA:TRUE)")
     if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
         raise CertificateError(f"{CA_SETTING}: the key in {secret_id!r} is not the CA certificate's key")
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+        raise CertificateError(
+            f"{CA_SETTING}: the CA in {secret_id!r} is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} to "
+            f"{cert.not_valid_after_utc:%Y-%m-%d}): certificates it signed would be refused; make a new CA "
+            "(python -m hook_handler pki init with new secret names) and replace every member"
+        )
     return data["cert"], data["key"]
 
 

@@ -110,7 +110,9 @@ SWEEP_AGE_SECONDS = 3600.0  # a member secret younger than this is never swept (
 CLIENT_RECORD_SECONDS = 60.0  # how long client URLs read from etcd_client_srv are used before it is read again
 CLIENT_RECORD_READ_SECONDS = 5.0
 WAIT_STATES = frozenset({"Pending:Wait", "Terminating:Wait"})  # a lifecycle action of ours waits
-ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG)
+# (etcd-member-cert too: the secret it names is deleted when the member leaves for the warm pool; a return is issued
+# a new one.)
+ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG, CERT_TAG)
 
 
 @dataclass
@@ -1339,8 +1341,6 @@ class Coordinator:
             done = self.asg.complete(action, result, deadline)
             if done:
                 report.completed.append((iid, result))
-            else:
-                report.finished.append((iid, result))
             if action.transition == TERMINATING and result == "CONTINUE":
                 self._forget_certificate(iid)
             self.log.info(
@@ -1348,9 +1348,14 @@ class Coordinator:
                 extra={"instance": iid, "group": action.group, "hook": action.hook, "result": result},
             )
             event = by_instance.pop(iid, None)
+            stale = (
+                not done and event is not None and action.token and self.asg.heartbeat(action.by_instance(), deadline)
+            )
+            if not done and not stale:
+                report.finished.append((iid, result))  # settled by someone else: progress all the same
             if event is None:
                 continue
-            if not done and action.token and self.asg.heartbeat(action.by_instance(), deadline):
+            if stale:
                 # Our hook still has an active action for this instance, under another token: the event
                 # is stale or forged. Its token completes nothing; the real action's own delivery (or the
                 # reconcile) settles it.

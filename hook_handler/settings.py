@@ -269,6 +269,18 @@ class Settings:
         return "https" if self.etcd_tls_secret else "http"
 
 
+def _secret_name(secret: str) -> str:
+    """A secret's name from its name or ARN (an ARN ends in ``-`` and six random characters).
+
+    >>> _secret_name("arn:aws:secretsmanager:us-east-1:123456789012:secret:etcd/ca-AbCdEf"), _secret_name("etcd/ca")
+    ('etcd/ca', 'etcd/ca')
+    """
+    if ":secret:" in secret:
+        name = secret.split(":secret:", 1)[1]
+        return name[:-7] if len(name) > 7 and name[-7] == "-" else name
+    return secret
+
+
 def _check_tls(srv_name: str, scheme: str, secret: str, endpoints: tuple[str, ...], membership: bool) -> None:
     """TLS settings that agree: a TLS peer record (``_etcd-server-ssl``) means https peers and, with membership,
     a client TLS secret; https endpoints need the secret, http ones contradict it."""
@@ -423,6 +435,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{member_prefix!r} is not a Secrets Manager name prefix",
             "letters, digits and /_+=.@- ending in / (e.g. etcd-asg/example.com/member/)",
         )
+    for setting, secret in (("etcd_ca_secret", ca_secret), ("etcd_tls_secret", tls_secret)):
+        if secret and _secret_name(secret).startswith(member_prefix):
+            raise SettingsError(
+                "etcd_member_secret_prefix",
+                f"{member_prefix!r} covers {setting} {secret!r}: every instance may read member secrets, and the "
+                "coordinator deletes them",
+                "a prefix of its own for the member secrets (the default etcd-asg/<domain_name>/member/)",
+            )
 
     cluster_size_raw = get("cluster_size")
     cluster_size = _int("cluster_size", cluster_size_raw, 1, 1000) if cluster_size_raw else None

@@ -497,10 +497,13 @@ class Launcher:
 
     def _fetch_tls(self) -> bool:
         """TLS: the member certificate, its key and the CA from the secret the coordinator issued (the instance
-        tag ``etcd-member-cert``), written to ``pki_dir`` (0700, files 0600) — the script's ``fetch_tls``. The
-        files a restart finds are kept. Read again until it answers (the script exits, systemd runs it again)."""
-        if not self.settings.tls or all((self.pki_dir / f).exists() for f in TLS_FILES):
+        tag ``etcd-member-cert``), written to ``pki_dir`` (0700, files 0600) with the secret's ARN beside them — the
+        script's ``fetch_tls``. Files fetched from the secret the tag names now are kept (a restart); another
+        secret (a return from the warm pool) is fetched again. Read again until it answers (the script exits,
+        systemd runs it again)."""
+        if not self.settings.tls:
             return True
+        seen = self.pki_dir / ".etcd-member-cert"
 
         def fetch() -> bool:
             tags = self.ec2.describe_tags(
@@ -509,20 +512,24 @@ class Launcher:
                     {"Name": "key", "Values": [TAG_MEMBER_CERT]},
                 ]
             )["Tags"]
-            if not tags:
+            arn = tags[0]["Value"] if tags else ""
+            have = all((self.pki_dir / f).exists() for f in TLS_FILES)
+            if have and (not arn or (seen.exists() and seen.read_text() == arn)):
+                return True
+            if not arn:
                 return False
-            arn = tags[0]["Value"]
             try:
                 value = json.loads(self.secretsmanager.get_secret_value(SecretId=arn)["SecretString"])
             except ClientError as exc:
                 self.log(f"cannot read the member certificate secret {arn}: {exc}")
                 return False
             self.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for name, part in zip(TLS_FILES, ("ca", "cert", "key"), strict=True):
+            texts = (value["ca"], value["cert"], value["key"], arn)
+            for name, text in zip((*TLS_FILES, seen.name), texts, strict=True):
                 path = self.pki_dir / name
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as out:
-                    out.write(value[part])
+                    out.write(text)
             self.log(f"member certificate fetched from {arn}")
             return True
 

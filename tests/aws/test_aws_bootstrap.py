@@ -590,10 +590,10 @@ def test_the_copy_in_user_data_runs_as_the_source_does(imds, fake_etcd, tmp_path
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:etcd-asg/example.com/member/i-0abc123-AbCdEf"
 
 
-def _fake_aws(tmp_path: Path, secret: str | None) -> Path:
-    """An 'aws' CLI answering ``secretsmanager get-secret-value`` for SECRET_ARN (exit 254 otherwise)."""
+def _fake_aws(tmp_path: Path, secret: str | None, arn: str = SECRET_ARN) -> Path:
+    """An 'aws' CLI answering ``secretsmanager get-secret-value`` for ``arn`` (exit 254 otherwise)."""
     calls = tmp_path / "aws-calls"
-    want = ["secretsmanager", "get-secret-value", "--region", "us-east-1", "--secret-id", SECRET_ARN,
+    want = ["secretsmanager", "get-secret-value", "--region", "us-east-1", "--secret-id", arn,
             "--query", "SecretString", "--output", "text"]  # fmt: skip
     script = (
         f"#!{sys.executable}\nimport sys\nopen({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
@@ -624,7 +624,8 @@ def test_tls_mode_fetches_its_own_certificate_after_the_go_signal(imds, fake_etc
     result = run(imds, etcd, tmp_path, ETCD_TLS="1", ETCD_TLS_DIR=str(pki), AWS_BIN=str(aws))
     assert result.returncode == 0, result.stderr
     assert f"member certificate fetched from {SECRET_ARN}" in result.stderr
-    assert {p.name for p in pki.iterdir()} == {"ca.crt", "member.crt", "member.key"}
+    assert {p.name for p in pki.iterdir()} == {"ca.crt", "member.crt", "member.key", ".etcd-member-cert"}
+    assert (pki / ".etcd-member-cert").read_text() == SECRET_ARN
     assert stat.S_IMODE((pki / "member.key").stat().st_mode) == 0o600
     assert stat.S_IMODE(pki.stat().st_mode) == 0o700
     assert _tls_args(out, tmp_path)[_tls_args(out, tmp_path).index("--cert-file") :][: len(TLS_FLAGS)] == TLS_FLAGS
@@ -639,6 +640,14 @@ def test_tls_mode_fetches_its_own_certificate_after_the_go_signal(imds, fake_etc
     _member_data(tmp_path)
     assert run(imds, etcd, tmp_path, ETCD_TLS="1", ETCD_TLS_DIR=str(pki), AWS_BIN=str(aws)).returncode == 0
     assert (tmp_path / "aws-calls").read_text().count("get-secret-value") == 1
+    # a new secret (the instance came back from a warm pool: its old secret was deleted, a new one issued): the
+    # files are fetched again, not reused
+    other = SECRET_ARN.replace("-AbCdEf", "-XyZxYz")
+    imds.tags["etcd-member-cert"] = [other]
+    aws2 = _fake_aws(tmp_path, _member_secret(), arn=other)
+    out.unlink()
+    assert run(imds, etcd, tmp_path, ETCD_TLS="1", ETCD_TLS_DIR=str(pki), AWS_BIN=str(aws2)).returncode == 0
+    assert (pki / ".etcd-member-cert").read_text() == other
 
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed (TLS mode checks the certificate)")

@@ -359,12 +359,19 @@ def test_member_secrets_are_managed_only_under_their_prefix_and_only_with_a_ca(c
     only under the member prefix — the same prefix the function is told (one expression, not two defaults)."""
     statements = _policy(coordinator_template, "coordinator-api")["PolicyDocument"]["Statement"]
     conditional = {st["Fn::If"][1]["Sid"]: st["Fn::If"] for st in statements if "Fn::If" in st}
-    read, manage, listing = (conditional[s] for s in ("ReadEtcdCaSecret", "ManageMemberSecrets", "ListMemberSecrets"))
-    assert all(c[0] == "HasCaSecret" and c[2] == {"Ref": "AWS::NoValue"} for c in (read, manage, listing))
+    names = ("ReadEtcdCaSecret", "ManageMemberSecrets", "CreateMemberSecrets", "DescribeMemberSecrets")
+    read, manage, create, describe = (conditional[s] for s in names)
+    listing = conditional["ListMemberSecrets"]
+    every = (read, manage, create, describe, listing)
+    assert all(c[0] == "HasCaSecret" and c[2] == {"Ref": "AWS::NoValue"} for c in every)
     assert read[1]["Resource"] == {"Ref": "EtcdCaSecretArn"}
-    template, values = manage[1]["Resource"]["Fn::Sub"]
-    assert template.endswith(":secret:${Prefix}*")
-    assert values["Prefix"] == _env(coordinator_template)["etcd_member_secret_prefix"]
+    for statement in (manage[1], create[1], describe[1]):
+        template, values = statement["Resource"]["Fn::Sub"]
+        assert template.endswith(":secret:${Prefix}*")
+        assert values["Prefix"] == _env(coordinator_template)["etcd_member_secret_prefix"]
+    # writes only to secrets a coordinator made (tagged), creation only with that tag: never the CA, never another
+    assert manage[1]["Condition"] == {"Null": {"secretsmanager:ResourceTag/etcd-instance-id": "false"}}
+    assert create[1]["Condition"] == {"Null": {"aws:RequestTag/etcd-instance-id": "false"}}
     assert _actions(listing[1]) == ["secretsmanager:ListSecrets"]
 
 

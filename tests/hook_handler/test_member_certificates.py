@@ -220,12 +220,21 @@ def test_a_reconcile_sweeps_the_secrets_of_instances_long_gone_and_only_those(aw
     aws.clock.advance(300)
     (live,) = [i for i, s in stack.instances().items() if s == "InService"]
     sm = aws.client("secretsmanager")
-    sm.create_secret(Name=f"{PREFIX}i-0000000000000dead", SecretString="{}")
+
+    def member_secret(iid: str, tagged: bool = True) -> None:
+        tags = [{"Key": "etcd-instance-id", "Value": iid}] if tagged else []
+        sm.create_secret(Name=f"{PREFIX}{iid}", SecretString="{}", Tags=tags)
+
+    member_secret("i-0000000000000dead")
+    # Review finding: the sweep took every name under the prefix for an instance id — a CA or an operator's secret
+    # put there (a prefix chosen too wide) was force-deleted an hour later. Only tagged, instance-named ones count.
+    member_secret("ca", tagged=False)
+    member_secret("i-00000000000000ab", tagged=False)
     aws.clock.advance(4000)
-    sm.create_secret(Name=f"{PREFIX}i-000000000000young", SecretString="{}")
+    member_secret("i-000000000000beef")
     stack.reconcile()
     aws.clock.advance(60)
-    assert set(member_secrets_names(aws)) == {live, "i-000000000000young"}
+    assert set(member_secrets_names(aws)) == {live, "i-000000000000beef", "ca", "i-00000000000000ab"}
 
 
 def member_secrets_names(aws: LocalAWS) -> list[str]:
@@ -256,3 +265,23 @@ def test_pki_init_makes_a_ca_the_coordinator_can_issue_from_and_a_client_certifi
     assert main(["pki", "init", "--ca-secret", "etcd/ca", "--client-secret", "etcd/coordinator"]) == 0
     assert json.loads(capsys.readouterr().out) == arns
     assert sm.get_secret_value(SecretId="etcd/ca")["SecretString"] == before  # never a second CA
+
+
+def test_a_member_secret_prefix_that_covers_the_ca_or_client_secret_is_refused():
+    from hook_handler.exceptions import SettingsError
+    from hook_handler.settings import load_settings
+
+    base = {
+        "domain_name": DOMAIN,
+        "r53_zone_id": "Z1",
+        "asg_names": "etcd",
+        "srv_record_name": "_etcd-server-ssl._tcp",
+        "etcd_peer_scheme": "https",
+        "etcd_tls_secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:etcd-asg/prod/coordinator-AbCdEf",
+        "etcd_ca_secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:etcd-asg/prod/ca-AbCdEf",
+    }
+    assert load_settings(base).etcd_member_secret_prefix == f"etcd-asg/{DOMAIN}/member/"
+    for prefix in ("etcd-asg/", "etcd-asg/prod/"):
+        with pytest.raises(SettingsError) as err:
+            load_settings({**base, "etcd_member_secret_prefix": prefix})
+        assert err.value.variable == "etcd_member_secret_prefix" and "covers etcd_" in str(err.value)

@@ -118,17 +118,23 @@ check_settings() {
 # instance (tag etcd-member-cert, written with the go signal; only this instance may read the secret).
 fetch_tls() {
   [[ $ETCD_TLS_FETCH == auto ]] || return 0
-  [[ -e $ETCD_TLS_CA && -e $ETCD_TLS_CERT && -e $ETCD_TLS_KEY ]] && return 0
-  local arn json
-  arn=$(imds_get tags/instance/etcd-member-cert) ||
+  local arn region json seen=${ETCD_TLS_CERT%/*}/.etcd-member-cert
+  arn=$(imds_get tags/instance/etcd-member-cert) || arn=""
+  if [[ -e $ETCD_TLS_CA && -e $ETCD_TLS_CERT && -e $ETCD_TLS_KEY ]] && [[ -z $arn || $(cat "$seen" 2>/dev/null) == "$arn" ]]; then
+    return 0
+  fi
+  [[ -n $arn ]] ||
     die "no instance tag etcd-member-cert (set the coordinator's etcd_ca_secret, or ETCD_TLS_FETCH=0 and the files)"
-  json=$("$AWS_BIN" secretsmanager get-secret-value --region "$(imds_require placement/region)" --secret-id "$arn" \
+  region=${arn#arn:*:secretsmanager:} && region=${region%%:*}
+  json=$("$AWS_BIN" secretsmanager get-secret-value --region "$region" --secret-id "$arn" \
     --query SecretString --output text) || die "cannot read the member certificate secret $arn"
   (umask 077 && mkdir -p "${ETCD_TLS_CA%/*}" "${ETCD_TLS_CERT%/*}" "${ETCD_TLS_KEY%/*}" && "$PYTHON_BIN" -c '
-import json, sys
+import json, os, sys
 d = json.loads(sys.stdin.read())
-for k, p in zip(("ca", "cert", "key"), sys.argv[1:]): open(p, "w").write(d[k])' \
-    "$ETCD_TLS_CA" "$ETCD_TLS_CERT" "$ETCD_TLS_KEY" <<<"$json") || die "the secret $arn is not the JSON {ca, cert, key}"
+for v, p in zip((d["ca"], d["cert"], d["key"], sys.argv[5]), sys.argv[1:5]): open(p + ".new", "w").write(v)
+for p in sys.argv[1:5]: os.replace(p + ".new", p)' \
+    "$ETCD_TLS_CA" "$ETCD_TLS_CERT" "$ETCD_TLS_KEY" "$seen" "$arn" <<<"$json") ||
+    die "the secret $arn is not the JSON {ca, cert, key}"
   log "member certificate fetched from $arn"
 }
 
