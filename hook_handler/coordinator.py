@@ -234,6 +234,7 @@ class Coordinator:
         self.region = region
         self.membership = membership
         self.certificates = certificates  # member certificates (etcd_ca_secret), issued before the go signal
+        self._issued: dict[str, str] = {}  # instance id -> its member secret's ARN, made by this sandbox
         self._learners: bool | None = None  # cluster version supports learners (asked once per cold start)
         self._client_urls: tuple[float, list[str]] | None = None  # (read at, URLs) from the client SRV record
 
@@ -1060,15 +1061,18 @@ class Coordinator:
         (never after) its go signal; ``{}`` without member certificates or when the tag is there already."""
         if self.certificates is None or CERT_TAG in instance.tags:
             return {}
-        hosts = (target_of(instance, self.settings), instance.private_dns, instance.private_ip)
-        arn = self.certificates.ensure(member_identity(instance.instance_id, hosts, self.settings.domain_name))
-        self.log.info("member certificate issued", extra={"instance": instance.instance_id, "secret": arn})
-        return {CERT_TAG: arn}
+        iid = instance.instance_id
+        if iid not in self._issued:  # once per sandbox: a joiner waiting on its add looks every second
+            hosts = (target_of(instance, self.settings), instance.private_dns, instance.private_ip)
+            self._issued[iid] = self.certificates.ensure(member_identity(iid, hosts, self.settings.domain_name))
+            self.log.info("member certificate issued", extra={"instance": iid, "secret": self._issued[iid]})
+        return {CERT_TAG: self._issued[iid]}
 
     def _forget_certificate(self, instance_id: str) -> None:
         """Delete a leaving (or abandoned) instance's member secret; best-effort: the reconcile's sweep retries."""
         if self.certificates is None:
             return
+        self._issued.pop(instance_id, None)
         try:
             if self.certificates.delete(instance_id):
                 self.log.info("member certificate deleted", extra={"instance": instance_id})

@@ -285,3 +285,47 @@ def test_a_member_secret_prefix_that_covers_the_ca_or_client_secret_is_refused()
         with pytest.raises(SettingsError) as err:
             load_settings({**base, "etcd_member_secret_prefix": prefix})
         assert err.value.variable == "etcd_member_secret_prefix" and "covers etcd_" in str(err.value)
+
+
+def test_a_joiner_whose_add_is_refused_for_a_while_gets_its_certificate_made_once(aws, ca):
+    """A joiner looks every second while etcd refuses its add ("unhealthy cluster"): its secret is made once per
+    sandbox, not described and re-policied at every look."""
+    from hook_handler.etcd import EtcdRefused
+
+    put_ca(aws, ca)
+    model = EtcdModel(aws.clock, seed=1, start_seconds=(1.0, 3.0))
+    inner = model.transport()
+    refusals = {"left": 8}
+
+    class Refusing:
+        def post(self, endpoint, path, body, timeout):
+            if path == "/v3/cluster/member/add" and refusals["left"] > 0:
+                refusals["left"] -= 1
+                raise EtcdRefused(endpoint, "etcdserver: unhealthy cluster", 14)
+            return inner.post(endpoint, path, body, timeout)
+
+        def get(self, endpoint, path, timeout):
+            return inner.get(endpoint, path, timeout)
+
+    stack = deploy(
+        aws,
+        mode="eventbridge",
+        etcd=Refusing(),
+        settings={
+            "poll_interval_seconds": "2",
+            "srv_record_name": "_etcd-server-ssl._tcp",
+            "etcd_peer_scheme": "https",
+            "etcd_tls_secret": "etcd/coordinator",
+            "etcd_ca_secret": "etcd/ca",
+        },
+    )
+    SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
+    stack.scale(3)
+    aws.clock.advance(300)
+    mark = len(aws.calls)
+    stack.scale(4)
+    aws.clock.advance(300)
+    assert refusals["left"] == 0  # the add was refused, and looked at again, eight times
+    ops = [c.operation for c in aws.calls[mark:] if c.service == "secretsmanager" and c.status == 200]
+    assert ops.count("PutResourcePolicy") == 1 and ops.count("PutSecretValue") == 1, ops
+    assert len(member_secrets(aws)) == 4
