@@ -340,6 +340,14 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
             ("kill", 0),
         ),
     ),
+    # -- the soak of 2026-12-04b (commit 2ab9e87, session 7): the checker's ------------------------------------------
+    # A completion whose answer was lost (applied; the caller timed out and its retry found no active action) did
+    # not count as landed, and mid-run a call still waiting out its lost answer is not logged yet: "1 successful
+    # CompleteLifecycleAction calls for 2 completed actions". The coordinator completed each action once.
+    (
+        Config(poll_interval=5.0, propagation=(2.0, 8.0)),
+        (("scale", 2), ("loseresp", "CompleteLifecycleAction", "timeout", 1), ("advance", 40.0)),
+    ),
     # -- the soak of 2026-12-04 (commit 3916efe, session 7) ----------------------------------------------------------
     # target_mode switched to a-record at 200 s while a cluster was being founded: the record listed each founder
     # under both names, a founder's SRV discovery bootstrapped a six-member cluster (three placeholders for one
@@ -449,7 +457,31 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
 # Schedules a soak broke and that are not fixed yet, as hypothesis shrank them (each may fail in some runs only:
 # instance ids and IPs are not seeded). Replayed by `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py
 # -k findings`; once fixed, each moves to REGRESSIONS (the 2026-12-02 soak's six are there now).
-SOAK_FINDINGS: list[tuple[Config, tuple]] = []
+SOAK_FINDINGS: list[tuple[Config, tuple]] = [
+    # Soak of 2ab9e87 (session 7), chunk seed 20033 re-run with the fixed checker: "at the end: change ... dropped
+    # ip-10-1-0-13.ec2.internal. (an instance) while nothing explained its leaving" — unreserved concurrency, lost
+    # events, slow propagation, DescribeInstances throttled, a kill, a scale-in to 1. Not analysed yet: 0 of 8
+    # replays failed, on 3916efe and on 2ab9e87 alike (it depends on unseeded ids and addresses).
+    (
+        Config(
+            reserved_concurrency=None,
+            prior_request_window=2.0,
+            launch_failure_result="CONTINUE",
+            poll_interval=5.0,
+            peer_host="ip",
+        ),
+        (
+            ("lose", 0.3),
+            ("slow", 20.0, 60.0),
+            ("scale", 3),
+            ("fault", "DescribeInstances", "RequestLimitExceeded", 4),
+            ("lose", 0.3),
+            ("advance", 40.0),
+            ("kill", 3),
+            ("scale", 1),
+        ),
+    ),
+]
 
 
 @pytest.mark.soak
