@@ -246,6 +246,12 @@ def removals(
         elif ok and dismantling and not member.learner and not _voters_after(view, [*planned, member.id]):
             ok, held_by = False, "last"
             detail = "every instance leaves: the cluster ends with its last voter (etcd never removes it)"
+        elif ok and not member.learner and member.id in view.healthy and not _voters_after(view, [*planned, member.id]):
+            # The last healthy voter while the group still wants instances: removing it would end the cluster and
+            # its data, and the replacement would found an empty one. Found by the soak: a stale describe hid the
+            # joiner (so no "add before remove"), and both old members went. It goes once a joiner is in.
+            ok, held_by = False, "last"
+            detail = "the last voter of a cluster the group still wants: kept until a new member is in"
         out.append(Removal(member, iid, why, ok, detail, held_by))
         if ok:
             planned.append(member.id)

@@ -213,3 +213,22 @@ def test_a_describe_that_goes_back_along_a_launch_or_termination_is_stale_and_ig
                         ("Pending:Wait", "InService")]:  # fmt: skip
         assert never_older({"i-1": inst(fresh)}, {"i-1": inst(seen)})["i-1"].lifecycle_state == fresh
     assert never_older({"i-2": inst("Pending")}, {"i-1": inst("Pending:Wait")})["i-2"].lifecycle_state == "Pending"
+
+
+def test_the_last_healthy_voter_is_kept_unless_every_instance_leaves():
+    """Soak finding (2ab9e87, chunk seed 20033): a scale-in to 1 whose replacement a stale describe hid (so no
+    "add before remove"): both old members were removed, the cluster ended with its data, and the replacement
+    founded an empty one. The last healthy voter goes only in a dismantle (the group wants no instance)."""
+    a, b = inst(1, "Terminating:Wait"), inst(2, "Terminating")
+    members = tuple(member(n, name=i.instance_id, host=f"10.0.0.{n}") for n, i in ((1, a), (2, b)))
+    view = EtcdView(members, healthy=frozenset({"1", "2"}))
+    out = removals(view, identify(view, by_id(a, b)), by_id(a, b))
+    assert [r.allowed for r in out] == [True, False]
+    assert out[1].held_by == "last" and "kept until a new member is in" in out[1].quorum
+    # a dismantle (desired capacity 0) still ends with its last voter held, as etcd requires
+    out = removals(view, identify(view, by_id(a, b)), by_id(a, b), dismantling=True)
+    assert [r.allowed for r in out] == [True, False] and out[1].held_by == "last"
+    # a last voter that is down may still go (removing it costs no healthy voter)
+    down = EtcdView(members, healthy=frozenset({"2"}))
+    first = removals(down, identify(down, by_id(a, b)), by_id(a, b))[0]
+    assert first.member.id == "1" and first.allowed
