@@ -238,13 +238,11 @@ class MemberCertificates:
         prefix: str,
         *,
         days: float = 365.0,
-        kms_key: str = "",
     ) -> None:
         self.sm = secretsmanager
         self.ca_secret = ca_secret
         self.prefix = prefix
         self.days = days
-        self.kms_key = kms_key
         self._ca: tuple[str, str] | None = None
 
     def name(self, instance_id: str) -> str:
@@ -334,8 +332,6 @@ class MemberCertificates:
             "Description": f"etcd member certificate and key of {instance_id} (etcd-asg-coordinator)",
             "Tags": [{"Key": INSTANCE_TAG, "Value": instance_id}],
         }
-        if self.kms_key:
-            options["KmsKeyId"] = self.kms_key
         try:
             self.sm.create_secret(**options)
         except ClientError as exc:

@@ -310,16 +310,13 @@ class Cluster:
         the coordinator's client certificate (``etcd_tls_secret``), the TLS records, and a client certificate
         for the checks and the demo's writer (``use_client_tls``). Returns the coordinator's transport options,
         loaded from its secret as the Lambda's cold start loads them."""
-        from cryptography.hazmat.primitives import serialization
 
         from hook_handler.tls import load_client_tls
         from infra.local.instances import ClientCertificate, use_client_tls
         from infra.local.pki import CertificateAuthority
 
         ca = CertificateAuthority.create("etcd-demo-ca")
-        ca_key = ca.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
+        ca_key = ca.key_pem
         secrets = self.aws.client("secretsmanager")
         ca_arn = secrets.create_secret(Name="etcd/ca", SecretString=json.dumps({"cert": ca.pem, "key": ca_key}))["ARN"]
         cert, key = ca.issue("etcd-asg-coordinator", server=False)

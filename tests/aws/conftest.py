@@ -94,14 +94,10 @@ def recorded_calls() -> tuple[list[str], list[str]]:
     with LocalAWS(clock=SimClock(), propagation=5.0) as aws:
         import json
 
-        from cryptography.hazmat.primitives import serialization
-
         from infra.local.pki import CertificateAuthority
 
         ca = CertificateAuthority.create()
-        ca_key = ca.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
+        ca_key = ca.key_pem
         aws.client("secretsmanager").create_secret(
             Name="etcd/ca", SecretString=json.dumps({"cert": ca.pem, "key": ca_key})
         )

@@ -38,30 +38,28 @@ def ca():
 
 
 def put_ca(aws: LocalAWS, ca: CertificateAuthority, name: str = "etcd/ca") -> str:
-    from cryptography.hazmat.primitives import serialization
 
-    key = ca.key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    key = ca.key_pem
     sm = aws.client("secretsmanager")
     return sm.create_secret(Name=name, SecretString=json.dumps({"cert": ca.pem, "key": key}))["ARN"]
 
 
-def tls_world(aws: LocalAWS, ca: CertificateAuthority):
-    put_ca(aws, ca)
+TLS_SETTINGS = {
+    "poll_interval_seconds": "2",
+    "srv_record_name": "_etcd-server-ssl._tcp",
+    "etcd_peer_scheme": "https",
+    "etcd_tls_secret": "etcd/coordinator",  # not read: the model is reached through its own transport
+    "etcd_ca_secret": "etcd/ca",
+}
+
+
+def tls_world(aws: LocalAWS, ca: CertificateAuthority | None, transport=None):
+    """The emulated stack with member certificates, the etcd model and TLS instances (``ca``: put as etcd/ca)."""
+    if ca is not None:
+        put_ca(aws, ca)
     model = EtcdModel(aws.clock, seed=1, start_seconds=(1.0, 3.0))
-    stack = deploy(
-        aws,
-        mode="eventbridge",
-        etcd=model.transport(),
-        settings={
-            "poll_interval_seconds": "2",
-            "srv_record_name": "_etcd-server-ssl._tcp",
-            "etcd_peer_scheme": "https",
-            "etcd_tls_secret": "etcd/coordinator",  # not read: the model is reached through its own transport
-            "etcd_ca_secret": "etcd/ca",
-        },
-    )
+    etcd = transport(model.transport()) if transport else model.transport()
+    stack = deploy(aws, mode="eventbridge", etcd=etcd, settings=TLS_SETTINGS)
     fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
     return stack, model, fleet
 
@@ -135,20 +133,8 @@ def test_every_member_gets_its_own_certificate_before_its_go_signal_and_loses_it
 
 def test_a_ca_secret_that_cannot_issue_stops_the_pass_before_the_go_signal(aws, ca):
     """An unreadable CA: no go signal, no member add, nothing started; the error names etcd_ca_secret."""
-    model = EtcdModel(aws.clock, seed=1, start_seconds=(1.0, 3.0))
     aws.client("secretsmanager").create_secret(Name="etcd/ca", SecretString=json.dumps({"cert": "nope", "key": "x"}))
-    stack = deploy(
-        aws,
-        mode="eventbridge",
-        etcd=model.transport(),
-        settings={
-            "srv_record_name": "_etcd-server-ssl._tcp",
-            "etcd_peer_scheme": "https",
-            "etcd_tls_secret": "etcd/coordinator",
-            "etcd_ca_secret": "etcd/ca",
-        },
-    )
-    SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
+    stack, model, _fleet = tls_world(aws, None)
     stack.scale(1)
     aws.clock.advance(120)
     tags = {iid: stack.tags(iid) for iid in stack.instances()}
@@ -292,34 +278,22 @@ def test_a_joiner_whose_add_is_refused_for_a_while_gets_its_certificate_made_onc
     sandbox, not described and re-policied at every look."""
     from hook_handler.etcd import EtcdRefused
 
-    put_ca(aws, ca)
-    model = EtcdModel(aws.clock, seed=1, start_seconds=(1.0, 3.0))
-    inner = model.transport()
     refusals = {"left": 8}
 
     class Refusing:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
         def post(self, endpoint, path, body, timeout):
             if path == "/v3/cluster/member/add" and refusals["left"] > 0:
                 refusals["left"] -= 1
                 raise EtcdRefused(endpoint, "etcdserver: unhealthy cluster", 14)
-            return inner.post(endpoint, path, body, timeout)
+            return self.inner.post(endpoint, path, body, timeout)
 
         def get(self, endpoint, path, timeout):
-            return inner.get(endpoint, path, timeout)
+            return self.inner.get(endpoint, path, timeout)
 
-    stack = deploy(
-        aws,
-        mode="eventbridge",
-        etcd=Refusing(),
-        settings={
-            "poll_interval_seconds": "2",
-            "srv_record_name": "_etcd-server-ssl._tcp",
-            "etcd_peer_scheme": "https",
-            "etcd_tls_secret": "etcd/coordinator",
-            "etcd_ca_secret": "etcd/ca",
-        },
-    )
-    SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
+    stack, _model, _fleet = tls_world(aws, ca, transport=Refusing)
     stack.scale(3)
     aws.clock.advance(300)
     mark = len(aws.calls)
