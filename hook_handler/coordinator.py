@@ -109,6 +109,9 @@ MARKER_TTL = 60
 SWEEP_AGE_SECONDS = 3600.0  # a member secret younger than this is never swept (describes lag behind launches)
 CLIENT_RECORD_SECONDS = 60.0  # how long client URLs read from etcd_client_srv are used before it is read again
 CLIENT_RECORD_READ_SECONDS = 5.0
+# A record target no instance is found for and no etcd member advertises is dropped only when a look this long
+# after the record read still finds no instance for it (describes lag behind launches: seconds on AWS).
+ORPHAN_GRACE_SECONDS = 60.0
 WAIT_STATES = frozenset({"Pending:Wait", "Terminating:Wait"})  # a lifecycle action of ours waits
 # (etcd-member-cert too: the secret it names is deleted when the member leaves for the warm pool; a return is issued
 # a new one.)
@@ -234,6 +237,9 @@ class Coordinator:
         self.region = region
         self.membership = membership
         self.certificates = certificates  # member certificates (etcd_ca_secret), issued before the go signal
+        # Record targets no instance was found for and no etcd member advertises → when first found so (after the
+        # record read). Sandbox memory: a cold start only delays their drop by one more look.
+        self._orphans: dict[str, float] = {}
         self._issued: dict[str, str] = {}  # instance id -> its member secret's ARN, made by this sandbox
         self._learners: bool | None = None  # cluster version supports learners (asked once per cold start)
         self._client_urls: tuple[float, list[str]] | None = None  # (read at, URLs) from the client SRV record
@@ -641,6 +647,8 @@ class Coordinator:
             if removal.held_by == "quorum":
                 self.log.error("quorum guard: member removal held", extra=extra)
                 self.metrics.add_metric(name="QuorumHold", unit=MetricUnit.Count, value=1)
+            elif removal.held_by == "kept":
+                self.log.warning("member removal held: the cluster's last voter", extra=extra)
             else:
                 self.log.info("member removal waits for the joiner", extra=extra)
             if inst is not None and inst.lifecycle_state == "Terminating:Wait" and iid:
@@ -771,7 +779,11 @@ class Coordinator:
                 owners=owners,
                 advertised=advertised,
                 members_known=members_known,
+                orphans_ripe={t for t, since in self._orphans.items() if obs.now - since >= ORPHAN_GRACE_SECONDS},
             )
+            if not report.dry_run:
+                now = self.clock.now()  # after the record read: a describe this much later shows a joiner it lists
+                self._orphans = {t: self._orphans.get(t, now) for t in plan.orphans if t not in plan.removed}
             report.before = tuple(sorted(old_targets))
             report.after = plan.targets
             report.held = plan.held

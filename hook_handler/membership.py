@@ -188,7 +188,7 @@ class Removal:
     why: str
     allowed: bool
     quorum: str
-    held_by: str = ""  # "quorum" | "joiner" when not allowed
+    held_by: str = ""  # "quorum" | "joiner" | "kept" (last voter, group wants instances) | "last" (dismantle)
 
 
 def removals(
@@ -250,7 +250,10 @@ def removals(
             # The last healthy voter while the group still wants instances: removing it would end the cluster and
             # its data, and the replacement would found an empty one. Found by the soak: a stale describe hid the
             # joiner (so no "add before remove"), and both old members went. It goes once a joiner is in.
-            ok, held_by = False, "last"
+            # Held like a quorum hold — the record keeps listing it and its termination waits — never "last"
+            # (which completes the termination: the second soak finding of chunk 20033, a termination completed
+            # with its voter still the cluster's only member).
+            ok, held_by = False, "kept"
             detail = "the last voter of a cluster the group still wants: kept until a new member is in"
         out.append(Removal(member, iid, why, ok, detail, held_by))
         if ok:

@@ -6,7 +6,7 @@ No I/O here: ``build_plan`` takes plain values and returns a ``Plan``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,8 @@ class Plan:
     # the change proves their leave, also for one whose lifecycle action has not begun yet (marked and tagged).
     dropped: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Targets no instance is found for and no etcd member advertises (dropped once ``orphans_ripe`` says so).
+    orphans: tuple[str, ...] = ()
 
     @property
     def cluster_state(self) -> str:
@@ -164,6 +166,7 @@ def build_plan(
     owners: Mapping[str, Instance] | None = None,
     advertised: Iterable[str] | None = None,
     members_known: bool = False,
+    orphans_ripe: Collection[str] | None = None,
 ) -> Plan:
     """Decide the records and the change. See the module docstring.
 
@@ -176,6 +179,8 @@ def build_plan(
     peer hosts etcd's members advertise (None: DNS-only, no member list to judge names by). ``members_known``:
     every etcd member is identified with an observed instance — only then does "no member advertises it" prove
     a name names nobody (members advertising IP peer URLs would not show a live member's DNS name).
+    ``orphans_ripe``: of the targets that rule would drop (``Plan.orphans``), those found so for long enough that
+    a describe lagging the record cannot explain it (None: all of them); the others stay listed for now.
     """
     advertised = None if advertised is None else {h.lower().rstrip(".") for h in advertised}
 
@@ -242,6 +247,8 @@ def build_plan(
     removed: list[str] = []
     kept: list[str] = []
     reasons: list[str] = []
+    orphans: list[str] = []
+    waiting: list[str] = []  # orphans not ripe yet: listed as they are, not guard refusals
     for target in sorted(old_targets - new_targets - pinned):
         instance = by_target.get(target)
         why = departure(instance) if instance is not None else None
@@ -267,6 +274,14 @@ def build_plan(
             # cluster, so dropping it removes nobody (a live instance is found by its name; a joiner is listed
             # under its own). Left, it would outlive the instance for good.
             why = "no instance found for it and no etcd member advertises it"
+            orphans.append(target)
+            if orphans_ripe is not None and target not in orphans_ripe:
+                # The record is read after the describes, and describes lag: a joiner another pass has just
+                # listed (not added to etcd yet) looks exactly like this until the describes show it (found by
+                # the soak, chunk 20033: a replacement's target dropped while it joined). Dropped only once it
+                # stays so past the grace (a cleanup is never urgent).
+                waiting.append(target)
+                continue
         if why is None:
             kept.append(target)
             if instance is None:
@@ -280,7 +295,9 @@ def build_plan(
     if len(kept) <= settings.max_unexplained_removals:
         removed.extend(kept)
         kept, reasons = [], []
-    final_targets = new_targets | set(kept) | (pinned & old_targets)
+    final_targets = new_targets | set(kept) | set(waiting) | (pinned & old_targets)
+    if waiting:
+        notes.append(f"kept until no instance shows for them past the grace: {', '.join(waiting)}")
 
     desired: dict[Key, RecordSet | None] = {}
     for name, port in settings.srv_records:
@@ -336,6 +353,7 @@ def build_plan(
         removed=tuple(removed),
         guard_kept=tuple(kept),
         guard_reasons=tuple(reasons),
+        orphans=tuple(orphans),
         held=held,
         queued=queued,
         bootstrap=founding and not held,

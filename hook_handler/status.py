@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hook_handler.coordinator import (
+    ORPHAN_GRACE_SECONDS,
     WAIT_STATES,
     Coordinator,
     _dismantling,
@@ -378,9 +379,14 @@ def _target_next(target: str, inst: Instance | None, ctx: _Context) -> tuple[str
     guarded = [r for r in plan.guard_reasons if r.startswith(target + ":")]
     if guarded:
         return "hold", f"removal guard keeps it: {guarded[0]}"
+    if target in plan.orphans:
+        return "remove", (
+            f"drop from the record once a look {ORPHAN_GRACE_SECONDS:.0f}s after the first still finds no instance "
+            "for it (no etcd member advertises it)"
+        )
     if target in plan.removed:
         why = departure(inst) if inst is not None else None
-        return "remove", f"drop from the record ({why or 'no instance found for it and no etcd member advertises it'})"
+        return "remove", f"drop from the record ({why or 'no instance found for it'})"
     return "nothing", "kept in the record"
 
 

@@ -712,3 +712,73 @@ def test_a_queue_head_another_pass_completed_does_not_send_the_next_joiner_to_a_
         ]
         handoffs = [i for i in aws.invocations if i.outcome == "error" and "not settled yet" in (i.error or "")]
         assert not handoffs, handoffs
+
+
+def test_the_last_voter_of_a_cluster_the_group_still_wants_is_kept_and_its_termination_held(aws, monkeypatch):
+    """Soak finding (2ab9e87, chunk seed 20033, issue 10): both members of a cluster left while the describes
+    did not show their replacements yet (stale), so "add before remove" did not apply. The first fix kept the
+    last voter but marked it as a dismantle's last member: the record was deleted and its termination completed
+    — the cluster ended with its data while the group still wanted two instances, and the replacements founded
+    a new, empty one. Now the last voter is held like a quorum hold: its termination waits (heartbeated), the
+    record keeps it, and once the replacements show they join the same cluster before it goes."""
+    from hook_handler.lifecycle import AutoScaling
+
+    world = make_world(aws)
+    grow(world, 2)
+    world.assert_in_step()
+    (cluster,) = world.clusters()
+    old = set(world.in_service())
+    hidden = [True]
+    observe = AutoScaling.observe
+
+    def without_replacements(self, ids, deadline):
+        obs = observe(self, ids, deadline)
+        if hidden[0]:  # stale describes: the replacements launched after the look's view
+            obs = replace(obs, instances={i: x for i, x in obs.instances.items() if i in old})
+        return obs
+
+    monkeypatch.setattr(AutoScaling, "observe", without_replacements)
+    for iid in sorted(old):
+        world.stack.terminate(iid, decrement=False)
+    aws.clock.advance(90)
+    # the cluster the group still wants keeps a voter, the record lists it, and its termination is not done
+    members = world.members()
+    assert len(members) == 1 and members[0].name in old and members[0].started
+    assert world.stack.targets() == set(world.stack.private_dns({members[0].name}).values())
+    leaves = {a.instance_id: a for a in world.actions(TERMINATE)}
+    assert leaves[members[0].name].ended_by is None
+    hidden[0] = False
+    aws.clock.advance(600)
+    world.reconcile()
+    aws.clock.advance(300)
+    world.assert_in_step()
+    assert set(world.clusters()) == {cluster}  # the same cluster (its data), not a new one
+    assert not old & world.in_service()
+    assert all(a.result == "CONTINUE" and a.ended_by == "complete" for a in world.actions(TERMINATE))
+
+
+def test_a_target_nobody_owns_is_dropped_by_a_later_look_not_the_first(aws):
+    """The other half of the chunk-20033 soak finding: a target no instance is found for and no etcd member
+    advertises may be a joiner another pass has just listed (describes lag behind the record), so the look that
+    first finds it so keeps it; a look at least ``ORPHAN_GRACE_SECONDS`` later drops it (the scheduled reconcile
+    runs every 2 minutes): a stale name still goes, a joiner is never dropped by a describe's lag."""
+    world = make_world(aws)
+    grow(world, 2)
+    world.assert_in_step()
+    ttl, values = world.stack.record()
+    stray = "ip-10-1-9-9.ec2.internal."
+    world.stack.client("route53").change_resource_record_sets(
+        HostedZoneId=world.stack.zone_id,
+        ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": world.stack.srv_name, "Type": "SRV", "TTL": ttl,
+            "ResourceRecords": [{"Value": v} for v in (*values, f"0 0 2380 {stray}")]}}]},
+    )  # fmt: skip
+    aws.clock.advance(30)
+    world.reconcile()
+    aws.clock.advance(10)
+    assert stray in world.stack.targets()  # the first look keeps it
+    aws.clock.advance(80)
+    world.reconcile()
+    aws.clock.advance(60)
+    assert stray not in world.stack.targets()  # a look past the grace drops it
+    world.assert_in_step()

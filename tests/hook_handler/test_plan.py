@@ -341,6 +341,22 @@ def test_a_target_no_instance_and_no_etcd_member_has_goes_with_etcds_word_only()
     assert "ip-10-0-0-1.ec2.internal." in kept.targets
 
 
+def test_a_target_no_instance_shows_for_goes_only_once_it_stays_so_past_the_grace():
+    """Soak finding (2ab9e87, chunk seed 20033, issue 10): a pass's describes did not show a replacement another
+    pass had just listed (the record is read after the describes, and describes lag), and etcd had no member for
+    it yet (it is added after its listing is INSYNC): the rule above dropped the joiner's target while it joined.
+    Such a target is dropped only when the coordinator says it stayed so past the grace (``orphans_ripe``)."""
+    obs = observe(inst(2))
+    current = srv(1, 2)
+    args = dict(advertised={"ip-10-0-0-2.ec2.internal"}, members_known=True)
+    young = build_plan(make_settings(), obs, current, orphans_ripe=set(), **args)
+    assert young.orphans == ("ip-10-0-0-1.ec2.internal.",)
+    assert young.removed == () and young.guard_kept == () and not young.changes
+    assert "ip-10-0-0-1.ec2.internal." in young.targets
+    ripe = build_plan(make_settings(), obs, current, orphans_ripe={"ip-10-0-0-1.ec2.internal."}, **args)
+    assert ripe.removed == ("ip-10-0-0-1.ec2.internal.",) and ripe.targets == ("ip-10-0-0-2.ec2.internal.",)
+
+
 def test_a_dismantle_is_a_scale_to_zero_not_every_visible_instance_leaving():
     """Review of the dismantle rule (issue 10): judged from lifecycle states alone, the moment a one-member group's
     instance is replaced (health check, TerminateInstanceInAutoScalingGroup without decrement, an instance refresh)

@@ -376,6 +376,33 @@ REGRESSIONS: list[tuple[Config, tuple]] = [
             ("killat", "member-add", 1),
         ),
     ),
+    # Soak of 2ab9e87 (session 7), chunk seed 20033 (fails only after the chunk's earlier schedules, ~1 min:
+    # `python -c "import test_schedules as t; print(t._worker((500, 20033, False))['failure'])"` in this folder):
+    # scale 3, a kill, scale to 1; a pass whose describes did not show the replacement yet (stale) (1) removed
+    # both old members — the last one as if dismantling, completing its termination: the cluster ended with its
+    # data (fixed in membership.removals: held_by "kept", a hold) — and (2) dropped the replacement's target,
+    # listed by another pass and not in etcd yet, as "no instance found, no member advertises it" (fixed:
+    # dropped only by a look ORPHAN_GRACE_SECONDS after the first). Deterministic tests in
+    # test_coordinator_membership (the last voter kept; a later look drops a stray target, not the first).
+    (
+        Config(
+            reserved_concurrency=None,
+            prior_request_window=2.0,
+            launch_failure_result="CONTINUE",
+            poll_interval=5.0,
+            peer_host="ip",
+        ),
+        (
+            ("lose", 0.3),
+            ("slow", 20.0, 60.0),
+            ("scale", 3),
+            ("fault", "DescribeInstances", "RequestLimitExceeded", 4),
+            ("standby", 1, True),
+            ("advance", 40.0),
+            ("kill", 3),
+            ("scale", 1),
+        ),
+    ),
 ]
 
 
@@ -457,31 +484,7 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
 # Schedules a soak broke and that are not fixed yet, as hypothesis shrank them (each may fail in some runs only:
 # instance ids and IPs are not seeded). Replayed by `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py
 # -k findings`; once fixed, each moves to REGRESSIONS (the 2026-12-02 soak's six are there now).
-SOAK_FINDINGS: list[tuple[Config, tuple]] = [
-    # Soak of 2ab9e87 (session 7), chunk seed 20033 re-run with the fixed checker: "at the end: change ... dropped
-    # ip-10-1-0-13.ec2.internal. (an instance) while nothing explained its leaving" — unreserved concurrency, lost
-    # events, slow propagation, DescribeInstances throttled, a kill, a scale-in to 1. Not analysed yet: 0 of 8
-    # replays failed, on 3916efe and on 2ab9e87 alike (it depends on unseeded ids and addresses).
-    (
-        Config(
-            reserved_concurrency=None,
-            prior_request_window=2.0,
-            launch_failure_result="CONTINUE",
-            poll_interval=5.0,
-            peer_host="ip",
-        ),
-        (
-            ("lose", 0.3),
-            ("slow", 20.0, 60.0),
-            ("scale", 3),
-            ("fault", "DescribeInstances", "RequestLimitExceeded", 4),
-            ("lose", 0.3),
-            ("advance", 40.0),
-            ("kill", 3),
-            ("scale", 1),
-        ),
-    ),
-]
+SOAK_FINDINGS: list[tuple[Config, tuple]] = []
 
 
 @pytest.mark.soak
