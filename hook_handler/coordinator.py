@@ -192,8 +192,17 @@ class Keeper:
         self.released: set[tuple[str, str]] = set()  # (instance, transition) settled or ended: not rediscovered
         self.last = clock.now()
 
-    def hold(self, action: Action) -> None:
-        self.actions.setdefault(action.instance_id, action)
+    def hold(self, action: Action, *, fresh: bool = False) -> None:
+        """Hold ``action`` from now on, and heartbeat it at once when this keeper did not hold it yet (unless
+        ``fresh``: its own event says it began less than a beat interval ago): a pass that takes an action over
+        cannot know when it was last heartbeated — possibly almost a heartbeat timeout ago, by a pass that ended
+        at its deadline (found by `make test`: a queued launch expired 53 s after the next pass "held" it, its
+        first beat due a poll interval later)."""
+        if action.instance_id in self.actions:
+            return
+        self.actions[action.instance_id] = action
+        if not fresh and not self.asg.heartbeat(action, self.deadline):
+            self.release(action.instance_id)  # it ended (completed elsewhere, or its instance went)
 
     def release(self, instance_id: str, transition: str = "") -> None:
         action = self.actions.pop(instance_id, None)
@@ -891,8 +900,10 @@ class Coordinator:
                 else:
                     report.outcomes.append(Outcome(event, "already-done", "no action waits"))
             return
-        for action in actions.values():
-            keeper.hold(action)
+        now = self.clock.now()
+        for iid, action in actions.items():
+            began = _parse_time(by_instance[iid].time) if iid in by_instance else None
+            keeper.hold(action, fresh=began is not None and now - began < keeper.interval)
         leaves = {iid: a for iid, a in actions.items() if iid not in plan.launches}
         launches = {iid: a for iid, a in actions.items() if iid in plan.launches}
         if change_id is not None:

@@ -290,7 +290,13 @@ def join_step(
     if member_id_of(instance) != member.id:
         return JoinStep(iid, "tag-id", member, f"member {member.hex_id} not recorded on the instance")
     ready = member.started and not member.learner and member.id in view.healthy
-    if not ready and since is not None and now - since > start_timeout:
+    # A learner that started and answers is progress, not a member that never started: promoting it is the next
+    # step even past the start timeout (a pass may have handed off and the retry come late — found when the
+    # instances began polling their go signal every 2 s: the started learner was removed instead of promoted).
+    # It gets a second start timeout to catch up, then counts as stuck.
+    learner_up = member.started and member.learner and member.id in view.healthy
+    limit = start_timeout * (2 if learner_up else 1)
+    if not ready and since is not None and now - since > limit:
         state = "unstarted" if not member.started else ("a learner" if member.learner else "unhealthy")
         return JoinStep(iid, "timeout", member, f"still {state} {now - since:.0f}s after member add")
     if not go_written:

@@ -105,7 +105,7 @@ class SimFleet:
         restart_delay: float = 5.0,
         poll: float = 0.5,
         poll_interval: float = 1.0,
-        poll_max: float = 10.0,
+        poll_max: float = 2.0,
         peer_port: int = 2380,
         client_port: int = 2379,
         tls: bool = False,

@@ -8,6 +8,7 @@ from typing import Any
 
 from bench_coldstart import ColdStart
 from bench_harness import RunResult
+from bench_membership import MSCENARIOS, MSTRATEGIES, MResult
 from bench_scenarios import SCENARIOS
 from bench_strategies import STRATEGIES
 
@@ -166,21 +167,27 @@ def targets(results: Sequence[RunResult], cold: ColdStart | None) -> list[Target
 def targets_table(found: Sequence[Target]) -> tuple[list[str], list[list[str]]]:
     modes = list(dict.fromkeys(t.mode for t in found))
     names = list(dict.fromkeys(t.name for t in found))
-    header = ["target", *(STRATEGIES[m].label for m in modes)]
+    labels = {k: v.label for k, v in STRATEGIES.items()} | {k: v.label for k, v in MSTRATEGIES.items()}
+    header = ["target", *(labels[m] for m in modes)]
     cells = {(t.name, t.mode): t.cell() for t in found}
     return header, [[name, *(cells.get((name, m), "") for m in modes)] for name in names]
 
 
 def cold_table(cold: ColdStart) -> tuple[list[str], list[list[str]]]:
-    header = ["what (fresh interpreter, AWS_REGION set, no network)", "median ms", "ratio to its boto3 baseline"]
+    header = [
+        "what (fresh interpreter, AWS_REGION set, no network; the app with bytecode as the zip ships it)",
+        "median ms",
+        "ratio to its boto3 baseline",
+    ]
     labels = {
         "boto3": "import boto3 + 3 clients (route53, autoscaling, ec2)",
         "app": "import hook_handler.app + Clients.create()",
         "app-lambda-init": "Lambda init as deployed (settings + Runtime at import)",
         "app-tls": "TLS on: import hook_handler.app, .tls, .certs, .etcd + Clients.create(tls=True)",
         "boto3-tls": "import boto3 + 4 clients (the 3 + secretsmanager): the TLS baseline",
+        "app-tls-source": "TLS on, from source without bytecode (a zip without .pyc; information)",
     }
-    bases = {"app-tls": "boto3-tls", "boto3-tls": "boto3-tls"}
+    bases = {"app-tls": "boto3-tls", "boto3-tls": "boto3-tls", "app-tls-source": "boto3-tls"}
     rows = [
         [labels[k], f"{v * 1000:.0f}", f"{v / cold.medians[bases.get(k, 'boto3')]:.2f}x"]
         for k, v in cold.medians.items()
@@ -194,7 +201,123 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(config: dict[str, Any], results: Sequence[RunResult], cold: ColdStart | None) -> str:
+# -- membership on (issue 13) -------------------------------------------------------------------------------
+MEMBERSHIP_RATIO_TARGET = 1.2
+MCOLUMNS = [
+    "scenario",
+    "strategy",
+    "members changed",
+    "total s",
+    "per member s",
+    "bound s",
+    "ratio to bound",
+    "safe-order bound s",
+    "ratio",
+    "quorum losses",
+    "acked writes (lost)",
+    "failed requests",
+    "longest outage s",
+    "actions completed (abandoned, timed out)",
+]
+
+
+def mrow(r: MResult) -> list[str]:
+    judged = r.strategy == "coordinator"
+    ratio = _num(r.ratio)
+    if judged and r.ratio is not None:
+        ratio = f"{'✓' if r.ratio <= MEMBERSHIP_RATIO_TARGET else '✗'} {ratio}x"
+    elif r.ratio is not None:
+        ratio += "x"
+    total = _num(r.total, 1) if r.in_step else f"not in step within {bench_membership_horizon():.0f}"
+    quorum = str(r.quorum_losses) + (f" ({r.quorum_lost_seconds} s)" if r.quorum_losses else "")
+    lost = f"{r.acked} ({r.lost})"
+    if judged:
+        quorum = f"{'✓' if r.quorum_losses == 0 else '✗'} {quorum}"
+        lost = f"{'✓' if r.lost == 0 else '✗'} {lost}"
+    return [
+        MSCENARIOS[r.scenario].label,
+        MSTRATEGIES[r.strategy].label,
+        str(r.changed),
+        total,
+        _num(r.per_member, 1),
+        _num(r.bound, 1),
+        ratio,
+        _num(r.safe_bound, 1),
+        _num(r.safe_ratio) + ("x" if r.safe_ratio is not None else ""),
+        quorum,
+        lost,
+        str(r.failed_requests),
+        _num(r.longest_outage, 1),
+        f"{r.completed}/{r.actions} ({r.abandoned}, {r.timed_out})",
+    ]
+
+
+def bench_membership_horizon() -> float:
+    from bench_membership import HORIZON
+
+    return HORIZON
+
+
+def membership_targets(mresults: Sequence[MResult]) -> list[Target]:
+    """The issue's membership targets, judged on the coordinator's runs."""
+    mine = [r for r in mresults if r.strategy == "coordinator"]
+    out = [
+        Target(
+            f"{MSCENARIOS[r.scenario].label}: within {MEMBERSHIP_RATIO_TARGET}x of the bound",
+            "coordinator",
+            r.ratio is not None and r.ratio <= MEMBERSHIP_RATIO_TARGET,
+            "—" if r.ratio is None else f"{r.ratio:.2f}x",
+        )
+        for r in mine
+    ]
+    if mine:
+        out.append(Target("zero quorum losses", "coordinator", all(r.quorum_losses == 0 for r in mine),
+                          str(sum(r.quorum_losses for r in mine))))  # fmt: skip
+        out.append(Target("zero lost acknowledged writes", "coordinator", all(r.lost == 0 for r in mine),
+                          str(sum(r.lost for r in mine))))  # fmt: skip
+    return out
+
+
+MLEGEND = [
+    "total: from the first lifecycle action's start to the last action ended and the last etcd start served, the "
+    "cluster in step (one cluster; members = the group's serving instances, all started voters; record = members); "
+    "per member: total / members added + removed.",
+    "bound (issue 13): per joiner, the Route 53 propagation of the change that listed it + its etcd start + etcd's "
+    "5 s health interval, one change at a time; a leaver with no joiner adds its drop's propagation. Every term is "
+    "this run's own draw. safe-order bound: the same with every leaver's drop on the path (add before remove).",
+    "quorum losses: stretches in which the initial cluster had fewer running voters than its quorum (sampled every "
+    "second). acked writes (lost): the continuous client's acknowledged writes (one a second through the first "
+    "member that answers), and how many of them the final cluster's keyspace lacks.",
+    "longest outage: the longest time without an acknowledged write.",
+    "✓/✗ mark the issue's targets on the coordinator's rows.",
+]
+
+
+def membership_markdown(config: dict[str, Any], mresults: Sequence[MResult]) -> list[str]:
+    m = config.get("membership", {})
+    parts = [
+        "",
+        "### Membership on (issue 13): the etcd 3.5 model on simulated time",
+        "",
+        f"Route 53 propagation uniform {m['propagation'][0]:.0f}-{m['propagation'][1]:.0f} s, etcd start uniform "
+        f"{m['etcd_start'][0]:.0f}-{m['etcd_start'][1]:.0f} s, AWS's world (transitional states, stale describes); "
+        "the coordinator founds the initial cluster, then the strategy under test takes over (`tests/bench/"
+        "bench_membership.py`).",
+        "",
+        markdown_table(MCOLUMNS, [mrow(r) for r in mresults]),
+        "",
+        markdown_table(*targets_table(membership_targets(mresults))),
+        "",
+    ]
+    parts += [f"- **{v['label']}**: {v['note']}" for v in m.get("strategies", {}).values()]
+    parts += [f"- **{v['label']}**: {v['note']}" for v in m.get("scenarios", {}).values()]
+    parts += ["", *[f"- {line}" for line in MLEGEND]]
+    return parts
+
+
+def markdown(
+    config: dict[str, Any], results: Sequence[RunResult], cold: ColdStart | None, mresults: Sequence[MResult] = ()
+) -> str:
     found = targets(results, cold)
     parts = [
         "## Benchmark",
@@ -211,6 +334,8 @@ def markdown(config: dict[str, Any], results: Sequence[RunResult], cold: ColdSta
         "",
         markdown_table(*targets_table(found)),
     ]
+    if mresults:
+        parts += membership_markdown(config, mresults)
     if cold is not None:
         parts += [
             "",
@@ -245,7 +370,9 @@ LEGEND = [
 ]
 
 
-def rich_render(results: Sequence[RunResult], cold: ColdStart | None, elapsed: float) -> None:
+def rich_render(
+    results: Sequence[RunResult], cold: ColdStart | None, elapsed: float, mresults: Sequence[MResult] = ()
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -267,6 +394,20 @@ def rich_render(results: Sequence[RunResult], cold: ColdStart | None, elapsed: f
     for r in rows:
         t.add_row(*r)
     console.print(t)
+    if mresults:
+        m = Table(title="Membership on (issue 13)")
+        for name in MCOLUMNS:
+            m.add_column(name, overflow="fold")
+        for r in mresults:
+            m.add_row(*mrow(r))
+        console.print(m)
+        header, rows = targets_table(membership_targets(mresults))
+        mt = Table(title="Membership targets (this coordinator)")
+        for name in header:
+            mt.add_column(name)
+        for r in rows:
+            mt.add_row(*r)
+        console.print(mt)
     if cold is not None:
         header, rows = cold_table(cold)
         c = Table(title=f"Cold start (median of {cold.repeats})")

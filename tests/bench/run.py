@@ -1,7 +1,8 @@
-"""``make bench``: every strategy on every scenario, plus cold start; prints the tables, writes
-``bench-results/bench.md`` and ``bench-results/bench.json``.
+"""``make bench``: every strategy on every scenario, the membership-on scenarios (``bench_membership``), plus
+cold start; prints the tables, writes ``bench-results/bench.md`` and ``bench-results/bench.json``.
 
 Usage: python tests/bench/run.py [--seed N] [--jobs J] [--strategies a,b] [--scenarios x,y]
+                                 [--membership-scenarios m,n | --no-membership]
                                  [--coldstart-repeats R | --no-coldstart] [--out DIR]
 """
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_coldstart
 import bench_harness
+import bench_membership
 import bench_report
 from bench_scenarios import SCENARIOS
 from bench_strategies import STRATEGIES
@@ -42,6 +44,11 @@ def _one(job: tuple[str, str, int, float | None]) -> dict[str, Any]:
 
     logger.setLevel("CRITICAL")
     started = time.perf_counter()
+    if scenario in bench_membership.MSCENARIOS:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            out = bench_membership.run(strategy, scenario, seed=seed).to_json()
+        out["wall_seconds"] = time.perf_counter() - started
+        return out
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # powertools' EMF metrics
         result = bench_harness.run(
             STRATEGIES[strategy],
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--horizon", type=float, default=None, help="simulated seconds per run (default per strategy)")
+    parser.add_argument("--membership-scenarios", default=",".join(bench_membership.MSCENARIOS))
+    parser.add_argument("--no-membership", action="store_true")
     parser.add_argument("--coldstart-repeats", type=int, default=9)
     parser.add_argument("--no-coldstart", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
@@ -77,17 +86,24 @@ def main(argv: list[str] | None = None) -> int:
         if key not in SCENARIOS:
             parser.error(f"unknown scenario {key!r}; choose from {', '.join(SCENARIOS)}")
 
+    mscenarios = [] if args.no_membership else [s for s in args.membership_scenarios.split(",") if s]
+    for key in mscenarios:
+        if key not in bench_membership.MSCENARIOS:
+            parser.error(f"unknown membership scenario {key!r}; choose from {', '.join(bench_membership.MSCENARIOS)}")
+
     started = time.perf_counter()
     # Cold start first and alone: the simulations would disturb its timings.
     cold = None if args.no_coldstart else bench_coldstart.measure(args.coldstart_repeats)
 
     jobs = [(st, sc, args.seed, args.horizon) for st in strategies for sc in scenarios]
-    ordered = sorted(jobs, key=lambda j: -(COST.get(j[1], 1) * COST.get(j[0], 1)))
+    mjobs = [(st, sc, args.seed, None) for sc in mscenarios for st in bench_membership.MSTRATEGIES]
+    ordered = sorted(jobs + mjobs, key=lambda j: -(COST.get(j[1], 1) * COST.get(j[0], 1)))
     # A fresh forked process per run: no emulator state or leftover threads carry over.
     with multiprocessing.get_context("fork").Pool(max(1, args.jobs), maxtasksperchild=1) as pool:
         raw = pool.map(_one, ordered, chunksize=1)
     by_key = {(r["strategy"], r["scenario"]): r for r in raw}
     results = [bench_harness.RunResult(**_fields(by_key[(st, sc)])) for st, sc, _, _ in jobs]
+    mresults = [bench_membership.MResult(**_fields(by_key[(st, sc)])) for st, sc, _, _ in mjobs]
     elapsed = time.perf_counter() - started
 
     config = {
@@ -98,13 +114,24 @@ def main(argv: list[str] | None = None) -> int:
         "strategies": {k: {"label": STRATEGIES[k].label, "note": STRATEGIES[k].note} for k in strategies},
         "scenarios": {k: {"label": SCENARIOS[k].label, "note": SCENARIOS[k].note} for k in scenarios},
     }
-    bench_report.rich_render(results, cold, elapsed)
+    config["membership"] = {
+        "scenarios": {k: {"label": v.label, "note": v.note} for k, v in bench_membership.MSCENARIOS.items()
+                      if k in mscenarios},
+        "strategies": {k: {"label": v.label, "note": v.note} for k, v in bench_membership.MSTRATEGIES.items()},
+        "propagation": list(bench_membership.PROPAGATION),
+        "etcd_start": list(bench_membership.ETCD_START),
+    }  # fmt: skip
+    bench_report.rich_render(results, cold, elapsed, mresults)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.md").write_text(bench_report.markdown(config, results, cold) + f"\nRun time: {elapsed:.0f} s.\n")
+    (args.out / "bench.md").write_text(
+        bench_report.markdown(config, results, cold, mresults) + f"\nRun time: {elapsed:.0f} s.\n"
+    )
     payload = {
         "config": config,
         "results": [r.to_json() for r in results],
         "targets": [t.__dict__ for t in bench_report.targets(results, cold)],
+        "membership": [r.to_json() for r in mresults],
+        "membership_targets": [t.__dict__ for t in bench_report.membership_targets(mresults)],
         "cold_start": cold.to_json() if cold else None,
         "wall_seconds": {f"{k[0]}/{k[1]}": round(v["wall_seconds"], 2) for k, v in by_key.items()},
         "elapsed_seconds": round(elapsed, 1),

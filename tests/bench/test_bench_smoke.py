@@ -63,3 +63,20 @@ def test_percentiles_and_peak_rate():
     assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
     assert percentile([], 50) is None
     assert peak_per_second([0.0, 0.5, 0.99, 1.0, 1.2, 3.0]) == 4  # [0.5, 1.5) holds 0.5, 0.99, 1.0, 1.2
+
+
+def test_a_single_join_with_membership_is_measured_against_its_own_draws():
+    """Issue 13's membership bench on its smallest case: one launch joins a running 3-member cluster. The bound is
+    the run's own propagation + etcd start + 5 s; no strategy can beat propagation + start; the client's
+    acknowledged writes are all in the final keyspace; the coordinator loses no quorum."""
+    from bench_membership import HEALTH_INTERVAL
+    from bench_membership import run as mrun
+
+    for strategy in ("coordinator", "per-event"):
+        r = mrun(strategy, "m-join-1", seed=2)
+        assert r.in_step and (r.completed, r.actions, r.changed) == (1, 1, 1)
+        (term,) = r.bound_terms
+        assert term["kind"] == "join" and 20.0 <= term["propagation"] <= 60.0 and term["etcd_start"] > 0
+        assert r.bound == pytest.approx(term["propagation"] + term["etcd_start"] + HEALTH_INTERVAL, abs=0.1)
+        assert r.total >= term["propagation"] + term["etcd_start"] - 0.1
+        assert r.acked > 20 and r.lost == 0 and r.quorum_losses == 0 and r.splits == 0

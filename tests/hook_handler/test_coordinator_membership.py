@@ -782,3 +782,30 @@ def test_a_target_nobody_owns_is_dropped_by_a_later_look_not_the_first(aws):
     aws.clock.advance(60)
     assert stray not in world.stack.targets()  # a look past the grace drops it
     world.assert_in_step()
+
+
+def test_an_action_a_pass_takes_over_is_heartbeated_at_once():
+    """Found by `make test` (3 → 9, 60 s etcd starts): a pass that worked the join queue ended at its deadline
+    with a final heartbeat; the next pass, 247 s later, "held" the last queued launch but sent its first heartbeat
+    only a poll interval later — the hook had expired 53 s after that pass took it over (ABANDON, churn). A pass
+    cannot know when an action it takes over was last heartbeated: holding it beats it at once (once)."""
+    from hook_handler.coordinator import Keeper
+    from hook_handler.lifecycle import Action
+
+    class Asg:
+        def __init__(self) -> None:
+            self.beats: list[tuple[str, float]] = []
+
+        def heartbeat(self, action, deadline) -> bool:
+            self.beats.append((action.instance_id, clock.now()))
+            return action.instance_id != "i-gone"
+
+    clock = SimClock()
+    asg = Asg()
+    keeper = Keeper(asg, clock, interval=60.0, deadline=clock.now() + 300)  # type: ignore[arg-type]
+    keeper.hold(Action("g", "launch", "i-1", LAUNCH))
+    assert asg.beats == [("i-1", clock.now())]  # at once, not a poll interval later
+    keeper.hold(Action("g", "launch", "i-1", LAUNCH))
+    assert len(asg.beats) == 1  # once: later beats follow the interval
+    keeper.hold(Action("g", "launch", "i-gone", LAUNCH))
+    assert "i-gone" not in keeper.actions  # an action that already ended is not held

@@ -185,6 +185,21 @@ def test_join_steps_follow_the_phases_and_time_out():
     assert late.step == "timeout" and "unstarted" in late.detail
 
 
+def test_a_started_learner_past_the_start_timeout_is_promoted_not_removed():
+    """Found by `make test` once the instances polled their go signal every 2 s: a pass waiting on a joiner's 60 s
+    start ran out of time and handed off; the retry came ~250 s later and found the learner started, answering and
+    in sync — and removed it ("still a learner 305s after member add"), abandoning a launch that had succeeded. A
+    started learner that answers is promoted; it counts as stuck only after a second start timeout."""
+    joiner = inst(4, "Pending:Wait", tags={MEMBER_ID_TAG: "4", SINCE_TAG: str(NOW)})
+    learner = member(4, name=joiner.instance_id, host="ip-10-0-0-4.ec2.internal", learner=True)
+    up = EtcdView((learner,), healthy=frozenset({"4"}))
+    assert join_step(joiner, learner, up, now=NOW + 305, start_timeout=300, go_written=True).step == "promote"
+    stuck = join_step(joiner, learner, up, now=NOW + 601, start_timeout=300, go_written=True)
+    assert stuck.step == "timeout" and "a learner" in stuck.detail
+    down = join_step(joiner, learner, EtcdView((learner,)), now=NOW + 305, start_timeout=300, go_written=True)
+    assert down.step == "timeout"  # a learner that does not answer is no progress
+
+
 def test_leadership_goes_to_the_healthy_voter_with_the_least_lag():
     members = tuple(member(n, name=f"i-{n:017x}", host=f"10.0.0.{n}") for n in (1, 2, 3))
     view = EtcdView(members, healthy=frozenset({"1", "2", "3"}), leader="1", raft_index={"1": 100, "2": 90, "3": 99})

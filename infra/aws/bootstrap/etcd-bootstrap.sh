@@ -37,7 +37,8 @@
 #   IMDS_ENDPOINT               default http://169.254.169.254
 #   IMDS_TIMEOUT                seconds one IMDS request may take (default 3)
 #   BOOTSTRAP_POLL_INTERVAL     first wait between polls in seconds (default 1), doubled per poll
-#   BOOTSTRAP_POLL_MAX          longest wait between polls (default 10)
+#   BOOTSTRAP_POLL_MAX          longest wait between polls (default 2: IMDS and the VPC resolver are local
+#                               and unthrottled, and the go signal is awaited right after the record INSYNC)
 #   BOOTSTRAP_LIFECYCLE_TIMEOUT seconds to wait for InService (default 900)
 #   BOOTSTRAP_TAG_TIMEOUT       seconds to wait for the etcd-cluster-state tag (default 600)
 #   BOOTSTRAP_SRV_CHECK         auto (when dig exists) | 1 | 0
@@ -74,7 +75,7 @@ ETCD_INITIAL_CLUSTER_TOKEN=${ETCD_INITIAL_CLUSTER_TOKEN:-etcd-${ETCD_DOMAIN}}
 ETCD_BIN=${ETCD_BIN:-/usr/local/bin/etcd}
 ETCD_DATA_DIR=${ETCD_DATA_DIR:-/var/lib/etcd}
 BOOTSTRAP_POLL_INTERVAL=${BOOTSTRAP_POLL_INTERVAL:-1}
-BOOTSTRAP_POLL_MAX=${BOOTSTRAP_POLL_MAX:-10}
+BOOTSTRAP_POLL_MAX=${BOOTSTRAP_POLL_MAX:-2}
 BOOTSTRAP_LIFECYCLE_TIMEOUT=${BOOTSTRAP_LIFECYCLE_TIMEOUT:-900}
 BOOTSTRAP_TAG_TIMEOUT=${BOOTSTRAP_TAG_TIMEOUT:-600}
 BOOTSTRAP_SRV_CHECK=${BOOTSTRAP_SRV_CHECK:-auto}
