@@ -66,7 +66,7 @@ class AutoScaling:
         self.clock = clock
         self.group_names = tuple(group_names)
         self.group_tags = tuple(group_tags)
-        self._hooks: dict[tuple[str, str], str | None] = {}
+        self._hooks: dict[str, list[dict[str, Any]]] = {}  # group -> its lifecycle hooks
 
     # -- reads ------------------------------------------------------------------------------
     def observe(self, extra_ids: Iterable[str], deadline: float) -> Observation:
@@ -128,19 +128,31 @@ class AutoScaling:
         """Our hook for ``transition`` on ``group``: the configured name, or the only such hook."""
         if configured:
             return configured
-        key = (group, transition)
-        if key not in self._hooks:
+        names = [
+            h["LifecycleHookName"]
+            for h in self._lifecycle_hooks(group, deadline)
+            if h["LifecycleTransition"] == transition
+        ]
+        return names[0] if len(names) == 1 else None
+
+    def heartbeat_timeout(self, group: str, hook: str, deadline: float) -> float | None:
+        """The hook's ``HeartbeatTimeout`` in seconds (None: no such hook on the group)."""
+        for h in self._lifecycle_hooks(group, deadline):
+            if h["LifecycleHookName"] == hook and h.get("HeartbeatTimeout") is not None:
+                return float(h["HeartbeatTimeout"])
+        return None
+
+    def _lifecycle_hooks(self, group: str, deadline: float) -> list[dict[str, Any]]:
+        """The group's lifecycle hooks, described once per sandbox."""
+        if group not in self._hooks:
             out = self._call(
                 self.autoscaling.describe_lifecycle_hooks,
                 deadline,
                 "DescribeLifecycleHooks",
                 AutoScalingGroupName=group,
             )
-            names = [
-                h["LifecycleHookName"] for h in out.get("LifecycleHooks", []) if h["LifecycleTransition"] == transition
-            ]
-            self._hooks[key] = names[0] if len(names) == 1 else None
-        return self._hooks[key]
+            self._hooks[group] = list(out.get("LifecycleHooks", []))
+        return self._hooks[group]
 
     # -- writes -----------------------------------------------------------------------------
     def complete(self, action: Action, result: str, deadline: float) -> bool:

@@ -112,3 +112,15 @@ def never_older(fresh: Mapping[str, Instance], seen: Mapping[str, Instance]) -> 
         if before is not None and before.lifecycle_state in _LATER_STATES.get(inst.lifecycle_state or "", ()):
             out[iid] = replace(inst, lifecycle_state=before.lifecycle_state)
     return out
+
+
+def tag_seconds(value: str | None) -> float | None:
+    """Epoch seconds written in a tag (``etcd-member-since``), None when absent or not a number.
+
+    >>> tag_seconds("1700000000"), tag_seconds(None), tag_seconds("soon")
+    (1700000000.0, None, None)
+    """
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

@@ -13,15 +13,7 @@ instance's IP is not the dead member.
 A member may be removed only when the APIs say its instance is terminating, terminated, stopped or
 gone (``departure``) — never because a setting changed, a lookup failed or a URL did not match.
 
-Phases of a joiner (each step idempotent, checked against the member list):
-  1. listed in the record → INSYNC (``plan``/``route53``)
-  2. ``adding`` tag written (write before mutate) → ``member add`` (learner where etcd supports it)
-  3. ``etcd-member-id`` tag → go signal (``etcd-cluster-state=existing``)
-  4. member started (its name published) → promoted once in sync (learners) → healthy → CONTINUE
-  A member that has not become a healthy voter ``member_start_timeout_seconds`` after step 2 is
-  removed and its launch ABANDONed.
-Phases of a leaver: leadership moved off it → ``member remove`` (only if quorum allows) → record
-change without it → INSYNC → CONTINUE.
+The phases of a member's life and their steps are in ``hook_handler.phases``.
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hook_handler.etcd import Member
 from hook_handler.members import Instance
@@ -179,6 +172,21 @@ def _voters_after(view: EtcdView, removing: Sequence[str]) -> list[Member]:
     return [m for m in view.voters() if m.id not in gone]
 
 
+class HeldBy(StrEnum):
+    """Why a departed member's removal waits (``NONE``: it may go now)."""
+
+    NONE = ""
+    QUORUM = "quorum"  # the voters left would lack a healthy quorum
+    JOINER = "joiner"  # a joiner is on its way in: add before remove
+    KEPT = "kept"  # the last voter of a cluster the group still wants: kept until a new member is in
+    LAST = "last"  # every instance leaves (a dismantle): the cluster ends with its last voter
+
+    @property
+    def holds_termination(self) -> bool:
+        """Whether the leaving instance's termination waits (heartbeated, still listed) for this hold."""
+        return self is not HeldBy.NONE and self is not HeldBy.LAST
+
+
 @dataclass(frozen=True)
 class Removal:
     """A member to remove, why, and whether quorum allows it now."""
@@ -188,7 +196,7 @@ class Removal:
     why: str
     allowed: bool
     quorum: str
-    held_by: str = ""  # "quorum" | "joiner" | "kept" (last voter, group wants instances) | "last" (dismantle)
+    held_by: HeldBy = HeldBy.NONE
 
 
 def removals(
@@ -209,7 +217,7 @@ def removals(
     leaver waits for it — add before remove, as a replacement should: the cluster never drops below the
     fault tolerance it has, and the only member of a one-member cluster is never removed from under
     its replacement (which would bootstrap an empty cluster). While every instance leaves (``dismantling``),
-    the last voter is not removed (``held_by="last"``): etcd refuses to remove a cluster's last member
+    the last voter is not removed (``HeldBy.LAST``): etcd refuses to remove a cluster's last member
     ("re-configuration failed due to not enough started members", ``IsReadyToRemoveVotingMember``), and the
     cluster ends with it.
     """
@@ -217,6 +225,22 @@ def removals(
     for inst in instances.values():
         if not inst.gone:
             live_hosts |= hosts_of(inst)
+    found = _departed(view, identity, instances, live_hosts)
+    out: list[Removal] = []
+    planned: list[str] = []
+    for member, iid, why in found:
+        held_by, detail = _hold(view, member, planned, joiners_pending=joiners_pending, dismantling=dismantling)
+        ok = held_by is HeldBy.NONE
+        out.append(Removal(member, iid, why, ok, detail, held_by))
+        if ok:
+            planned.append(member.id)
+    return out
+
+
+def _departed(
+    view: EtcdView, identity: Identity, instances: Mapping[str, Instance], live_hosts: set[str]
+) -> list[tuple[Member, str | None, str]]:
+    """Members to remove and why, gone/unhealthy first, healthy leavers last (learners before voters)."""
     found: list[tuple[int, Member, str | None, str]] = []
     for member in view.members:
         iid = identity.owner.get(member.id)
@@ -230,91 +254,35 @@ def removals(
         rank = 1 if member.id in view.healthy else 0
         found.append((rank, member, iid, why))
     found.sort(key=lambda f: (f[0], f[1].learner is False, f[2] or "", f[1].id))
-    out: list[Removal] = []
-    planned: list[str] = []
-    for _, member, iid, why in found:
-        ok, detail = quorum_after(view, [*planned, member.id])
-        held_by = "" if ok else "quorum"
-        if not ok and member.id not in view.healthy:
-            # Removing a member that is not healthy keeps every healthy voter: if the rest lack a quorum they
-            # lacked it before too. It never causes a loss (etcd may still refuse without a leader).
-            ok, held_by = True, ""
-            detail += " (the member is not healthy: removing it costs no healthy voter)"
-        if ok and joiners_pending and member.id in view.healthy and not member.learner:
-            ok, held_by = False, "joiner"
-            detail = "a joiner is on its way in: add before remove"
-        elif ok and dismantling and not member.learner and not _voters_after(view, [*planned, member.id]):
-            ok, held_by = False, "last"
-            detail = "every instance leaves: the cluster ends with its last voter (etcd never removes it)"
-        elif ok and not member.learner and member.id in view.healthy and not _voters_after(view, [*planned, member.id]):
-            # The last healthy voter while the group still wants instances: removing it would end the cluster and
-            # its data, and the replacement would found an empty one. Found by the soak: a stale describe hid the
-            # joiner (so no "add before remove"), and both old members went. It goes once a joiner is in.
-            # Held like a quorum hold — the record keeps listing it and its termination waits — never "last"
-            # (which completes the termination: the second soak finding of chunk 20033, a termination completed
-            # with its voter still the cluster's only member).
-            ok, held_by = False, "kept"
-            detail = "the last voter of a cluster the group still wants: kept until a new member is in"
-        out.append(Removal(member, iid, why, ok, detail, held_by))
-        if ok:
-            planned.append(member.id)
-    return out
+    return [(member, iid, why) for _, member, iid, why in found]
 
 
-@dataclass(frozen=True)
-class JoinStep:
-    """The next step for one joining instance."""
-
-    instance_id: str
-    step: str  # add | tag-id | go | wait-start | promote | complete | timeout
-    member: Member | None
-    detail: str = ""
-
-
-def join_step(
-    instance: Instance,
-    member: Member | None,
-    view: EtcdView,
-    *,
-    now: float,
-    start_timeout: float,
-    go_written: bool,
-) -> JoinStep:
-    """Where a launch into a running cluster stands, from its tags and the live member list."""
-    iid = instance.instance_id
-    since = _since(instance)
-    if member is None:
-        if instance.tags.get(PHASE_TAG) in (ADDING, ADDED) and since is not None and now - since > start_timeout:
-            return JoinStep(iid, "timeout", None, f"no member {now - since:.0f}s after its add began")
-        return JoinStep(iid, "add", None, "not a member yet")
-    if member_id_of(instance) != member.id:
-        return JoinStep(iid, "tag-id", member, f"member {member.hex_id} not recorded on the instance")
-    ready = member.started and not member.learner and member.id in view.healthy
-    # A learner that started and answers is progress, not a member that never started: promoting it is the next
-    # step even past the start timeout (a pass may have handed off and the retry come late — found when the
-    # instances began polling their go signal every 2 s: the started learner was removed instead of promoted).
-    # It gets a second start timeout to catch up, then counts as stuck.
-    learner_up = member.started and member.learner and member.id in view.healthy
-    limit = start_timeout * (2 if learner_up else 1)
-    if not ready and since is not None and now - since > limit:
-        state = "unstarted" if not member.started else ("a learner" if member.learner else "unhealthy")
-        return JoinStep(iid, "timeout", member, f"still {state} {now - since:.0f}s after member add")
-    if not go_written:
-        return JoinStep(iid, "go", member, "member added; the instance may start etcd")
-    if not member.started:
-        return JoinStep(iid, "wait-start", member, "waiting for etcd to start")
-    if member.learner:
-        return JoinStep(iid, "promote", member, "learner started; promote once in sync")
-    if member.id not in view.healthy:
-        return JoinStep(iid, "wait-start", member, "started, not healthy yet")
-    return JoinStep(iid, "complete", member, "healthy voting member")
-
-
-def _since(instance: Instance) -> float | None:
-    try:
-        return float(instance.tags[SINCE_TAG])
-    except (KeyError, ValueError):
-        return None
+def _hold(
+    view: EtcdView, member: Member, planned: Sequence[str], *, joiners_pending: bool, dismantling: bool
+) -> tuple[HeldBy, str]:
+    """Whether removing ``member`` after the ``planned`` removals must wait, and the quorum arithmetic."""
+    ok, detail = quorum_after(view, [*planned, member.id])
+    healthy_voter = member.id in view.healthy and not member.learner
+    last_voter = not member.learner and not _voters_after(view, [*planned, member.id])
+    if not ok and member.id not in view.healthy:
+        # Removing a member that is not healthy keeps every healthy voter: if the rest lack a quorum they
+        # lacked it before too. It never causes a loss (etcd may still refuse without a leader).
+        ok = True
+        detail += " (the member is not healthy: removing it costs no healthy voter)"
+    if not ok:
+        return HeldBy.QUORUM, detail
+    if joiners_pending and healthy_voter:
+        return HeldBy.JOINER, "a joiner is on its way in: add before remove"
+    if dismantling and last_voter:
+        return HeldBy.LAST, "every instance leaves: the cluster ends with its last voter (etcd never removes it)"
+    if healthy_voter and last_voter:
+        # The last healthy voter while the group still wants instances: removing it would end the cluster and
+        # its data, and the replacement would found an empty one (a stale describe once hid the joiner, so no
+        # "add before remove", and both old members went). It goes once a joiner is in. Held like a quorum
+        # hold — the record keeps listing it and its termination waits — never LAST (which completes the
+        # termination with its voter still the cluster's only member).
+        return HeldBy.KEPT, "the last voter of a cluster the group still wants: kept until a new member is in"
+    return HeldBy.NONE, detail
 
 
 def leader_target(view: EtcdView, leaving: Sequence[str]) -> Member | None:

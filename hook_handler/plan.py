@@ -93,11 +93,11 @@ def _returning_to_warm_pool(instance: Instance, old_targets: set[str], settings:
     """A member going back to the warm pool (its terminate hook, ``Warmed:Pending:Wait``), not a new instance
     entering the pool: it is still listed, or a pass already marked it leaving (``etcd-leave-change``)."""
     return instance.lifecycle_state == "Warmed:Pending:Wait" and (
-        bool(_aliases(instance, settings) & old_targets) or LEAVE_CHANGE_TAG in instance.tags
+        bool(aliases(instance, settings) & old_targets) or LEAVE_CHANGE_TAG in instance.tags
     )
 
 
-def _aliases(instance: Instance, settings: Settings) -> set[str]:
+def aliases(instance: Instance, settings: Settings) -> set[str]:
     """Every target form an instance may have been listed under: its private DNS name and its A-record name."""
     out = {absolute(instance.private_dns)} if instance.private_dns else set()
     if instance.private_ip:
@@ -129,7 +129,7 @@ def listed_name(instance: Instance, settings: Settings, advertised: set[str] | N
         return current
     if STATE_TAG not in instance.tags:
         return current  # not admitted yet: no member of its own (an alias may be a dead member's, a reused IP)
-    for alias in sorted(_aliases(instance, settings)):
+    for alias in sorted(aliases(instance, settings)):
         if alias.rstrip(".") in advertised:
             return alias
     return current
@@ -199,7 +199,7 @@ def build_plan(
     old_targets = peer_targets(current.get(peer_key))
     by_target = {absolute(t): i for t, i in (owners or {}).items()}
     for inst in instances.values():  # the other target naming of each instance (a target_mode change)
-        for alias in _aliases(inst, settings):
+        for alias in aliases(inst, settings):
             by_target.setdefault(alias, inst)
     by_target.update({t: i for i in instances.values() if (t := target_of(i, settings))})
 

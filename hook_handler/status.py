@@ -17,43 +17,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hook_handler.coordinator import (
-    ORPHAN_GRACE_SECONDS,
+from hook_handler.coordinator.record import ORPHAN_GRACE_SECONDS
+from hook_handler.decide import (
     WAIT_STATES,
-    Coordinator,
-    _dismantling,
-    _joiners_pending,
-    _members_known,
-    _running,
-    _tagged_owners,
-    listed_hosts,
+    RecordInputs,
+    dismantling,
+    joiners_pending,
     member_owners,
+    record_plan,
+    tagged_owners,
 )
-from hook_handler.etcd import EtcdTlsError, Member, MembershipError
+from hook_handler.etcd import Member
+from hook_handler.look import Look, Looker
 from hook_handler.members import IN_SERVICE_STATES, STATE_TAG, Instance, tags_match
-from hook_handler.membership import (
-    SINCE_TAG,
-    EtcdView,
-    Identity,
-    Removal,
-    departure,
-    identify,
-    join_step,
-    leader_target,
-    removals,
-)
-from hook_handler.plan import (
-    Key,
-    Observation,
-    Plan,
-    RecordSet,
-    _aliases,
-    build_plan,
-    listed_name,
-    peer_targets,
-    record_keys,
-    target_of,
-)
+from hook_handler.membership import EtcdView, HeldBy, Identity, Removal, departure, identify, leader_target, removals
+from hook_handler.phases import FoundAction, JoinAction, found_step, join_step
+from hook_handler.plan import Key, Observation, Plan, RecordSet, aliases, listed_name, peer_targets, target_of
 from hook_handler.settings import Settings
 
 # What the coordinator does next for a row. ``hold``: it keeps the lifecycle action waiting (heartbeats) and
@@ -155,23 +134,14 @@ def build(
     plan: Plan | None = None
     if view is not None:
         identity = identify(view, obs.instances)
-        joining = _joiners_pending(view, identity, obs)
-        found = removals(view, identity, obs.instances, joiners_pending=joining, dismantling=_dismantling(obs))
-        gone = {r.member.id for r in found if r.allowed or r.held_by == "last"}
-        hosts = listed_hosts(view, gone)
-        advertised = {h for m in view.members for h in m.peer_hosts}
-        plan = build_plan(
-            settings,
-            obs,
-            current,
-            keep={t for t in old_targets if t.rstrip(".") in hosts},
-            running=_running(view),
-            owners={**member_owners(view, obs), **_tagged_owners(obs)},
-            advertised=advertised,
-            members_known=_members_known(view, obs),
-        )
+        joining = joiners_pending(view, identity, obs)
+        found = removals(view, identity, obs.instances, joiners_pending=joining, dismantling=dismantling(obs))
+        gone = {r.member.id for r in found if r.allowed or r.held_by is HeldBy.LAST}
+        inputs = RecordInputs.of(view, gone, member_owners(view, obs), obs)
+        advertised = set(inputs.advertised or ())
+        plan = record_plan(settings, obs, current, inputs)
     elif etcd_error is None:
-        plan = build_plan(settings, obs, current, owners=_tagged_owners(obs))
+        plan = record_plan(settings, obs, current, RecordInputs())
     ctx = _Context(
         settings, obs, view, identity, {r.member.id: r for r in found}, plan, old_targets, advertised, etcd_error
     )
@@ -227,7 +197,7 @@ def build(
             )
         )
     by_target = {t: i for i in obs.instances.values() for t in _names(i, settings)}
-    by_target.update({t if t.endswith(".") else t + ".": i for t, i in _tagged_owners(obs).items()})
+    by_target.update({t if t.endswith(".") else t + ".": i for t, i in tagged_owners(obs).items()})
     for target in sorted(old_targets - claimed):
         inst = by_target.get(target)
         action, reason = _target_next(target, inst, ctx)
@@ -321,27 +291,31 @@ def _launch_next(inst: Instance, member: Member | None, listed: bool, ctx: _Cont
         return "complete", "listed: CONTINUE once the change listing it is INSYNC"
     now, timeout = ctx.obs.now, settings.member_start_timeout_seconds
     if plan.cluster_state == "new":
-        since = _float(inst.tags.get(SINCE_TAG))
-        if member is not None and member.started and view is not None and member.id in view.healthy:
+        found = found_step(inst, member, view, now=now, start_timeout=timeout)
+        if found.step is FoundAction.COMPLETE:
             return "complete", "founding member started and healthy: CONTINUE"
-        if since is not None and now - since > timeout:
-            return "complete", f"ABANDON: founding member did not start in {timeout:g}s"
-        if STATE_TAG not in inst.tags:
+        if found.step is FoundAction.ABANDON:
+            return "complete", f"ABANDON: {found.detail}"
+        if found.step is FoundAction.GO:
             return "add", "listed: the go signal (new) once INSYNC"
-        return "hold", "founding member has not started and become healthy yet"
+        return "hold", found.detail
     assert view is not None  # a running cluster
     step = join_step(inst, member, view, now=now, start_timeout=timeout, go_written=STATE_TAG in inst.tags)
-    if step.step == "complete":
+    if step.step is JoinAction.COMPLETE:
         return "complete", "healthy voting member: CONTINUE"
-    if step.step == "timeout":
+    if step.step is JoinAction.TIMEOUT:
         if step.member is not None:
             return "remove", f"{step.detail}: member removed, launch abandoned"
         return "complete", f"ABANDON: {step.detail}"
-    if step.step == "promote":
+    if step.step is JoinAction.PROMOTE:
         return "promote", step.detail
-    if step.step == "wait-start":
+    if step.step is JoinAction.WAIT_START:
         return "hold", step.detail
-    labels = {"add": "member add", "tag-id": "record the member id", "go": "the go signal (existing)"}
+    labels = {
+        JoinAction.ADD: "member add",
+        JoinAction.TAG_ID: "record the member id",
+        JoinAction.GO: "the go signal (existing)",
+    }
     return "add", f"{labels[step.step]}: {step.detail}"
 
 
@@ -354,9 +328,9 @@ def _removal_next(removal: Removal, ctx: _Context) -> tuple[str, str]:
             target = leader_target(view, [member.id])
             reason += f"; leadership moves to {target.hex_id} first" if target else "; no healthy voter to lead"
         return "remove", reason
-    if removal.held_by == "last":
+    if removal.held_by is HeldBy.LAST:
         return "complete", f"{removal.quorum}; the record is deleted, then the termination completes"
-    if removal.held_by == "quorum":
+    if removal.held_by is HeldBy.QUORUM:
         return "hold", f"quorum guard: {removal.quorum} ({removal.why})"
     return "hold", f"{removal.quorum} ({removal.why})"
 
@@ -393,7 +367,7 @@ def _target_next(target: str, inst: Instance | None, ctx: _Context) -> tuple[str
 # -- helpers ---------------------------------------------------------------------------------------------------
 def _names(inst: Instance, settings: Settings) -> set[str]:
     """Every target the record may list ``inst`` as (its private DNS name, its A-record name, its target tag)."""
-    names = set(_aliases(inst, settings))
+    names = set(aliases(inst, settings))
     if (target := target_of(inst, settings)) is not None:
         names.add(target)
     return names
@@ -433,40 +407,18 @@ def _hex(member_id: str) -> str:
     return Member(member_id, "", (), ()).hex_id
 
 
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 # -- the shell: the reads of a pass, nothing else ------------------------------------------------------------
-def collect(coordinator: Coordinator, deadline: float) -> StatusReport:
-    """Look as a pass looks (``Coordinator``'s own reads: describes, etcd's member list and each member's status,
-    the records) and ``build`` the status. Writes nothing: no tag, no record change, no etcd change, no lifecycle
-    heartbeat or completion. etcd not answering is reported (``etcd == "unreachable"``), not raised; AWS errors
-    raise."""
-    settings = coordinator.settings
-    obs = coordinator.asg.observe((), deadline)
-    view: EtcdView | None = None
-    error: str | None = None
-    if coordinator.membership is not None:
-        try:
-            view = coordinator._view(obs, deadline)
-        except (MembershipError, EtcdTlsError) as exc:
-            error = str(exc)
-        if view is not None:
-            obs = coordinator._with_owners(obs, view, deadline)
-    targets = {t for i in obs.instances.values() if (t := target_of(i, settings))}
-    current = coordinator.route53.read(record_keys(settings, targets), deadline)
-    obs = coordinator._resolve_unknown_targets(obs, current, deadline)
-    if settings.target_mode == "a-record":
-        missing = record_keys(settings, peer_targets(current.get((settings.srv_fqdn, "SRV")))) - record_keys(
-            settings, targets
-        )
-        if missing:
-            current = {**current, **coordinator.route53.read(missing, deadline)}
-    return build(settings, obs, view, current, etcd_error=error)
+def collect(source: Looker | Any, deadline: float) -> StatusReport:
+    """Look as a pass looks (``look.Looker``: describes, etcd's member list and each member's status, the records)
+    and ``build`` the status (``source``: a ``Looker``, or a coordinator: its ``look``). Writes nothing: no tag, no
+    record change, no etcd change, no lifecycle heartbeat or completion. etcd not answering is reported
+    (``etcd == "unreachable"``), not raised; AWS errors raise."""
+    looker = source if isinstance(source, Looker) else source.look
+    return from_look(looker.settings, looker.look(deadline))
+
+
+def from_look(settings: Settings, look: Look) -> StatusReport:
+    return build(settings, look.obs, look.view, look.records, etcd_error=look.etcd_error)
 
 
 # -- rendering (plain text: the Lambda zip carries no table library) -----------------------------------------

@@ -9,7 +9,6 @@ cost quorum goes on a guess.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,8 +17,9 @@ from hook_handler.clock import Clock
 from hook_handler.etcd import EtcdTlsError, Membership, MembershipError
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.lifecycle import AutoScaling
+from hook_handler.look import Looker
 from hook_handler.members import Instance
-from hook_handler.membership import EtcdView, identify
+from hook_handler.membership import identify
 from hook_handler.retry import RetryPolicy
 from hook_handler.settings import Settings
 from hook_handler.termination import PolicyRequest, Verdict, choose, nothing, parse_request, unchanged
@@ -81,47 +81,17 @@ class TerminationPolicy:
             asg = AutoScaling(
                 self.autoscaling, self.ec2, RetryPolicy(self.clock), self.clock, group_names=[request.group]
             )
-            obs = asg.observe(request.suggested, deadline)
-            view = self.view(self._endpoints(obs.instances, request.group), deadline)
+            looker = Looker(self.settings, asg, None, self.clock, self.membership, log=self.log, budget=STATUS_SECONDS)
+            obs = looker.observe(request.suggested, deadline)
+            view = looker.etcd(obs, deadline)
         except (MembershipError, EtcdTlsError, ClientError, BotoCoreError, DeadlineReached) as exc:
             self.log.warning(
                 "termination policy could not look", extra={"group": request.group, "error": str(exc)[:300]}
             )
             return nothing(request, f"could not look ({type(exc).__name__}); no instance goes on a guess")
+        assert view is not None  # a budgeted look raises when etcd does not answer
         instances = dict(obs.instances)
         named = {m.name for m in view.members if m.name.startswith("i-")} - set(instances)
         for iid in named:  # a member named after an instance the group no longer lists: it is not a candidate
             instances[iid] = Instance(iid)
         return choose(request, view, identify(view, instances), instances)
-
-    def _endpoints(self, instances: dict[str, Instance], group: str) -> list[str]:
-        s = self.settings
-        if s.etcd_endpoints:
-            return list(s.etcd_endpoints)
-        order = {"InService": 0, "Standby": 1}
-        running = sorted(
-            (i for i in instances.values() if i.group == group and not i.gone and i.private_ip),
-            key=lambda i: (order.get(i.lifecycle_state or "", 2), i.instance_id),
-        )
-        return [f"{s.etcd_client_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
-
-    def view(self, endpoints: Sequence[str], deadline: float) -> EtcdView:
-        """etcd's member list (one round over ``endpoints``) and the status of each member there is time to ask;
-        a member not asked or not answering is not healthy (it counts for nothing toward quorum)."""
-        assert self.membership is not None
-        members = self.membership.members(endpoints, deadline, once=True)
-        healthy: set[str] = set()
-        votes: dict[str, int] = {}
-        index: dict[str, int] = {}
-        for member in members:
-            if not member.client_urls or self.clock.now() + STATUS_SECONDS > deadline:
-                continue
-            status = self.membership.status(member.client_urls[0], self.clock.now() + STATUS_SECONDS)
-            if status is None:
-                continue
-            index[member.id] = status.raft_index
-            if status.has_leader and not status.errors:
-                healthy.add(member.id)
-                votes[status.leader] = votes.get(status.leader, 0) + 1
-        leader = max(votes, key=lambda k: votes[k]) if votes else None
-        return EtcdView(members=tuple(members), healthy=frozenset(healthy), leader=leader, raft_index=index)

@@ -452,6 +452,6 @@ def test_a_leave_is_never_proven_by_a_tag_a_describe_may_show_stale(aws):
 
 
 def event_time(event: dict[str, Any]) -> float:
-    from hook_handler.coordinator import _parse_time
+    from hook_handler.decide import parse_time
 
-    return _parse_time(event["time"]) or 0.0
+    return parse_time(event["time"]) or 0.0

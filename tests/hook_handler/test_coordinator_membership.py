@@ -789,7 +789,7 @@ def test_an_action_a_pass_takes_over_is_heartbeated_at_once():
     with a final heartbeat; the next pass, 247 s later, "held" the last queued launch but sent its first heartbeat
     only a poll interval later — the hook had expired 53 s after that pass took it over (ABANDON, churn). A pass
     cannot know when an action it takes over was last heartbeated: holding it beats it at once (once)."""
-    from hook_handler.coordinator import Keeper
+    from hook_handler.heartbeat import Keeper
     from hook_handler.lifecycle import Action
 
     class Asg:

@@ -16,11 +16,11 @@ from hook_handler.membership import (
     EtcdView,
     departure,
     identify,
-    join_step,
     leader_target,
     quorum_after,
     removals,
 )
+from hook_handler.phases import join_step
 
 NOW = 1_767_225_600.0
 

@@ -363,9 +363,9 @@ def test_a_dismantle_is_a_scale_to_zero_not_every_visible_instance_leaving():
     — old instance Terminating:Wait, the replacement not in a describe yet — read as a scale to zero: the last
     voter's termination would complete, the record go, and the replacement found an empty cluster. A dismantle
     needs every served group's desired capacity at 0."""
-    from hook_handler.coordinator import _dismantling
+    from hook_handler.decide import dismantling
 
     leaving = inst(1, "Terminating:Wait")
-    assert not _dismantling(observe(leaving, desired=1))  # a replacement is on its way
-    assert _dismantling(observe(leaving, desired=0))
-    assert not _dismantling(observe(leaving, inst(2, "Pending:Wait"), desired=0))  # someone stays (for now)
+    assert not dismantling(observe(leaving, desired=1))  # a replacement is on its way
+    assert dismantling(observe(leaving, desired=0))
+    assert not dismantling(observe(leaving, inst(2, "Pending:Wait"), desired=0))  # someone stays (for now)

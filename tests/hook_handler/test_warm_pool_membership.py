@@ -25,7 +25,7 @@ from infra.local.stack import Stack, deploy
 
 LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATE = "autoscaling:EC2_INSTANCE_TERMINATING"
-# The tags that admit an instance as a member (hook_handler.coordinator.ADMISSION_TAGS).
+# The tags that admit an instance as a member (hook_handler.coordinator.actions.ADMISSION_TAGS).
 ADMISSION = (
     "etcd-cluster-state",
     "etcd-member-id",

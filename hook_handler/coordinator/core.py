@@ -1,0 +1,306 @@
+"""One coordination pass: judge → etcd's departed members out → the record → INSYNC → complete and admit →
+the next queued joiner. The steps read top to bottom in ``Coordinator.run`` and ``Coordinator._round``; each
+decision is a pure function (``decide``, ``membership``, ``phases``, ``plan``) and each effect is one module of
+this package (``record``, ``etcd_steps``, ``actions``, ``certificates``).
+
+A pass takes every event of an invocation together (one for EventBridge/SNS, a batch for SQS, none for a
+reconcile), so a burst costs one write and one poll loop. Correctness rests on four rules: membership comes from
+the APIs and etcd's member list, never from the event; every write is a compare-and-swap; an action completes only
+after a change whose record says the right thing is INSYNC; etcd's membership changes one member at a time, each
+checked against quorum first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from hook_handler.certs import CertificateError, MemberCertificates
+from hook_handler.clock import Clock
+from hook_handler.coordinator.actions import Actions
+from hook_handler.coordinator.certificates import Issuer
+from hook_handler.coordinator.context import Pass, Services
+from hook_handler.coordinator.etcd_steps import EtcdSteps
+from hook_handler.coordinator.record import Publisher
+from hook_handler.decide import (
+    RecordInputs,
+    as_completed,
+    earlier_leave_proof,
+    judge,
+    member_owners,
+    nothing_to_do,
+    parse_time,
+    refusal,
+)
+from hook_handler.etcd import Membership, MembershipError
+from hook_handler.events import Kind, LifecycleEvent
+from hook_handler.exceptions import DeadlineReached
+from hook_handler.heartbeat import Keeper
+from hook_handler.lifecycle import LAUNCHING, Action, AutoScaling
+from hook_handler.look import Looker
+from hook_handler.members import LEAVE_CHANGE_TAG as LEAVE_CHANGE
+from hook_handler.plan import Observation, Plan
+from hook_handler.report import Outcome, Report, Status
+from hook_handler.retry import error_code, error_message
+from hook_handler.route53 import Route53
+from hook_handler.settings import Settings
+
+MAX_ROUNDS = 8  # extra rounds a pass may take for leavers that waited on its joiners
+LAG_LOOKS = 3  # looks again at an event the describes do not show yet ...
+LAG_PAUSE_SECONDS = 2.0  # ... this long apart
+_PASS_ERRORS = (DeadlineReached, MembershipError, ClientError, CertificateError)
+
+
+class Coordinator:
+    """Runs passes. Clients, clock, logger, metrics and etcd are passed in (see ``app``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        route53: Route53,
+        autoscaling: AutoScaling,
+        clock: Clock,
+        *,
+        logger: Any,
+        metrics: Any,
+        account: str | None = None,
+        region: str | None = None,
+        membership: Membership | None = None,
+        certificates: MemberCertificates | None = None,
+    ) -> None:
+        self.settings = settings
+        self.route53 = route53
+        self.asg = autoscaling
+        self.clock = clock
+        self.account = account
+        self.region = region
+        self.membership = membership
+        self.certificates = certificates  # member certificates (etcd_ca_secret), issued before the go signal
+        self.look = Looker(settings, autoscaling, route53, clock, membership, log=logger)
+        self.services = Services(
+            settings, route53, autoscaling, clock, logger, metrics, self.look, membership, certificates
+        )
+        self.issuer = Issuer(self.services)
+        self.actions = Actions(self.services, self.issuer)
+        self.record = Publisher(self.services)
+        self.steps = EtcdSteps(self.services, self.actions, self.issuer)
+        self._warned: set[tuple[str, str]] = set()  # hooks whose heartbeat timeout was checked (once per sandbox)
+
+    # -- the pass ---------------------------------------------------------------------------------------------------
+    def run(self, events: Sequence[LifecycleEvent], deadline: float, *, dry_run: bool = False) -> Report:
+        """Handle ``events`` (empty = reconcile) before ``deadline`` (epoch seconds, margin included)."""
+        report = Report(dry_run=dry_run)
+        live = [e for e in events if self._refused(e, report) is None]
+        if events and not live:
+            return report
+        if not dry_run and all(e.kind is Kind.RECONCILE for e in live):  # a reconcile (CLI or schedule)
+            self.issuer.sweep(deadline)
+        # 1. Judge the events against what the APIs say (looking again, briefly, while they lag behind).
+        obs, pending = self._judge(live, report, deadline)
+        # Warm-pool moves that change no membership need no record and no etcd: completed at once.
+        passing = [e for e in pending if e.kind is Kind.PASS]
+        pending = [e for e in pending if e.kind is not Kind.PASS]
+        if passing and not dry_run:
+            self.actions.complete_passing(passing, report, deadline)
+        if nothing_to_do(live, pending, report.outcomes, obs):
+            return report
+        keeper = Keeper(
+            self.asg,
+            self.clock,
+            self.settings.heartbeat_interval_seconds,
+            deadline,
+            log=self.services.log,
+            warned=self._warned,
+        )
+        p = Pass(deadline, report, keeper, obs)
+        keeper.discover = lambda _keeper: self.actions.discover(p)
+        rounds = 0
+        # One round per joiner while launches queue for a running cluster (``Plan.queued``: etcd takes one new
+        # member at a time); otherwise a single round, or a few more for leavers that waited on a joiner.
+        while pending is not None:
+            pending, rounds = self._round(p, pending, rounds)
+        if not dry_run:
+            keeper.beat(force=True)  # held terminations and launches outlive this pass
+        return report
+
+    def _round(self, p: Pass, pending: list[LifecycleEvent], rounds: int) -> tuple[list[LifecycleEvent] | None, int]:
+        """One round; returns the events of the next round (None: the pass ends) and the extra rounds taken."""
+        report = p.report
+        try:
+            # 2. etcd: members whose instances left go first (each only if quorum allows).
+            inputs = self._reconfigure(p)
+            # 3. The record: plan and compare-and-swap.
+            plan, change_id = self.record.publish(p, pending, inputs)
+        except _PASS_ERRORS as exc:
+            if not pending:
+                raise  # a reconcile that cannot finish must fail loudly (the Errors alarm)
+            self.actions.hand_off(pending, _why(exc), p)
+            return None, rounds
+        report.plan = plan
+        if report.dry_run:
+            report.outcomes += [Outcome(e, Status.DRY_RUN, "nothing applied") for e in pending]
+            return None, rounds
+        settle, waiting = self._hold_unsettled(plan, pending, p)
+        before = report.settled
+        try:
+            # 4-5. Wait INSYNC, complete the leaves, bring the joiners in.
+            self._settle(plan, settle, change_id, p)
+        except _PASS_ERRORS as exc:
+            self.actions.hand_off([*settle, *waiting], _why(exc), p)
+            return None, rounds
+        if not plan.queued:
+            completed = {c[0] for c in report.completed}
+            held_leaves = [iid for iid in report.quorum_held if iid not in completed]
+            if not held_leaves or report.settled == before or rounds >= MAX_ROUNDS:
+                return None, rounds
+            # A leaver waited for this round's joiner (add before remove): go round once more, so the member that
+            # may now go goes in this pass rather than at the next reconcile.
+            report.quorum_held = []
+            p.obs = as_completed(self.look.observe(set(), p.deadline), [*report.completed, *report.finished])
+            return [], rounds + 1
+        if report.settled == before:
+            self.actions.hand_off(waiting, "an earlier joiner is not settled yet", p)
+            return None, rounds
+        # 6. The next joiner — this pass's own, or another launch's whose event is late, throttled or lost: Lambda
+        # retries a throttled event with backoff up to 5 minutes, past the hook's heartbeat timeout, so the pass that
+        # holds the queue works it down (until its deadline) rather than leaving it to events that may come too late.
+        self.services.log.info("next joiner", extra={"queued": sorted(plan.queued)})
+        obs = self.look.observe({e.instance_id for e in waiting if e.instance_id}, p.deadline)
+        p.obs = as_completed(obs, [*report.completed, *report.finished])
+        judged = judge(waiting, p.obs)
+        self._record(judged.outcomes, report)
+        return judged.pending, rounds
+
+    # -- 1. events --------------------------------------------------------------------------------------------------
+    def _refused(self, event: LifecycleEvent, report: Report) -> Outcome | None:
+        """Refusals that need no API call: ignored kinds, wrong account/region, unserved group."""
+        if event.kind is Kind.IGNORE:
+            self.services.log.info("ignored", extra={"reason": event.reason, "group": event.group})
+            report.outcomes.append(Outcome(event, Status.IGNORED, event.reason))
+            return report.outcomes[-1]
+        why = refusal(event, self.settings, account=self.account, region=self.region)
+        if why is None:
+            return None
+        report.outcomes.append(self.services.reject(Outcome(event, Status.REJECTED, why, ok=False)))
+        return report.outcomes[-1]
+
+    def _judge(
+        self, live: Sequence[LifecycleEvent], report: Report, deadline: float
+    ) -> tuple[Observation, list[LifecycleEvent]]:
+        ids = {e.instance_id for e in live if e.instance_id}
+        obs = self.look.observe(ids, deadline)
+        judged = judge(live, obs, final=False)
+        self._record(judged.outcomes, report)
+        pending, lagging = judged.pending, judged.lagging
+        for attempt in range(1, LAG_LOOKS + 1):
+            if not lagging or self.clock.now() + LAG_PAUSE_SECONDS >= deadline:
+                break
+            self.clock.sleep(LAG_PAUSE_SECONDS)
+            obs = self.look.observe(ids, deadline)
+            judged = judge(lagging, obs, final=attempt == LAG_LOOKS)
+            self._record(judged.outcomes, report)
+            pending, lagging = pending + judged.pending, judged.lagging
+        if lagging:
+            self._record(judge(lagging, obs).outcomes, report)
+        return obs, pending
+
+    def _record(self, outcomes: Sequence[Outcome], report: Report) -> None:
+        for outcome in outcomes:
+            if outcome.status in (Status.REJECTED, Status.UNCONFIRMED):
+                self.services.reject(outcome)
+            report.outcomes.append(outcome)
+
+    # -- 2. etcd ----------------------------------------------------------------------------------------------------
+    def _reconfigure(self, p: Pass) -> RecordInputs:
+        """Look at etcd, remove departed members where quorum allows; what etcd then tells the record."""
+        if self.membership is None:
+            return RecordInputs()
+        view = self.look.etcd(p.obs, p.deadline)
+        if view is None:
+            return RecordInputs()
+        p.obs = self.look.owners(p.obs, view, p.deadline)
+        owners = member_owners(view, p.obs)  # before any member goes
+        view, gone = self.steps.reconfigure(p, view)
+        return RecordInputs.of(view, gone, owners, p.obs)
+
+    # -- 4-5. wait, complete, admit ---------------------------------------------------------------------------------
+    def _hold_unsettled(
+        self, plan: Plan, pending: Sequence[LifecycleEvent], p: Pass
+    ) -> tuple[list[LifecycleEvent], list[LifecycleEvent]]:
+        """Hold the launches this change does not settle (bootstrap barrier, join queue); the events it settles,
+        and the queued joiners' events."""
+        held, queued = set(plan.held), set(plan.queued)
+        self.actions.hold(plan.held, LAUNCHING, p)
+        self.actions.hold(plan.queued, LAUNCHING, p)
+        settle = [e for e in pending if not (e.kind is Kind.JOIN and e.instance_id in held | queued)]
+        waiting = [e for e in pending if e.kind is Kind.JOIN and e.instance_id in queued]
+        barrier = f"bootstrap barrier: {len(plan.members) + len(held)}/{plan.expected} present"
+        p.report.outcomes += [
+            Outcome(e, Status.HELD, barrier) for e in pending if e.kind is Kind.JOIN and e.instance_id in held
+        ]
+        return settle, waiting
+
+    def _settle(self, plan: Plan, settle: Sequence[LifecycleEvent], change_id: str | None, p: Pass) -> None:
+        p.events = {e.instance_id: e for e in settle}
+        actions = self.actions.of_plan(plan, p, settle)
+        excluded = self.actions.excluded_by_selector(settle, p.obs)
+        if not actions:
+            for event in settle:
+                status, why = (
+                    (Status.IGNORED, excluded[event.instance_id])
+                    if event.instance_id in excluded
+                    else (Status.ALREADY_DONE, "no action waits")
+                )
+                p.report.outcomes.append(Outcome(event, status, why))
+            return
+        now = self.clock.now()
+        for iid, action in actions.items():
+            began = parse_time(p.events[iid].time) if iid in p.events else None
+            p.keeper.hold(action, fresh=began is not None and now - began < p.keeper.interval)
+        leaves = {iid: a for iid, a in actions.items() if iid not in plan.launches}
+        launches = {iid: a for iid, a in actions.items() if iid in plan.launches}
+        if change_id is not None:
+            leaves = self._settle_early_leaves(leaves, change_id, p)
+        proven = self.record.prove(p, plan, launches, leaves, change_id)
+        if proven is None:
+            # The record is already gone and no change id proves when: the pass that deleted it tags its change
+            # right after writing. Wait for that proof (a retry), never complete on the absence.
+            self.actions.hand_off(settle, "no change id proves the record's deletion yet", p)
+            return
+        self.record.wait(proven[0], p, follower=proven[1])
+        self.services.count("Members", len(plan.targets))
+        # Leaves and warm-pool moves: the record without them is INSYNC (their members are out of etcd).
+        self.actions.settle_leaves(leaves, p)
+        if launches:
+            self._admit(plan, launches, p)
+        self.actions.not_covered(p)
+
+    def _settle_early_leaves(self, leaves: Mapping[str, Action], change_id: str, p: Pass) -> dict[str, Action]:
+        """Leaves an earlier change already dropped (its id on the instance: written only by a pass that saw them
+        leaving) settle on that change, not on this pass's own (a joiner's, with a propagation of its own): completed
+        as soon as it is INSYNC. Returns the other leaves."""
+        early = {iid: a for iid, a in leaves.items() if earlier_leave_proof(p.obs.instances[iid], change_id)}
+        if early:
+            proofs = {p.obs.instances[iid].tags[LEAVE_CHANGE] for iid in early}
+            self.record.wait(proofs, p, initial_delay=0.0)
+            self.actions.settle_leaves(early, p)
+        return {iid: a for iid, a in leaves.items() if iid not in early}
+
+    def _admit(self, plan: Plan, launches: Mapping[str, Action], p: Pass) -> None:
+        if self.membership is None:
+            # DNS only: a founding member is told 'new'; a joiner into a running cluster is told nothing (whatever
+            # manages membership must add it), never 'existing' without a member add.
+            if plan.cluster_state == "new":
+                self.steps.go(launches, p, "new")
+            self.actions.complete(launches, "CONTINUE", p)
+        elif plan.cluster_state == "new":
+            self.steps.found(launches, p)
+        else:
+            self.steps.join(launches, p)
+
+
+def _why(exc: BaseException) -> str:
+    code = error_code(exc)
+    return f"{code}: {error_message(exc)}" if code else str(exc)
