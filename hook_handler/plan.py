@@ -7,6 +7,7 @@ No I/O here: ``build_plan`` takes plain values and returns a ``Plan``.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,7 @@ def target_of(instance: Instance, settings: Settings) -> str | None:
     return absolute(instance.private_dns) if instance.private_dns else None
 
 
-def listed_name(instance: Instance, settings: Settings, advertised: set[str] | None) -> str | None:
+def listed_name(instance: Instance, settings: Settings, advertised: AbstractSet[str] | None) -> str | None:
     """The SRV target the record lists ``instance`` by: the name its etcd member advertises as its peer host
     when that is one of the instance's names (a member keeps the peer URL it was added with, whatever
     ``target_mode`` says now: a record listing it under another name as well would make a joiner's SRV
@@ -182,123 +183,217 @@ def build_plan(
     ``orphans_ripe``: of the targets that rule would drop (``Plan.orphans``), those found so for long enough that
     a describe lagging the record cannot explain it (None: all of them); the others stay listed for now.
     """
-    advertised = None if advertised is None else {h.lower().rstrip(".") for h in advertised}
-
-    def named(instance: Instance) -> str | None:
-        return listed_name(instance, settings, advertised)
-
-    served = observation.served
-    selector = settings.instance_tags
-    instances = observation.instances
+    c = _Context.of(settings, observation, current, advertised, owners)
     members = sorted(
-        (i for i in instances.values() if is_member(i, served, selector) and target_of(i, settings)),
+        (
+            i
+            for i in observation.instances.values()
+            if is_member(i, observation.served, settings.instance_tags) and target_of(i, settings)
+        ),
         key=lambda i: i.instance_id,
     )
     notes: list[str] = []
-    peer_key = (settings.srv_fqdn, "SRV")
-    old_targets = peer_targets(current.get(peer_key))
-    by_target = {absolute(t): i for t, i in (owners or {}).items()}
-    for inst in instances.values():  # the other target naming of each instance (a target_mode change)
-        for alias in aliases(inst, settings):
-            by_target.setdefault(alias, inst)
-    by_target.update({t: i for i in instances.values() if (t := target_of(i, settings))})
-
     # A cluster with no member in service is being founded: its first record's members are told 'new'.
     founding = not running and not any(m.lifecycle_state in IN_SERVICE_STATES for m in members)
-    # The bootstrap barrier: a new cluster is published whole, or not at all.
-    bootstrap = settings.bootstrap_barrier and founding
     expected = settings.cluster_size or sum(g.desired_capacity for g in observation.groups.values())
-    held: tuple[str, ...] = ()
-    listed = members
-    if bootstrap:
-        joining = [m for m in members if m.lifecycle_state == "Pending:Wait" and named(m) not in old_targets]
-        if joining and len(members) < expected:
-            first = min((m.launch_time for m in members if m.launch_time is not None), default=observation.now)
-            if observation.now - first < settings.bootstrap_timeout_seconds:
-                held = tuple(m.instance_id for m in joining)
-                listed = [m for m in members if m.instance_id not in held]
-            else:
-                notes.append(
-                    f"bootstrap timeout: publishing {len(members)} of {expected} expected members "
-                    f"after {settings.bootstrap_timeout_seconds:g}s"
-                )
+    held, listed = _barrier(c, members, founding, expected, notes)
+    queued, listed = _queue(c, listed, founding)
+    new_targets = {t for m in listed if (t := c.named(m))}
+    guard = _guard(c, new_targets, {absolute(t) for t in keep}, founding, members_known, orphans_ripe)
+    if guard.waiting:
+        notes.append(f"kept until no instance shows for them past the grace: {', '.join(guard.waiting)}")
+    final_targets = new_targets | set(guard.kept) | set(guard.waiting) | guard.pinned
+    desired = _desired(c, listed, final_targets, guard.removed)
+    launches = tuple(
+        m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and c.named(m) in final_targets
+    )
+    return Plan(
+        members=tuple(listed),
+        current=dict(current),
+        desired=desired,
+        changes=_changes(current, desired),
+        targets=tuple(sorted(final_targets)),
+        added=tuple(m.instance_id for m in listed if c.named(m) not in c.old_targets),
+        removed=tuple(guard.removed),
+        guard_kept=tuple(guard.kept),
+        guard_reasons=tuple(guard.reasons),
+        orphans=tuple(guard.orphans),
+        held=held,
+        queued=queued,
+        bootstrap=founding and not held,
+        expected=expected,
+        launches=launches,
+        leaves=_leaving(c, final_targets, ("Terminating:Wait",)),
+        dropped=_leaving(c, final_targets, ("Terminating", "Terminating:Wait")),
+        notes=tuple(notes),
+    )
 
-    # With membership on, a running cluster grows one member at a time: etcd refuses the next `member add`
-    # ("unhealthy cluster") until the member added before it has started, and a member starting from the
-    # record must find it listing exactly the members. So at most one listed joiner is unsettled; the
-    # others queue (the coordinator serves them in turn).
-    queued: tuple[str, ...] = ()
-    if settings.membership_enabled and not founding:
-        joining = [m for m in listed if m.lifecycle_state == "Pending:Wait"]
-        unsettled = [m for m in joining if named(m) in old_targets]
-        fresh = sorted(
-            (m for m in joining if named(m) not in old_targets),
-            key=lambda m: (m.launch_time or 0.0, m.instance_id),
+
+@dataclass(frozen=True)
+class _Context:
+    """What every part of one plan reads."""
+
+    settings: Settings
+    obs: Observation
+    old_targets: frozenset[str]
+    advertised: frozenset[str] | None  # lower-case peer hosts without the trailing dot (None: DNS-only)
+    by_target: Mapping[str, Instance]  # every target (all of an instance's namings) -> its instance
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        obs: Observation,
+        current: Mapping[Key, RecordSet],
+        advertised: Iterable[str] | None,
+        owners: Mapping[str, Instance] | None,
+    ) -> _Context:
+        by_target = {absolute(t): i for t, i in (owners or {}).items()}
+        for inst in obs.instances.values():  # the other target naming of each instance (a target_mode change)
+            for alias in aliases(inst, settings):
+                by_target.setdefault(alias, inst)
+        by_target.update({t: i for i in obs.instances.values() if (t := target_of(i, settings))})
+        return cls(
+            settings,
+            obs,
+            frozenset(peer_targets(current.get((settings.srv_fqdn, "SRV")))),
+            None if advertised is None else frozenset(h.lower().rstrip(".") for h in advertised),
+            by_target,
         )
-        queued = tuple(m.instance_id for m in fresh[0 if unsettled else 1 :])
-        listed = [m for m in listed if m.instance_id not in queued]
 
-    new_targets = {t for m in listed if (t := named(m))}
+    def named(self, instance: Instance) -> str | None:
+        return listed_name(instance, self.settings, self.advertised)
 
-    # The removal guard: drop only what the APIs explain (terminating, terminated, stopped, gone). A target
-    # no instance can be found for, or whose instance still runs (a selector, group or naming setting
-    # changed), is kept and reported: a setting mistake may change what is added, never what is removed.
-    pinned = {absolute(t) for t in keep}
-    removed: list[str] = []
-    kept: list[str] = []
-    reasons: list[str] = []
-    orphans: list[str] = []
-    waiting: list[str] = []  # orphans not ripe yet: listed as they are, not guard refusals
-    for target in sorted(old_targets - new_targets - pinned):
-        instance = by_target.get(target)
-        why = departure(instance) if instance is not None else None
-        if why is None and instance is not None and advertised is not None and target.rstrip(".") not in advertised:
-            # Another name of a member that is listed under the name its etcd member advertises (e.g. left by a
-            # target_mode that was changed and changed back): the member stays listed. Only with etcd's word
-            # for which name is the member's; DNS-only keeps every name (a naming change never removes).
-            listed_as = named(instance)
-            if listed_as is not None and listed_as != target and listed_as in new_targets:
-                why = f"another name of {instance.instance_id}, listed as {listed_as}"
-        if why is None and instance is not None and founding:
-            # No cluster runs yet, so the record is what founders discover each other from: an instance listed
-            # under two names (a target_mode change while founding) would be two members to etcd's SRV discovery
-            # — an initial cluster no quorum can ever form (found by the soak: six members, three of them one
-            # instance's second name). The instance stays listed under its current name; dropping the other
-            # removes nobody (no member exists yet).
-            listed_as = named(instance)
-            if listed_as is not None and listed_as != target and listed_as in new_targets:
-                why = f"another name of {instance.instance_id}, listed as {listed_as} (no cluster runs yet)"
-        if why is None and instance is None and members_known and advertised and target.rstrip(".") not in advertised:
-            # No instance found for it (a terminated instance loses its addresses; a tag naming its target may be
-            # missing), and etcd, which answered, has no member advertising it: it names no member of the running
-            # cluster, so dropping it removes nobody (a live instance is found by its name; a joiner is listed
-            # under its own). Left, it would outlive the instance for good.
-            why = "no instance found for it and no etcd member advertises it"
-            orphans.append(target)
+
+def _barrier(
+    c: _Context, members: list[Instance], founding: bool, expected: int, notes: list[str]
+) -> tuple[tuple[str, ...], list[Instance]]:
+    """The bootstrap barrier: a new cluster is published whole, or not at all. Returns (held, listed)."""
+    settings, obs = c.settings, c.obs
+    if not (settings.bootstrap_barrier and founding):
+        return (), members
+    joining = [m for m in members if m.lifecycle_state == "Pending:Wait" and c.named(m) not in c.old_targets]
+    if not joining or len(members) >= expected:
+        return (), members
+    first = min((m.launch_time for m in members if m.launch_time is not None), default=obs.now)
+    if obs.now - first < settings.bootstrap_timeout_seconds:
+        held = tuple(m.instance_id for m in joining)
+        return held, [m for m in members if m.instance_id not in held]
+    notes.append(
+        f"bootstrap timeout: publishing {len(members)} of {expected} expected members "
+        f"after {settings.bootstrap_timeout_seconds:g}s"
+    )
+    return (), members
+
+
+def _queue(c: _Context, listed: list[Instance], founding: bool) -> tuple[tuple[str, ...], list[Instance]]:
+    """With membership on, a running cluster grows one member at a time: etcd refuses the next `member add`
+    ("unhealthy cluster") until the member added before it has started, and a member starting from the record
+    must find it listing exactly the members. So at most one listed joiner is unsettled; the others queue (the
+    coordinator serves them in turn). Returns (queued, listed)."""
+    if not c.settings.membership_enabled or founding:
+        return (), listed
+    joining = [m for m in listed if m.lifecycle_state == "Pending:Wait"]
+    unsettled = [m for m in joining if c.named(m) in c.old_targets]
+    fresh = sorted(
+        (m for m in joining if c.named(m) not in c.old_targets),
+        key=lambda m: (m.launch_time or 0.0, m.instance_id),
+    )
+    queued = tuple(m.instance_id for m in fresh[0 if unsettled else 1 :])
+    return queued, [m for m in listed if m.instance_id not in queued]
+
+
+@dataclass
+class _Guarded:
+    """The removal guard's verdict on the targets the record would drop."""
+
+    pinned: set[str]  # kept whatever the instances say (etcd still has their members)
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # refused: not explained by the APIs
+    reasons: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # orphans not ripe yet: listed as they are, not refusals
+
+
+def _guard(
+    c: _Context,
+    new_targets: set[str],
+    pinned: set[str],
+    founding: bool,
+    members_known: bool,
+    orphans_ripe: Collection[str] | None,
+) -> _Guarded:
+    """The removal guard: drop only what the APIs explain (terminating, terminated, stopped, gone). A target no
+    instance can be found for, or whose instance still runs (a selector, group or naming setting changed), is kept
+    and reported: a setting mistake may change what is added, never what is removed."""
+    out = _Guarded(pinned & c.old_targets)
+    for target in sorted(c.old_targets - new_targets - pinned):
+        instance = c.by_target.get(target)
+        why = _drop_reason(c, target, instance, new_targets, founding, members_known)
+        if why is _ORPHAN:
+            out.orphans.append(target)
             if orphans_ripe is not None and target not in orphans_ripe:
-                # The record is read after the describes, and describes lag: a joiner another pass has just
-                # listed (not added to etcd yet) looks exactly like this until the describes show it (found by
-                # the soak, chunk 20033: a replacement's target dropped while it joined). Dropped only once it
-                # stays so past the grace (a cleanup is never urgent).
-                waiting.append(target)
+                # The record is read after the describes, and describes lag: a joiner another pass has just listed
+                # (not added to etcd yet) looks exactly like this until the describes show it (a replacement's
+                # target was once dropped while it joined). Dropped only once it stays so past the grace (a cleanup
+                # is never urgent).
+                out.waiting.append(target)
                 continue
         if why is None:
-            kept.append(target)
+            out.kept.append(target)
             if instance is None:
-                reasons.append(f"{target}: no instance found for it (a changed target naming, or not ours)")
+                out.reasons.append(f"{target}: no instance found for it (a changed target naming, or not ours)")
             else:
-                reasons.append(
+                out.reasons.append(
                     f"{target}: {instance.instance_id} still runs ({instance.lifecycle_state or 'no group'})"
                 )
         else:
-            removed.append(target)
-    if len(kept) <= settings.max_unexplained_removals:
-        removed.extend(kept)
-        kept, reasons = [], []
-    final_targets = new_targets | set(kept) | set(waiting) | (pinned & old_targets)
-    if waiting:
-        notes.append(f"kept until no instance shows for them past the grace: {', '.join(waiting)}")
+            out.removed.append(target)
+    if len(out.kept) <= c.settings.max_unexplained_removals:
+        out.removed.extend(out.kept)
+        out.kept, out.reasons = [], []
+    return out
 
+
+_ORPHAN = "no instance found for it and no etcd member advertises it"
+
+
+def _drop_reason(
+    c: _Context, target: str, instance: Instance | None, new_targets: set[str], founding: bool, members_known: bool
+) -> str | None:
+    """Why ``target`` may leave the record (None: nothing explains it; ``_ORPHAN``: it names no member)."""
+    why = departure(instance) if instance is not None else None
+    if why is not None:
+        return why
+    host = target.rstrip(".")
+    if instance is not None and c.advertised is not None and host not in c.advertised:
+        # Another name of a member that is listed under the name its etcd member advertises (e.g. left by a
+        # target_mode that was changed and changed back): the member stays listed. Only with etcd's word for which
+        # name is the member's; DNS-only keeps every name (a naming change never removes).
+        listed_as = c.named(instance)
+        if listed_as is not None and listed_as != target and listed_as in new_targets:
+            return f"another name of {instance.instance_id}, listed as {listed_as}"
+    if instance is not None and founding:
+        # No cluster runs yet, so the record is what founders discover each other from: an instance listed under
+        # two names (a target_mode change while founding) would be two members to etcd's SRV discovery — an initial
+        # cluster no quorum can ever form (six members, three of them one instance's second name). The instance
+        # stays listed under its current name; dropping the other removes nobody (no member exists yet).
+        listed_as = c.named(instance)
+        if listed_as is not None and listed_as != target and listed_as in new_targets:
+            return f"another name of {instance.instance_id}, listed as {listed_as} (no cluster runs yet)"
+    if instance is None and members_known and c.advertised and host not in c.advertised:
+        # No instance found for it (a terminated instance loses its addresses; a tag naming its target may be
+        # missing), and etcd, which answered, has no member advertising it: it names no member of the running
+        # cluster, so dropping it removes nobody (a live instance is found by its name; a joiner is listed under
+        # its own). Left, it would outlive the instance for good.
+        return _ORPHAN
+    return None
+
+
+def _desired(
+    c: _Context, listed: list[Instance], final_targets: set[str], removed: list[str]
+) -> dict[Key, RecordSet | None]:
+    settings = c.settings
     desired: dict[Key, RecordSet | None] = {}
     for name, port in settings.srv_records:
         values = [str(SrvValue(settings.srv_priority, settings.srv_weight, port, t)) for t in final_targets]
@@ -306,11 +401,15 @@ def build_plan(
     if settings.target_mode == "a-record":
         for m in listed:
             a_name = target_of(m, settings)
-            if a_name and m.private_ip and named(m) == a_name:  # not for a member listed by the name it advertises
+            if a_name and m.private_ip and c.named(m) == a_name:  # not for a member listed by the name it advertises
                 desired[(a_name, "A")] = RecordSet.of(a_name, "A", settings.srv_record_ttl, [m.private_ip])
         for target in removed:
             desired[(target, "A")] = None
+    return desired
 
+
+def _changes(current: Mapping[Key, RecordSet], desired: Mapping[Key, RecordSet | None]) -> tuple[dict[str, Any], ...]:
+    """The compare-and-swap batch: DELETE each set's exact current values, CREATE its new ones."""
     changes: list[dict[str, Any]] = []
     for key in sorted(desired):
         before, after = current.get(key), desired[key]
@@ -320,46 +419,17 @@ def build_plan(
             changes.append({"Action": "DELETE", "ResourceRecordSet": before.to_route53()})
         if after is not None:
             changes.append({"Action": "CREATE", "ResourceRecordSet": after.to_route53()})
+    return tuple(changes)
 
-    launches = tuple(m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and named(m) in final_targets)
-    leaves = tuple(
+
+def _leaving(c: _Context, final_targets: set[str], states: tuple[str, ...]) -> tuple[str, ...]:
+    """Instances of the served groups in ``states`` (or returning to a warm pool) the record no longer lists."""
+    return tuple(
         sorted(
             i.instance_id
-            for i in instances.values()
-            if i.group in served
-            and (i.lifecycle_state == "Terminating:Wait" or _returning_to_warm_pool(i, old_targets, settings))
-            and named(i) not in final_targets
+            for i in c.obs.instances.values()
+            if i.group in c.obs.served
+            and (i.lifecycle_state in states or _returning_to_warm_pool(i, set(c.old_targets), c.settings))
+            and c.named(i) not in final_targets
         )
-    )
-    dropped = tuple(
-        sorted(
-            i.instance_id
-            for i in instances.values()
-            if i.group in served
-            and (
-                i.lifecycle_state in ("Terminating", "Terminating:Wait")
-                or _returning_to_warm_pool(i, old_targets, settings)
-            )
-            and named(i) not in final_targets
-        )
-    )
-    return Plan(
-        members=tuple(listed),
-        current=dict(current),
-        desired=desired,
-        changes=tuple(changes),
-        targets=tuple(sorted(final_targets)),
-        added=tuple(m.instance_id for m in listed if named(m) not in old_targets),
-        removed=tuple(removed),
-        guard_kept=tuple(kept),
-        guard_reasons=tuple(reasons),
-        orphans=tuple(orphans),
-        held=held,
-        queued=queued,
-        bootstrap=founding and not held,
-        expected=expected,
-        launches=launches,
-        leaves=leaves,
-        dropped=dropped,
-        notes=tuple(notes),
     )

@@ -145,65 +145,10 @@ def build(
     ctx = _Context(
         settings, obs, view, identity, {r.member.id: r for r in found}, plan, old_targets, advertised, etcd_error
     )
-
-    rows: list[Row] = []
     claimed: set[str] = set()  # record targets a row explains
-    served = sorted(
-        (i for i in obs.instances.values() if i.group in obs.served), key=lambda i: (i.group or "", i.instance_id)
-    )
-    served_ids = {i.instance_id for i in served}
-    for inst in served:
-        names = _names(inst, settings)
-        claimed |= names
-        member = identity.member_of(inst.instance_id, view) if identity is not None and view is not None else None
-        if member is not None:
-            claimed |= {t for t in old_targets if t.rstrip(".") in member.peer_hosts}
-        listed_as = sorted(names & old_targets)
-        target = listed_as[0] if listed_as else listed_name(inst, settings, advertised)
-        action, reason = _instance_next(inst, member, ctx)
-        rows.append(
-            Row(
-                "instance",
-                inst.instance_id,
-                inst.group,
-                inst.lifecycle_state,
-                bool(listed_as),
-                target,
-                _member_info(member, view),
-                action,
-                reason,
-            )
-        )
-    for member in view.members if view is not None and identity is not None else ():
-        owner = identity.owner.get(member.id)
-        if owner in served_ids:
-            continue
-        listed_as = sorted(t for t in old_targets if t.rstrip(".") in member.peer_hosts)
-        claimed |= set(listed_as)
-        inst = obs.instances.get(owner or "")
-        state = "gone" if inst is None or inst.ec2_state is None else inst.ec2_state
-        action, reason = _member_next(member, owner, inst, ctx)
-        rows.append(
-            Row(
-                "member",
-                owner,
-                None,
-                state if owner else None,
-                bool(listed_as),
-                listed_as[0] if listed_as else None,
-                _member_info(member, view),
-                action,
-                reason,
-            )
-        )
-    by_target = {t: i for i in obs.instances.values() for t in _names(i, settings)}
-    by_target.update({t if t.endswith(".") else t + ".": i for t, i in tagged_owners(obs).items()})
-    for target in sorted(old_targets - claimed):
-        inst = by_target.get(target)
-        action, reason = _target_next(target, inst, ctx)
-        state = None if inst is None else ("gone" if inst.ec2_state is None else inst.ec2_state)
-        rows.append(Row("target", inst.instance_id if inst else None, None, state, True, target, None, action, reason))
-
+    rows = _instance_rows(ctx, claimed)
+    rows += _member_rows(ctx, {r.instance_id for r in rows}, claimed)
+    rows += _target_rows(ctx, claimed)
     voters = view.voters() if view is not None else []
     return StatusReport(
         now=obs.now,
@@ -217,6 +162,72 @@ def build(
         leader=_hex(view.leader) if view is not None and view.leader else None,
         rows=tuple(rows),
     )
+
+
+def _instance_rows(ctx: _Context, claimed: set[str]) -> list[Row]:
+    """One row per instance of the served groups (``claimed`` gains the record targets each explains)."""
+    obs, settings, view, identity = ctx.obs, ctx.settings, ctx.view, ctx.identity
+    rows: list[Row] = []
+    for inst in sorted(
+        (i for i in obs.instances.values() if i.group in obs.served), key=lambda i: (i.group or "", i.instance_id)
+    ):
+        names = _names(inst, settings)
+        claimed |= names
+        member = identity.member_of(inst.instance_id, view) if identity is not None and view is not None else None
+        if member is not None:
+            claimed |= {t for t in ctx.old_targets if t.rstrip(".") in member.peer_hosts}
+        listed_as = sorted(names & ctx.old_targets)
+        target = listed_as[0] if listed_as else listed_name(inst, settings, ctx.advertised)
+        action, reason = _instance_next(inst, member, ctx)
+        info = _member_info(member, view)
+        rows.append(
+            Row(
+                "instance",
+                inst.instance_id,
+                inst.group,
+                inst.lifecycle_state,
+                bool(listed_as),
+                target,
+                info,
+                action,
+                reason,
+            )
+        )
+    return rows
+
+
+def _member_rows(ctx: _Context, served_ids: set[str | None], claimed: set[str]) -> list[Row]:
+    """One row per etcd member no instance of the served groups owns."""
+    view, identity = ctx.view, ctx.identity
+    if view is None or identity is None:
+        return []
+    rows: list[Row] = []
+    for member in view.members:
+        owner = identity.owner.get(member.id)
+        if owner in served_ids:
+            continue
+        listed_as = sorted(t for t in ctx.old_targets if t.rstrip(".") in member.peer_hosts)
+        claimed |= set(listed_as)
+        inst = ctx.obs.instances.get(owner or "")
+        state = "gone" if inst is None or inst.ec2_state is None else inst.ec2_state
+        action, reason = _member_next(member, owner, inst, ctx)
+        target = listed_as[0] if listed_as else None
+        info = _member_info(member, view)
+        rows.append(Row("member", owner, None, state if owner else None, bool(listed_as), target, info, action, reason))
+    return rows
+
+
+def _target_rows(ctx: _Context, claimed: set[str]) -> list[Row]:
+    """One row per record target no instance or member explains."""
+    by_target = {t: i for i in ctx.obs.instances.values() for t in _names(i, ctx.settings)}
+    by_target.update({t if t.endswith(".") else t + ".": i for t, i in tagged_owners(ctx.obs).items()})
+    rows: list[Row] = []
+    for target in sorted(ctx.old_targets - claimed):
+        inst = by_target.get(target)
+        action, reason = _target_next(target, inst, ctx)
+        state = None if inst is None else ("gone" if inst.ec2_state is None else inst.ec2_state)
+        rows.append(Row("target", inst.instance_id if inst else None, None, state, True, target, None, action, reason))
+    return rows
 
 
 # -- the next step of each row (the coordinator's rules, applied to what one look saw) ------------------------
