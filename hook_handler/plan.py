@@ -171,27 +171,17 @@ def build_plan(
 ) -> Plan:
     """Decide the records and the change. See the module docstring.
 
-    ``current`` holds the record sets the zone has now (missing key = no such set). ``keep``: targets that
-    stay listed whatever the instances say (members whose removal from etcd is held: the record must go on
-    listing exactly etcd's members). ``running``: etcd says a cluster runs (started members), so nothing is
-    being founded even if no instance is in service yet. ``owners``: the instance a target belongs to when
-    its addresses no longer say so (an instance the health check terminates has none left): from the
-    ``etcd-srv-target`` tag written when it was listed, and from etcd's member names. ``advertised``: the
-    peer hosts etcd's members advertise (None: DNS-only, no member list to judge names by). ``members_known``:
-    every etcd member is identified with an observed instance — only then does "no member advertises it" prove
-    a name names nobody (members advertising IP peer URLs would not show a live member's DNS name).
-    ``orphans_ripe``: of the targets that rule would drop (``Plan.orphans``), those found so for long enough that
-    a describe lagging the record cannot explain it (None: all of them); the others stay listed for now.
+    ``current``: the zone's record sets now (missing key = no such set). ``keep``: targets that stay listed whatever
+    the instances say (members whose removal from etcd is held: the record lists exactly etcd's members).
+    ``running``: etcd says a cluster runs, so nothing is being founded even if no instance is in service yet.
+    ``owners``: the instance a target belongs to when its addresses no longer say so (the ``etcd-srv-target`` tag,
+    etcd's member names). ``advertised``: the peer hosts etcd's members advertise (None: DNS-only).
+    ``members_known``: every etcd member is identified with an observed instance — only then does "no member
+    advertises it" prove a name names nobody. ``orphans_ripe``: of the targets that rule would drop
+    (``Plan.orphans``), those found so long enough that a lagging describe cannot explain it (None: all).
     """
     c = _Context.of(settings, observation, current, advertised, owners)
-    members = sorted(
-        (
-            i
-            for i in observation.instances.values()
-            if is_member(i, observation.served, settings.instance_tags) and target_of(i, settings)
-        ),
-        key=lambda i: i.instance_id,
-    )
+    members = _members(settings, observation)
     notes: list[str] = []
     # A cluster with no member in service is being founded: its first record's members are told 'new'.
     founding = not running and not any(m.lifecycle_state in IN_SERVICE_STATES for m in members)
@@ -204,9 +194,6 @@ def build_plan(
         notes.append(f"kept until no instance shows for them past the grace: {', '.join(guard.waiting)}")
     final_targets = new_targets | set(guard.kept) | set(guard.waiting) | guard.pinned
     desired = _desired(c, listed, final_targets, guard.removed)
-    launches = tuple(
-        m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and c.named(m) in final_targets
-    )
     return Plan(
         members=tuple(listed),
         current=dict(current),
@@ -222,11 +209,19 @@ def build_plan(
         queued=queued,
         bootstrap=founding and not held,
         expected=expected,
-        launches=launches,
+        launches=tuple(
+            m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and c.named(m) in final_targets
+        ),
         leaves=_leaving(c, final_targets, ("Terminating:Wait",)),
         dropped=_leaving(c, final_targets, ("Terminating", "Terminating:Wait")),
         notes=tuple(notes),
     )
+
+
+def _members(settings: Settings, obs: Observation) -> list[Instance]:
+    """The instances the record should list (``members.is_member``, with an address), by instance id."""
+    found = (i for i in obs.instances.values() if is_member(i, obs.served, settings.instance_tags))
+    return sorted((i for i in found if target_of(i, settings)), key=lambda i: i.instance_id)
 
 
 @dataclass(frozen=True)

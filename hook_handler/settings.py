@@ -364,7 +364,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         if not _ASG_NAME.match(n):
             raise SettingsError("asg_names", f"{n!r} is not an Auto Scaling group name", "comma-separated group names")
 
-    selector = _parse_tag_selector(get("tag_selector"))
+    selector = parse_tag_selector(get("tag_selector"))
     seed_tags = any(get(n) for n in ("project_name", "environment", "etcd_tag_name"))
     if not asg_names and not selector and not seed_tags:
         raise SettingsError(
@@ -526,7 +526,7 @@ def _bool(name: str, value: str) -> bool:
     raise SettingsError(name, f"{value!r} is not a boolean", "true or false")
 
 
-def _parse_tag_selector(value: str) -> tuple[tuple[str, str], ...]:
+def parse_tag_selector(value: str) -> tuple[tuple[str, str], ...]:
     if not value:
         return ()
     pairs: list[tuple[str, str]]

@@ -232,11 +232,11 @@ def run(
         final = stack.record()
         final_targets = srv_targets(final[1]) if final else set()
         states = stack.instances()
-        dns = _private_dns(aws)
+        dns = private_dns_of(aws)
         expected = {dns[i] for i, s in states.items() if s in MEMBER_STATES}
 
-        figures = [_figure(a, dns[a.instance_id], changes, initial_targets, stack.srv_name, t0) for a in actions]
-        _stop_tasks(clock)
+        figures = [action_figure(a, dns[a.instance_id], changes, initial_targets, stack.srv_name, t0) for a in actions]
+        stop_tasks(clock)
 
     delays_after = [d for f in figures if (d := f.added_delay) is not None]
     ended = [f.ended for f in figures if f.ended is not None]
@@ -276,7 +276,7 @@ def run(
     )
 
 
-def _figure(
+def action_figure(
     action: Any, target: str, changes: Sequence[Any], initial: set[str], srv_name: str, t0: float
 ) -> ActionFigure:
     """When the record that settles ``action`` was INSYNC, and whether it was completed before that.
@@ -326,7 +326,7 @@ def _figure(
     )
 
 
-def _private_dns(aws: LocalAWS) -> dict[str, str]:
+def private_dns_of(aws: LocalAWS) -> dict[str, str]:
     """Instance id → private DNS name (dotted), terminated instances included, without an API call."""
     from moto.ec2.models import ec2_backends
 
@@ -343,7 +343,7 @@ def _busy(clock: SimClock) -> bool:
     return any(not t.name.startswith("poll-") for t in clock.live_tasks())
 
 
-def _stop_tasks(clock: SimClock) -> None:
+def stop_tasks(clock: SimClock) -> None:
     """Kill what still runs at the horizon so its threads end with the run."""
     for task in clock.live_tasks():
         task.kill("benchmark run over")

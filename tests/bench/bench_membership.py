@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench_harness import SRV_TTL, Propagation, _stop_tasks, srv_targets
+from bench_harness import SRV_TTL, Propagation, srv_targets, stop_tasks
 from bench_strategies import (
     BACKOFF_ATTEMPTS,
     BACKOFF_BASE,
@@ -45,10 +45,10 @@ from bench_strategies import (
     RETRYABLE,
     Context,
     Switch,
-    _complete,
-    _detail,
-    _private_dns,
-    _rmw_write,
+    complete_action,
+    event_detail,
+    private_dns_of,
+    rmw_write,
     waiter_on_clock,
 )
 from botocore.exceptions import WaiterError
@@ -171,11 +171,11 @@ def per_event_membership(ctx: Context, fleet: SimFleet, transport: Any) -> Calla
         raise last
 
     def handler(event: dict[str, Any], context: Any) -> None:
-        detail = _detail(event)
+        detail = event_detail(event)
         if detail is None:
             return
         iid = detail["EC2InstanceId"]
-        peer = f"http://{_private_dns(ctx, iid).lower().rstrip('.')}:2380"
+        peer = f"http://{private_dns_of(ctx, iid).lower().rstrip('.')}:2380"
 
         def mine(m: dict[str, Any]) -> bool:
             return m.get("name") == iid or peer in m.get("peerURLs", [])
@@ -189,7 +189,7 @@ def per_event_membership(ctx: Context, fleet: SimFleet, transport: Any) -> Calla
             members = call("/v3/cluster/member/list", {}).get("members", [])
             for m in [m for m in members if mine(m)]:
                 _backoff_etcd(ctx.clock, lambda m=m: call("/v3/cluster/member/remove", {"ID": int(m["ID"])}))
-        change_id = _rmw_write(ctx, detail)
+        change_id = rmw_write(ctx, detail)
         if change_id is not None:
             waiter = ctx.r53.get_waiter("resource_record_sets_changed")
             for attempt in range(BACKOFF_ATTEMPTS):
@@ -201,7 +201,7 @@ def per_event_membership(ctx: Context, fleet: SimFleet, transport: Any) -> Calla
                     if code not in RETRYABLE or attempt == BACKOFF_ATTEMPTS - 1:
                         raise
                     ctx.clock.sleep(random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
-        _complete(ctx, detail)
+        complete_action(ctx, detail)
 
     return handler
 
@@ -385,7 +385,7 @@ def run(strategy: str, scenario: str, *, seed: int = 1) -> MResult:
         members_after = {m.name for m in survivors}
         changed = len(members_after - initial_members) + len(initial_members - members_after)
         in_step = settled_at is not None
-        _stop_tasks(clock)
+        stop_tasks(clock)
     bound = sum(t["seconds"] for t in terms if not t.get("paired"))
     safe_bound = sum(t["seconds"] for t in terms)
     ok = [t0, *world.ok_times, world.t0 + (total or HORIZON)]

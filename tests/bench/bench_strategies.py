@@ -115,7 +115,7 @@ class Context:
         return f"0 0 {self.port} {private_dns.lower().rstrip('.')}."
 
 
-def _detail(event: dict[str, Any]) -> dict[str, Any] | None:
+def event_detail(event: dict[str, Any]) -> dict[str, Any] | None:
     detail = event.get("detail")
     if not isinstance(detail, dict) or "EC2InstanceId" not in detail or "LifecycleTransition" not in detail:
         return None  # test notifications and anything else: ignored
@@ -137,14 +137,14 @@ def _read_srv(ctx: Context) -> list[str]:
     return []
 
 
-def _private_dns(ctx: Context, instance_id: str) -> str:
+def private_dns_of(ctx: Context, instance_id: str) -> str:
     out = ctx.ec2.describe_instances(InstanceIds=[instance_id])
     return str(out["Reservations"][0]["Instances"][0]["PrivateDnsName"])
 
 
-def _rmw_write(ctx: Context, detail: dict[str, Any]) -> str | None:
+def rmw_write(ctx: Context, detail: dict[str, Any]) -> str | None:
     """Read the record, add or remove this instance's target, UPSERT (DELETE when empty); the change id."""
-    value = ctx.srv_value(_private_dns(ctx, detail["EC2InstanceId"]))
+    value = ctx.srv_value(private_dns_of(ctx, detail["EC2InstanceId"]))
     current = _read_srv(ctx)
     launching = detail["LifecycleTransition"] == LAUNCHING
     wanted = sorted({*current, value}) if launching else sorted(set(current) - {value})
@@ -164,7 +164,7 @@ def _rmw_write(ctx: Context, detail: dict[str, Any]) -> str | None:
     return str(out["ChangeInfo"]["Id"])
 
 
-def _complete(ctx: Context, detail: dict[str, Any]) -> None:
+def complete_action(ctx: Context, detail: dict[str, Any]) -> None:
     try:
         call_with_backoff(
             ctx.clock,
@@ -184,7 +184,7 @@ def blind_overwrite(ctx: Context) -> Callable[[dict[str, Any], Any], Any]:
     """The seed: tag search → UPSERT the whole SRV record. No wait, no completion."""
 
     def handler(event: dict[str, Any], context: Any) -> None:
-        if _detail(event) is None:
+        if event_detail(event) is None:
             return
         pages = ctx.ec2.get_paginator("describe_instances").paginate(
             Filters=[
@@ -223,16 +223,16 @@ def rmw_poll(ctx: Context) -> Callable[[dict[str, Any], Any], Any]:
     """Read-modify-write of the record, then GetChange every 1.5 s, then complete."""
 
     def handler(event: dict[str, Any], context: Any) -> None:
-        detail = _detail(event)
+        detail = event_detail(event)
         if detail is None:
             return
-        change_id = _rmw_write(ctx, detail)
+        change_id = rmw_write(ctx, detail)
         while change_id is not None:
             ctx.clock.sleep(RMW_POLL_INTERVAL)
             status = call_with_backoff(ctx.clock, ctx.r53.get_change, Id=change_id)["ChangeInfo"]["Status"]
             if status == "INSYNC":
                 break
-        _complete(ctx, detail)
+        complete_action(ctx, detail)
 
     return handler
 
@@ -245,10 +245,10 @@ def rmw_waiter(ctx: Context) -> Callable[[dict[str, Any], Any], Any]:
     """
 
     def handler(event: dict[str, Any], context: Any) -> None:
-        detail = _detail(event)
+        detail = event_detail(event)
         if detail is None:
             return
-        change_id = _rmw_write(ctx, detail)
+        change_id = rmw_write(ctx, detail)
         if change_id is not None:
             waiter = ctx.r53.get_waiter("resource_record_sets_changed")
             for attempt in range(BACKOFF_ATTEMPTS):
@@ -260,7 +260,7 @@ def rmw_waiter(ctx: Context) -> Callable[[dict[str, Any], Any], Any]:
                     if code not in RETRYABLE or attempt == BACKOFF_ATTEMPTS - 1:
                         raise
                     ctx.clock.sleep(random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
-        _complete(ctx, detail)
+        complete_action(ctx, detail)
 
     return handler
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from bench_harness import _figure, peak_per_second, percentile, run
+from bench_harness import action_figure, peak_per_second, percentile, run
 from bench_scenarios import SCENARIOS
 from bench_strategies import LAUNCHING, STRATEGIES
 
@@ -54,7 +54,7 @@ def test_a_completion_before_insync_counts_as_early():
         ended_by="complete",
         result="CONTINUE",
     )
-    figure = _figure(action, "ip-a.ec2.internal.", [change], set(), SRV, t0=0.0)
+    figure = action_figure(action, "ip-a.ec2.internal.", [change], set(), SRV, t0=0.0)
     assert figure.early and figure.insync == 40.0 and figure.added_delay is None
 
 

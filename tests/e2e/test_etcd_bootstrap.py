@@ -117,7 +117,7 @@ def emulated_world(count: int) -> Iterator[World]:
         server.stop()
 
 
-def _settings() -> Any:
+def coordinator_settings() -> Any:
     from infra.local.instances import EtcdSettings
 
     return EtcdSettings(domain=DOMAIN, token=f"etcd-test-{uuid.uuid4().hex[:12]}")
@@ -131,7 +131,9 @@ def bootstrap_complete(workdir: str) -> dict[str, Any]:
         world.write_srv(world.instances)
         world.tag_state(world.instances, "new")
         started = time.monotonic()
-        with Fleet(GROUP, _settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2) as fleet:
+        with Fleet(
+            GROUP, coordinator_settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2
+        ) as fleet:
             seconds = fleet.wait_healthy(3, timeout=20)
             endpoints = fleet.client_endpoints()
             put(endpoints[0], "/test/key", "written-through-first")
@@ -155,7 +157,9 @@ def bootstrap_partial(workdir: str) -> dict[str, Any]:
         first_two, third = world.instances[:2], world.instances[2]
         world.write_srv(first_two)
         world.tag_state(world.instances, "new")
-        with Fleet(GROUP, _settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2) as fleet:
+        with Fleet(
+            GROUP, coordinator_settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2
+        ) as fleet:
             seconds = fleet.wait_healthy(2, timeout=20)  # the third waits: the record does not list it yet
             late = fleet.launchers[third["id"]]
             state_before = late.state
@@ -190,7 +194,9 @@ def termination_kills(workdir: str) -> dict[str, Any]:
     with emulated_world(3) as world:
         world.write_srv(world.instances)
         world.tag_state(world.instances, "new")
-        with Fleet(GROUP, _settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2) as fleet:
+        with Fleet(
+            GROUP, coordinator_settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2
+        ) as fleet:
             fleet.wait_healthy(3, timeout=20)
             victim = fleet.launchers[world.instances[0]["id"]]
             process = victim.process

@@ -22,7 +22,7 @@ pytestmark = [
 ]
 
 # The same emulated account as the bootstrap tests: a moto server, a VPC on 127.0.0.0/16, the group, the zone.
-from tests.e2e.test_etcd_bootstrap import GROUP, _settings, emulated_world  # noqa: E402
+from tests.e2e.test_etcd_bootstrap import GROUP, coordinator_settings, emulated_world  # noqa: E402
 
 
 def _cluster_id(endpoint: str) -> str:
@@ -61,7 +61,13 @@ def failed_first_start_then_member_add(workdir: str) -> dict[str, Any]:
         world.write_srv(founders)
         world.tag_state(founders, "new")
         fleet = Fleet(
-            GROUP, _settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2, restart=True
+            GROUP,
+            coordinator_settings(),
+            autoscaling=world.asg,
+            ec2=world.ec2,
+            workdir=Path(workdir),
+            poll=0.2,
+            restart=True,
         )
         with fleet:
             fleet.wait_healthy(3, timeout=20)
@@ -127,7 +133,13 @@ def standby_round_trip(workdir: str) -> dict[str, Any]:
         world.write_srv(world.instances)
         world.tag_state(world.instances, "new")
         fleet = Fleet(
-            GROUP, _settings(), autoscaling=world.asg, ec2=world.ec2, workdir=Path(workdir), poll=0.2, restart=True
+            GROUP,
+            coordinator_settings(),
+            autoscaling=world.asg,
+            ec2=world.ec2,
+            workdir=Path(workdir),
+            poll=0.2,
+            restart=True,
         )
         with fleet:
             fleet.wait_healthy(3, timeout=20)

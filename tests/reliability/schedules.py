@@ -55,7 +55,7 @@ from invariants import (
 
 from hook_handler.app import Clients, Runtime
 from hook_handler.members import tags_match
-from hook_handler.settings import _parse_tag_selector, load_settings
+from hook_handler.settings import load_settings, parse_tag_selector
 from hook_handler.srv import a_record_name
 from hook_handler.telemetry import logger as coordinator_logger
 from infra.local import LocalAWS
@@ -776,7 +776,7 @@ class World:
         tags = dict(self._ec2().tags.get(action.instance_id, {}))
         for pairs in self.history.changed_settings(action.started_at):
             selector = dict(pairs).get("tag_selector")
-            if selector and not tags_match(tags, _parse_tag_selector(selector)):
+            if selector and not tags_match(tags, parse_tag_selector(selector)):
                 return True
         return False
 
