@@ -17,7 +17,7 @@ from hook_handler.etcd import LEARNER_NOT_READY, NOT_ENOUGH_STARTED, TOO_MANY_LE
 from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.lifecycle import CHANGE_TAG, TARGET_TAG
 from hook_handler.members import LEAVE_CHANGE_TAG, LEAVING_STATES, MEMBER_STATES, STATE_TAG, Instance, tag_seconds
-from hook_handler.membership import PHASE_TAG, SINCE_TAG, EtcdView, Identity, departure, identify
+from hook_handler.membership import MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, EtcdView, Identity, departure, identify
 from hook_handler.plan import Key, Observation, Plan, RecordSet, build_plan, peer_targets, target_of
 from hook_handler.report import Outcome, Status
 from hook_handler.settings import Settings
@@ -379,6 +379,14 @@ def earlier_leave_proof(inst: Instance, change_id: str) -> bool:
 
 
 # -- 5. actions a pass cannot finish ----------------------------------------------------------------------------
+def may_be_member(instance: Instance | None) -> bool:
+    """Whether an instance is, or may be, an etcd member or listed in the record: it was told to start etcd (the
+    go signal), its ``member add`` began or landed, or a change listed it. Each tag is written before the step it
+    records (write before mutate), so without them it never was. Its termination completes only once its removal
+    is proven safe: never on a fallback."""
+    return instance is not None and any(t in instance.tags for t in (STATE_TAG, PHASE_TAG, MEMBER_ID_TAG, TARGET_TAG))
+
+
 def launch_under_way(
     instance: Instance | None, *, queued: bool, listed: bool, now: float, start_timeout: float, action_timeout: float
 ) -> bool:
@@ -400,6 +408,15 @@ def launch_under_way(
     return listed or CHANGE_TAG in instance.tags
 
 
+class HandOff(StrEnum):
+    """What becomes of an action a pass could not finish."""
+
+    RETRY = "retry"  # handed to a retry (the event's, or the next pass)
+    HOLD = "hold"  # kept waiting on purpose, heartbeated (its removal is held or not proven safe)
+    CONTINUE = "CONTINUE"  # its action timed out: completed with this result
+    ABANDON = "ABANDON"
+
+
 def fallback(
     event: LifecycleEvent,
     *,
@@ -409,21 +426,26 @@ def fallback(
     membership: bool,
     held: bool,
     under_way: bool,
-) -> str | None:
-    """The result to complete an action a pass could not finish with, or None to hand it to a retry.
+    member: bool = False,
+) -> HandOff:
+    """What becomes of an action a pass could not finish: retried until its action timeout, then completed with a
+    fallback result — except what must never go on a timeout.
 
-    A termination whose member removal is held never falls back: the hook's global timeout ends it. A launch on
-    its way in (``launch_under_way``) never falls back either: its phases have their own timeout, and abandoning
-    it would only make the group launch another that waits the same (founding once churned for good that way with
-    a 45 s action timeout under 20-60 s propagation). With etcd membership a launch completes CONTINUE only as a
-    healthy member (an instance in service without etcd would hold a place no member fills): it falls back to
-    ABANDON."""
+    A termination whose member removal is held is held (its hook's global timeout ends it); so is, with etcd
+    membership on, the termination of an instance that is or may be a member (``member``: ``may_be_member``): the
+    pass could not prove its removal safe (etcd silent, quorum lost, a removal refused), and completing it would
+    take a member, possibly the last copy of the data, with it. A launch on its way in (``launch_under_way``) is
+    retried: its phases have their own timeout, and abandoning it would only make the group launch another that
+    waits the same. With etcd membership a launch completes CONTINUE only as a healthy member (an instance in
+    service without etcd would hold a place no member fills): it falls back to ABANDON."""
+    if held:
+        return HandOff.HOLD
     timed_out = now - started >= settings.action_timeout_seconds and not under_way
-    if held or not timed_out or not event.hook_name or not event.group:
-        return None
+    if not timed_out or not event.hook_name or not event.group:
+        return HandOff.RETRY
     if event.kind is not Kind.JOIN:
-        return "CONTINUE"
-    return "ABANDON" if membership else settings.launch_failure_result
+        return HandOff.HOLD if membership and member else HandOff.CONTINUE
+    return HandOff.ABANDON if membership else HandOff(settings.launch_failure_result)
 
 
 def parse_time(value: str | None) -> float | None:

@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hook_handler.certs import CERT_TAG
 from hook_handler.coordinator.certificates import Issuer
 from hook_handler.coordinator.context import Pass, Services
-from hook_handler.decide import WAIT_STATES, fallback, launch_under_way, parse_time
+from hook_handler.decide import WAIT_STATES, HandOff, fallback, launch_under_way, may_be_member, parse_time
 from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.lifecycle import CHANGE_TAG, LAUNCHING, TARGET_TAG, TERMINATING, Action
@@ -231,6 +231,8 @@ class Actions:
                     action_timeout=self.s.settings.action_timeout_seconds,
                 )
             )
+            inst = p.obs.instances.get(event.instance_id or "")
+            member = self.s.membership is not None and event.kind is Kind.LEAVE and may_be_member(inst)
             result = fallback(
                 event,
                 started=parse_time(event.time) or now,
@@ -239,12 +241,37 @@ class Actions:
                 membership=self.s.membership is not None,
                 held=held,
                 under_way=under_way,
+                member=member,
             )
-            if result is None:
+            if result is HandOff.RETRY or (result is HandOff.HOLD and held):
                 self.s.log.warning("handing off to a retry", extra={"instance": event.instance_id, "why": why})
                 report.outcomes.append(Outcome(event, Status.HELD if held else Status.HANDOFF, why, ok=held))
+            elif result is HandOff.HOLD:
+                self._hold_leaver(event, why, p)
             else:
-                self._fall_back(event, result, why, p)
+                self._fall_back(event, result.value, why, p)
+
+    def hold_leaving_members(self, p: Pass) -> None:
+        """A pass that failed (etcd silent, quorum lost, an AWS error) still heartbeats every waiting termination of
+        an instance that is or may be a member: nothing proves its removal safe, and left alone its hook would time
+        out and let it go (with its data). The next pass — an event's retry, the scheduled reconcile — does the same
+        until one proves it."""
+        if self.s.membership is None:
+            return
+        for inst in sorted(p.obs.instances.values(), key=lambda i: i.instance_id):
+            leaving = inst.group in p.obs.served and inst.lifecycle_state == "Terminating:Wait"
+            if leaving and may_be_member(inst) and inst.instance_id not in p.keeper.actions:
+                self.hold([inst.instance_id], TERMINATING, p)
+
+    def _hold_leaver(self, event: LifecycleEvent, why: str, p: Pass) -> None:
+        """A leaver past its action timeout whose removal nothing proves safe: held (heartbeated), never completed."""
+        self.hold([event.instance_id or ""], TERMINATING, p)
+        self.s.count("QuorumHold")
+        self.s.log.error(
+            "termination held: its member's removal cannot be proven safe",
+            extra={"instance": event.instance_id, "why": why},
+        )
+        p.report.outcomes.append(Outcome(event, Status.HELD, f"removal not proven safe: {why}"))
 
     def _fall_back(self, event: LifecycleEvent, result: str, why: str, p: Pass) -> None:
         done = self.s.asg.complete(event_action(event), result, p.deadline + self.s.settings.deadline_margin_seconds)

@@ -134,6 +134,7 @@ class Coordinator:
             # 3. The record: plan and compare-and-swap.
             plan, change_id = self.record.publish(p, pending, inputs)
         except _PASS_ERRORS as exc:
+            self.actions.hold_leaving_members(p)  # whatever failed, no member's termination goes on a timeout
             if not pending:
                 raise  # a reconcile that cannot finish must fail loudly (the Errors alarm)
             self.actions.hand_off(pending, _why(exc), p)
@@ -148,6 +149,7 @@ class Coordinator:
             # 4-5. Wait INSYNC, complete the leaves, bring the joiners in.
             self._settle(plan, settle, change_id, p)
         except _PASS_ERRORS as exc:
+            self.actions.hold_leaving_members(p)
             self.actions.hand_off([*settle, *waiting], _why(exc), p)
             return None, rounds
         if not plan.queued:

@@ -8,11 +8,13 @@ from hypothesis import strategies as st
 
 from hook_handler.decide import (
     PENDING,
+    HandOff,
     ProofKind,
     as_completed,
     fallback,
     judge,
     launch_under_way,
+    may_be_member,
     nothing_to_do,
     proof,
     refusal,
@@ -121,12 +123,36 @@ def test_a_fallback_only_ends_an_action_past_its_timeout_that_is_neither_held_no
     result = fallback(
         event(kind), started=0.0, now=age, settings=SETTINGS, membership=membership, held=held, under_way=under_way
     )
-    if held or under_way or age < SETTINGS.action_timeout_seconds:
-        assert result is None
+    if held:
+        assert result is HandOff.HOLD
+    elif under_way or age < SETTINGS.action_timeout_seconds:
+        assert result is HandOff.RETRY
     elif kind is Kind.LEAVE:
-        assert result == "CONTINUE"
+        assert result is HandOff.CONTINUE
     else:
         assert result == ("ABANDON" if membership else SETTINGS.launch_failure_result)
+
+
+@given(age=st.floats(0, 10_000), membership=st.booleans())
+def test_a_termination_that_may_take_a_member_never_falls_back_to_continue(age, membership):
+    result = fallback(
+        event(Kind.LEAVE),
+        started=0.0,
+        now=age,
+        settings=SETTINGS,
+        membership=membership,
+        held=False,
+        under_way=False,
+        member=True,
+    )
+    assert result is not HandOff.CONTINUE or not membership
+    assert result in (HandOff.RETRY, HandOff.HOLD) or not membership
+
+
+def test_a_tag_written_before_each_membership_step_makes_an_instance_a_possible_member():
+    assert not may_be_member(Instance("i-1")) and not may_be_member(None)
+    for tag in (STATE_TAG, PHASE_TAG, "etcd-member-id", TARGET_TAG):
+        assert may_be_member(Instance("i-1", tags={tag: "x"}))
 
 
 def test_a_launch_told_to_start_is_under_way_until_its_start_timeout():

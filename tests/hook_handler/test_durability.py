@@ -1,0 +1,77 @@
+"""The data outlives the coordinator's failures: a termination that may take a member is never completed while its
+removal cannot be proven safe — whatever step of the pass failed — but held with heartbeats (etcd model, simulated
+time). Each test is a scenario that lost every acknowledged key before the hold."""
+
+from __future__ import annotations
+
+from tests.hook_handler.test_coordinator_membership import TERMINATE, aws, grow, make_world  # noqa: F401
+
+
+def _write(world, key: str, value: str) -> None:
+    """A client's write through the cluster (acknowledged only with quorum)."""
+    import base64
+
+    endpoint = world.fleet.client_endpoints()[0]
+    body = {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(value.encode()).decode()}
+    world.model.transport().post(endpoint, "/v3/kv/put", body, 5.0)
+
+
+def test_terminations_while_every_etcd_is_silent_are_held_until_etcd_answers(aws):  # noqa: F811
+    """Every member's etcd stops for 30 minutes (the instances stay InService); two instances are terminated by name
+    meanwhile. Each pass failed at its etcd read before it held anything, nothing heartbeated the terminations, and
+    their hooks expired after 300 s: when etcd came back, 3 members, 1 running, quorum lost for good. Now every pass
+    (the scheduled reconcile) heartbeats them; once etcd answers they leave one at a time, quorum kept."""
+    world = make_world(aws)
+    grow(world, 3)
+    world.assert_in_step()
+    (cid,) = world.clusters()
+    old = sorted(world.in_service())
+    for iid in old:
+        world.fleet.crash(iid, 1800.0)
+    aws.clock.advance(30)
+    leaving = old[:2]
+    for iid in leaving:
+        world.stack.terminate(iid, decrement=False)
+    for _ in range(15):  # 27.5 minutes of reconciles, every 110 s, far past the hooks' 300 s heartbeat timeout
+        aws.clock.advance(110)
+        world.stack.reconcile()
+    actions = [a for a in world.actions(TERMINATE) if a.instance_id in leaving]
+    assert len(actions) == 2
+    assert all(a.ended_by != "timeout" for a in actions), [(a.instance_id, a.ended_by) for a in actions]
+    assert all(a.active and a.heartbeats > 0 for a in actions)
+    assert all(world.stack.instances().get(iid) == "Terminating:Wait" for iid in leaving)
+    for _ in range(20):  # etcd restarts (systemd, 1800 s); the reconciles then let the members go safely
+        aws.clock.advance(110)
+        world.stack.reconcile()
+    assert all(a.ended_by == "complete" and a.result == "CONTINUE" for a in actions)
+    (now,) = world.clusters()
+    assert now == cid and not world.model.quorum_lost(cid)  # the same cluster, its data with it
+    world.assert_in_step()
+
+
+def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):  # noqa: F811
+    """Two of three instances die at the EC2 level; minutes later the survivor's own termination begins (a
+    terminate by name without decrement). The pass failed removing a dead member without quorum, so the survivor
+    was never recorded as held; the action-timeout fallback completed its termination with CONTINUE and the last
+    copy of the data went with it. Now the survivor's termination is held (heartbeated) while its removal cannot be
+    proven safe: its etcd, and every acknowledged key, stay."""
+    world = make_world(aws, settings={"action_timeout_seconds": "600"})
+    grow(world, 3)
+    world.assert_in_step()
+    _write(world, "acked", "1")
+    (cid,) = world.clusters()
+    old = sorted(world.in_service())
+    survivor = old[2]
+    for iid in old[:2]:
+        aws.kill_instance(iid)
+    aws.clock.advance(180)
+    world.stack.terminate(survivor, decrement=False)
+    for _ in range(20):  # 36 minutes of reconciles: far past the action timeout (600 s) and the hook's 300 s
+        aws.clock.advance(110)
+        world.stack.reconcile()
+    (action,) = [a for a in world.actions(TERMINATE) if a.instance_id == survivor]
+    assert action.active and action.heartbeats > 0, (action.ended_by, action.result)
+    assert world.model.process(survivor).running  # its etcd, with the data, is still there
+    assert world.model.kv(cid).get("acked") == "1"
+    running = [c for c, ms in world.model.clusters().items() if any(m.running for m in ms)]
+    assert running == [cid]  # no second cluster founded beside it
