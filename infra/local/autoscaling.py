@@ -20,10 +20,9 @@ import datetime as dt
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moto.autoscaling.models import (
     AutoScalingBackend,
@@ -39,9 +38,7 @@ from moto.core.responses import EmptyResult
 from moto.ec2.models import EC2Backend
 
 from infra.local import termination
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
+from infra.local.account import Account, flag, new_uuid, seconds
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +110,7 @@ def iso(ts: float, *, millis: bool = False) -> str:
 class Lifecycle:
     """Lifecycle actions, timers and notifications of one emulated account."""
 
-    def __init__(self, aws: LocalAWS) -> None:
+    def __init__(self, aws: Account) -> None:
         self.aws = aws
         # The account's lock (held by every API call, infra.local.faults): a timer's change to an instance never
         # interleaves with a call reading it.
@@ -135,7 +132,7 @@ class Lifecycle:
         return self.aws.clock.now()
 
     def new_uuid(self) -> str:
-        return str(uuid.UUID(int=self.aws.rng.getrandbits(128), version=4))
+        return new_uuid(self.aws)
 
     @staticmethod
     def hooks(group: FakeAutoScalingGroup, transition: str) -> list[LifecycleHook]:
@@ -181,14 +178,11 @@ class Lifecycle:
     # -- options (issue 11) -------------------------------------------------------------
     def opt(self, name: str) -> bool:
         """A ``LocalAWS`` realism option (issue 11); False when the ``LocalAWS`` predates it."""
-        return bool(getattr(self.aws, name, False))
+        return flag(self.aws, name)
 
     def draw(self, name: str, default: float | tuple[float, float]) -> float:
         """Seconds from a ``LocalAWS`` duration option: fixed, or uniform in ``(lo, hi)`` from ``aws.rng``."""
-        spec = getattr(self.aws, name, default)
-        if isinstance(spec, tuple):
-            return self.aws.rng.uniform(*spec)
-        return float(spec)
+        return seconds(self.aws, name, default)
 
     def set_state(self, state: InstanceState, lifecycle_state: str) -> None:
         """Change an instance's lifecycle state; invalidates transitions scheduled for the old one."""
@@ -1097,7 +1091,7 @@ def _engine() -> Lifecycle | None:
     return getattr(running, "_lifecycle", None)
 
 
-def install(aws: LocalAWS) -> Lifecycle:
+def install(aws: Account) -> Lifecycle:
     """Attach the lifecycle engine to ``aws`` and patch moto (idempotent). Returns the engine."""
     engine = Lifecycle(aws)
     aws._lifecycle = engine  # type: ignore[attr-defined]
@@ -1110,7 +1104,7 @@ def install(aws: LocalAWS) -> Lifecycle:
     return engine
 
 
-def kill_instance(aws: LocalAWS, instance_id: str) -> None:
+def kill_instance(aws: Account, instance_id: str) -> None:
     """Terminate an instance at the EC2 level (a crash, EC2 TerminateInstances).
 
     Default: its group drops and replaces it at once, no hooks. With ``health_check_replacement``

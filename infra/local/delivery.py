@@ -53,17 +53,14 @@ import json
 import logging
 import math
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from infra.local.account import Account, new_uuid
 from infra.local.autoscaling import iso
 from infra.local.clock import TaskKilled
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +231,7 @@ class DeliveryOptions:
 class Delivery:
     """Lambda's invoke machinery for one emulated account."""
 
-    def __init__(self, aws: LocalAWS) -> None:
+    def __init__(self, aws: Account) -> None:
         self.aws = aws
         self.lock = threading.RLock()
         self.functions: dict[str, Function] = {}
@@ -370,7 +367,7 @@ class Delivery:
         return self.aws.clock.now()
 
     def new_uuid(self) -> str:
-        return str(uuid.UUID(int=self.aws.rng.getrandbits(128), version=4))
+        return new_uuid(self.aws)
 
     def sqs(self) -> Any:
         from moto.sqs.models import sqs_backends
@@ -755,7 +752,7 @@ def _delivery() -> Delivery | None:
     return None if running is None else getattr(running, "_delivery", None)
 
 
-def install(aws: LocalAWS) -> Delivery:
+def install(aws: Account) -> Delivery:
     """Attach the Lambda runner to ``aws`` and patch moto (idempotent)."""
     runner = Delivery(aws)
     aws._delivery = runner  # type: ignore[attr-defined]

@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moto.autoscaling.models import autoscaling_backends
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.exceptions import ServiceException
 
 from infra.local import state
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
+from infra.local.account import Account
 
 MAX_RUN_SECONDS = 2.0  # AWS: "The maximum run time for your Lambda function is two seconds (2000 milliseconds)"
 REFRESH_PATIENCE = 3600.0  # AWS: "For instance refresh-based terminations, it keeps trying for an hour"
@@ -71,7 +69,7 @@ def policy_arn(group: Any) -> str | None:
 class TerminationPolicyCaller:
     """The termination policy calls of one emulated account."""
 
-    def __init__(self, aws: LocalAWS) -> None:
+    def __init__(self, aws: Account) -> None:
         self.aws = aws
         self.scaling_in: set[str] = set()  # groups with a scale-in attempt scheduled or under way
 
@@ -245,7 +243,7 @@ def caller() -> TerminationPolicyCaller | None:
     return getattr(aws, "_termination_policy", None) if aws is not None else None
 
 
-def install(aws: LocalAWS) -> TerminationPolicyCaller:
+def install(aws: Account) -> TerminationPolicyCaller:
     found = TerminationPolicyCaller(aws)
     aws._termination_policy = found  # type: ignore[attr-defined]
     if not hasattr(aws, "policy_calls"):
