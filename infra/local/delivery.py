@@ -59,8 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.local.account import Account, new_uuid
-from infra.local.autoscaling import iso
-from infra.local.clock import TaskKilled
+from infra.local.clock import TaskKilled, iso
 
 log = logging.getLogger(__name__)
 

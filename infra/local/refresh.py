@@ -247,7 +247,7 @@ class Refresher:
         for s in batch:
             record.to_replace.remove(s.instance.id)
             record.replaced.append(s.instance.id)
-            self.engine.begin_termination(group, s, cause="terminate")
+            self.engine.transitions.begin_termination(group, s, cause="terminate")
         record.batch = [s.instance.id for s in batch]
         if batch:
             record.batches.append((now, list(record.batch)))

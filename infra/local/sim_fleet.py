@@ -182,7 +182,7 @@ class SimFleet:
     def _warm_pool(self) -> list[Any]:
         """The group's warm-pool instance states (the emulator keeps them apart from the group's)."""
         engine = getattr(self.aws, "_lifecycle", None)
-        return list(getattr(engine, "warm", {}).get(self.group, [])) if engine is not None else []
+        return list(engine.states.warm.get(self.group, [])) if engine is not None else []
 
     def _sync(self) -> None:
         asg, ec2 = self._backends()

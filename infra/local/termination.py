@@ -37,7 +37,7 @@ from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.exceptions import ServiceException
 
 from infra.local import state
-from infra.local.account import Account
+from infra.local.account import Account, seconds
 
 MAX_RUN_SECONDS = 2.0  # AWS: "The maximum run time for your Lambda function is two seconds (2000 milliseconds)"
 REFRESH_PATIENCE = 3600.0  # AWS: "For instance refresh-based terminations, it keeps trying for an hour"
@@ -111,7 +111,7 @@ class TerminationPolicyCaller:
             excess = _excess(group)
             chosen = self._pick(group, answer, _terminable(group), excess)
             for s in chosen:
-                self.engine.begin_termination(group, s, cause="scale-in")
+                self.engine.transitions.begin_termination(group, s, cause="scale-in")
             call.terminated = [s.instance.id for s in chosen]
             if len(chosen) < excess:  # "keeps trying as long as the group's desired capacity is less than current"
                 self._later(lambda: self._scale_in_attempt(name), f"{SOURCE}-{name}")
@@ -142,7 +142,7 @@ class TerminationPolicyCaller:
         self._spawn(body, f"{SOURCE}-{name}-refresh")
 
     def retry_delay(self) -> float:
-        return self.engine.draw("policy_retry", DEFAULT_RETRY)
+        return seconds(self.aws, "policy_retry", DEFAULT_RETRY)
 
     # -- internals ----------------------------------------------------------------------
     def _spawn(self, body: Any, name: str) -> None:

@@ -235,7 +235,7 @@ def test_transitional_states_are_visible_and_the_action_event_comes_with_the_wai
 
 
 def _iso(ts: float) -> str:
-    from infra.local.autoscaling import iso
+    from infra.local.clock import iso
 
     return iso(ts)
 
