@@ -58,6 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.local import state
 from infra.local.account import Account, new_uuid
 from infra.local.clock import TaskKilled, iso
 
@@ -745,8 +746,6 @@ _INSTALLED = False
 
 
 def _delivery() -> Delivery | None:
-    from infra.local import state
-
     running = state.running()
     return None if running is None else getattr(running, "_delivery", None)
 
@@ -772,12 +771,15 @@ def _patch() -> None:
     if _INSTALLED:
         return
     _INSTALLED = True
-    from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimestamp
-    from moto.events.models import EventTemplateParser, Rule
-    from moto.sns.models import Subscription
-    from moto.sqs import models as sqs_models
+    _patch_eventbridge()
+    _patch_sns()
+    _patch_sqs()
 
-    # -- EventBridge: lambda targets go to the runner, the rest to moto --------------
+
+# -- EventBridge: lambda targets go to the runner, the rest to moto ----------------------------------
+def _patch_eventbridge() -> None:
+    from moto.events.models import Rule
+
     original_send = Rule.send_to_targets
 
     def send_to_targets(self: Rule, original_event: Any, transform_input: bool = True) -> None:
@@ -793,29 +795,14 @@ def _patch() -> None:
         ]
         if self.state != "DISABLED" and self.event_pattern.matches_event(original_event):
             for target in plain_sqs:
-                event = dict(original_event)
-                event.pop("ingestion-time", None)
-                if event.get("source") == "aws.autoscaling" and runner.lose("eventbridge", target["Arn"], event):
-                    continue
-                group_id = target.get("SqsParameters", {}).get("MessageGroupId")
-                self._send_to_sqs_queue(target["Arn"].split(":")[5], event, group_id)
+                event = _delivered(runner, target, original_event)
+                if event is not None:
+                    group_id = target.get("SqsParameters", {}).get("MessageGroupId")
+                    self._send_to_sqs_queue(target["Arn"].split(":")[5], event, group_id)
             for target in lambda_targets:
-                event = dict(original_event)
-                event.pop("ingestion-time", None)
-                if event.get("source") == "aws.autoscaling" and runner.lose("eventbridge", target["Arn"], event):
-                    continue  # best effort: this delivery never happens
-                if isinstance(event.get("time"), (int, float)):
-                    event["time"] = iso_8601_datetime_without_milliseconds(utcfromtimestamp(float(event["time"])))
-                if transform_input and target.get("InputTransformer"):
-                    transformer = target["InputTransformer"]
-                    event = EventTemplateParser.parse(
-                        input_template=transformer.get("InputTemplate"),
-                        input_paths_map=transformer.get("InputPathsMap", {}),
-                        event=event,
-                    )
-                elif target.get("Input"):
-                    event = json.loads(target["Input"])
-                runner.eventbridge_target(target, event)
+                event = _delivered(runner, target, original_event)  # None: best effort, this delivery never happens
+                if event is not None:
+                    runner.eventbridge_target(target, _lambda_input(target, event, transform_input))
         others = [t for t in self.targets if t not in lambda_targets and t not in plain_sqs]
         if others:
             saved = self.targets
@@ -828,7 +815,39 @@ def _patch() -> None:
 
     Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
 
-    # -- SNS: lambda subscriptions go to the runner ---------------------------------
+
+def _delivered(runner: Delivery, target: dict[str, Any], original_event: Any) -> dict[str, Any] | None:
+    """The event as ``target`` receives it, or None when this delivery of an Auto Scaling event is lost."""
+    event = dict(original_event)
+    event.pop("ingestion-time", None)
+    if event.get("source") == "aws.autoscaling" and runner.lose("eventbridge", target["Arn"], event):
+        return None
+    return event
+
+
+def _lambda_input(target: dict[str, Any], event: dict[str, Any], transform_input: bool) -> Any:
+    """What a Lambda target is invoked with: the event (its time as text), transformed, or the target's Input."""
+    from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimestamp
+    from moto.events.models import EventTemplateParser
+
+    if isinstance(event.get("time"), (int, float)):
+        event["time"] = iso_8601_datetime_without_milliseconds(utcfromtimestamp(float(event["time"])))
+    if transform_input and target.get("InputTransformer"):
+        transformer = target["InputTransformer"]
+        return EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=event,
+        )
+    if target.get("Input"):
+        return json.loads(target["Input"])
+    return event
+
+
+# -- SNS: lambda subscriptions go to the runner -----------------------------------------------------
+def _patch_sns() -> None:
+    from moto.sns.models import Subscription
+
     original_publish = Subscription.publish
 
     def publish(
@@ -853,19 +872,19 @@ def _patch() -> None:
 
     Subscription.publish = publish  # type: ignore[method-assign]
 
-    # -- SQS: the emulator's clock, mapped queues, long polling in simulated time ---
+
+# -- SQS: the emulator's clock, mapped queues, long polling in simulated time --------------------------
+def _patch_sqs() -> None:
+    from moto.sqs import models as sqs_models
+
     original_unix_time = sqs_models.unix_time
     original_unix_time_millis = sqs_models.unix_time_millis
 
     def unix_time(*args: Any) -> float:
-        from infra.local import state
-
         running = state.running()
         return running.clock.now() if running is not None and not args else original_unix_time(*args)
 
     def unix_time_millis(*args: Any) -> float:
-        from infra.local import state
-
         running = state.running()
         return running.clock.now() * 1000.0 if running is not None and not args else original_unix_time_millis(*args)
 
@@ -881,14 +900,15 @@ def _patch() -> None:
             runner.message_added(self.name)
 
     sqs_models.Queue.add_message = add_message  # type: ignore[method-assign]
+    _patch_sqs_long_poll(sqs_models.SQSBackend)
 
-    original_receive = sqs_models.SQSBackend.receive_message
+
+def _patch_sqs_long_poll(backend_class: Any) -> None:
+    original_receive = backend_class.receive_message
 
     def receive_message(
         self: Any, queue_name: str, count: int, wait_seconds_timeout: int, *args: Any, **kwargs: Any
     ) -> Any:
-        from infra.local import state
-
         running = state.running()
         clock = getattr(running, "clock", None)
         if running is None or clock is None or not wait_seconds_timeout:
@@ -906,4 +926,4 @@ def _patch() -> None:
             with state.released(running.lock):
                 clock.sleep(min(1.0 if simulated else 0.05, math.ceil(remaining * 1000) / 1000))
 
-    sqs_models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+    backend_class.receive_message = receive_message
