@@ -540,9 +540,9 @@ class Delivery:
         self.start(lambda: self.poll(mapping, when), f"poll-{mapping.queue_name}", when)
 
     def poll(self, mapping: QueueMapping, scheduled: float) -> None:
-        if self.options.sqs_pollers:  # issue 11: AWS default is True
-            self.poll_pollers(mapping, scheduled)
-            return
+        """One look of the mapping's poller(s) at the queue (scheduled by ``trigger``): gather messages into
+        batches, start what a free slot allows, and wake again when a gathered batch is due or a message becomes
+        visible. Messages a running batch holds are not waited for: the batch's end polls again."""
         with self.lock:
             if mapping.next_poll != scheduled or mapping not in self.mappings:
                 return
@@ -553,95 +553,11 @@ class Delivery:
                 queue = backend.get_queue(mapping.queue_name)
             except Exception:  # noqa: BLE001 - a deleted queue stops its mapping
                 return
-            limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
-            while mapping.running < limit and (fn.reserved_concurrency is None or fn.running < fn.reserved_concurrency):
-                visible = len(queue.messages)
-                if visible == 0:
-                    break
-                if mapping.batching_window > 0 and visible < mapping.batch_size:
-                    if mapping.window_deadline is None:
-                        mapping.window_deadline = self.now + mapping.batching_window
-                    if self.now < mapping.window_deadline:
-                        self.trigger(mapping, at=mapping.window_deadline)
-                        return
-                mapping.window_deadline = None
-                messages = backend.receive_message(
-                    mapping.queue_name,
-                    mapping.batch_size,
-                    wait_seconds_timeout=0,
-                    visibility_timeout=int(queue.visibility_timeout),
-                )
-                if not messages:
-                    break
-                mapping.running += 1
-                fn.running += 1
-                mapping.inflight.update(m.id for m in messages)
-                event = {"Records": [self.sqs_record(m, mapping) for m in messages]}
-                self.start(lambda e=event, ms=messages: self.run_batch(mapping, fn, e, ms), f"{fn.name}-sqs")
-            # Nothing to do now: wake when the next in-flight or delayed message becomes visible.
-            # Messages a running batch holds are not waited for here: the batch's end polls again.
-            upcoming = [
-                max(m.visible_at, m.delayed_until) / 1000.0
-                for m in queue._messages
-                if max(m.visible_at, m.delayed_until) / 1000.0 > self.now and m.id not in mapping.inflight
-            ]
-            if upcoming:
-                self.trigger(mapping, at=min(upcoming) + 0.001)
-
-    def poll_pollers(self, mapping: QueueMapping, scheduled: float) -> None:
-        """Several pollers (sqs_pollers): each fills its own batch from sampled receives of up to 10.
-
-        A poller holds at most one batch; pollers gathering plus batches running never exceed the
-        mapping's maximum concurrency. A batch starts when full or when its window ends, plus up to
-        ``batch_lateness`` s, and only when the function has a free slot (a free slot re-polls).
-        """
-        with self.lock:
-            if mapping.next_poll != scheduled or mapping not in self.mappings:
+            now = self.now
+            gather = self._gather_pollers if self.options.sqs_pollers else self._gather_one
+            upcoming = gather(mapping, fn, backend, queue, now)
+            if upcoming is None:
                 return
-            mapping.next_poll = None
-            fn = self.functions[mapping.function]
-            backend = self.sqs()
-            try:
-                queue = backend.get_queue(mapping.queue_name)
-            except Exception:  # noqa: BLE001 - a deleted queue stops its mapping
-                return
-            rng, now = self.aws.rng, self.now
-            limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
-            lateness = self.options.batch_lateness
-            while len(queue.messages) > 0:
-                open_batches = [g for g in mapping.gathering if len(g.messages) < mapping.batch_size]
-                can_open = mapping.running + len(mapping.gathering) < limit
-                if not open_batches and not can_open:
-                    break
-                if open_batches and (not can_open or rng.random() < 0.5):
-                    batch = rng.choice(open_batches)
-                else:
-                    batch = Gathered([], now, now + mapping.batching_window + rng.uniform(0.0, lateness))
-                    mapping.gathering.append(batch)
-                room = mapping.batch_size - len(batch.messages)
-                want = rng.randint(1, max(1, min(SQS_RECEIVE_MAX, room, len(queue.messages))))
-                messages = backend.receive_message(
-                    mapping.queue_name, want, wait_seconds_timeout=0, visibility_timeout=int(queue.visibility_timeout)
-                )
-                if not messages:
-                    if not batch.messages:
-                        mapping.gathering.remove(batch)
-                    break
-                batch.messages.extend(messages)
-                mapping.inflight.update(m.id for m in messages)
-                if len(batch.messages) >= mapping.batch_size:
-                    batch.due = min(batch.due, now + rng.uniform(0.0, lateness))
-            for batch in list(mapping.gathering):
-                if batch.due > now:
-                    continue
-                if fn.reserved_concurrency is not None and fn.running >= fn.reserved_concurrency:
-                    break  # the slot's release polls again
-                mapping.gathering.remove(batch)
-                mapping.running += 1
-                fn.running += 1
-                event = {"Records": [self.sqs_record(m, mapping) for m in batch.messages]}
-                self.start(lambda e=event, ms=batch.messages: self.run_batch(mapping, fn, e, ms), f"{fn.name}-sqs")
-            upcoming = [g.due for g in mapping.gathering if g.due > now]
             upcoming += [
                 max(m.visible_at, m.delayed_until) / 1000.0
                 for m in queue._messages
@@ -649,6 +565,87 @@ class Delivery:
             ]
             if upcoming:
                 self.trigger(mapping, at=min(upcoming) + 0.001)
+
+    def _gather_one(
+        self, mapping: QueueMapping, fn: Function, backend: Any, queue: Any, now: float
+    ) -> list[float] | None:
+        """One poller: a batch of up to ``batch_size`` at a time, each started at once, while slots are free; a
+        partial batch waits for the batching window (returns None: the window's end polls again)."""
+        limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
+        while mapping.running < limit and (fn.reserved_concurrency is None or fn.running < fn.reserved_concurrency):
+            visible = len(queue.messages)
+            if visible == 0:
+                break
+            if mapping.batching_window > 0 and visible < mapping.batch_size:
+                if mapping.window_deadline is None:
+                    mapping.window_deadline = self.now + mapping.batching_window
+                if self.now < mapping.window_deadline:
+                    self.trigger(mapping, at=mapping.window_deadline)
+                    return None
+            mapping.window_deadline = None
+            messages = backend.receive_message(
+                mapping.queue_name,
+                mapping.batch_size,
+                wait_seconds_timeout=0,
+                visibility_timeout=int(queue.visibility_timeout),
+            )
+            if not messages:
+                break
+            mapping.inflight.update(m.id for m in messages)
+            self._start_batch(mapping, fn, messages)
+        return []
+
+    def _gather_pollers(
+        self, mapping: QueueMapping, fn: Function, backend: Any, queue: Any, now: float
+    ) -> list[float] | None:
+        """Several pollers (sqs_pollers): each fills its own batch from sampled receives of up to 10.
+
+        A poller holds at most one batch; pollers gathering plus batches running never exceed the
+        mapping's maximum concurrency. A batch starts when full or when its window ends, plus up to
+        ``batch_lateness`` s, and only when the function has a free slot (a free slot re-polls). Returns when
+        the batches still gathering are due.
+        """
+        rng = self.aws.rng
+        limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
+        lateness = self.options.batch_lateness
+        while len(queue.messages) > 0:
+            open_batches = [g for g in mapping.gathering if len(g.messages) < mapping.batch_size]
+            can_open = mapping.running + len(mapping.gathering) < limit
+            if not open_batches and not can_open:
+                break
+            if open_batches and (not can_open or rng.random() < 0.5):
+                batch = rng.choice(open_batches)
+            else:
+                batch = Gathered([], now, now + mapping.batching_window + rng.uniform(0.0, lateness))
+                mapping.gathering.append(batch)
+            room = mapping.batch_size - len(batch.messages)
+            want = rng.randint(1, max(1, min(SQS_RECEIVE_MAX, room, len(queue.messages))))
+            messages = backend.receive_message(
+                mapping.queue_name, want, wait_seconds_timeout=0, visibility_timeout=int(queue.visibility_timeout)
+            )
+            if not messages:
+                if not batch.messages:
+                    mapping.gathering.remove(batch)
+                break
+            batch.messages.extend(messages)
+            mapping.inflight.update(m.id for m in messages)
+            if len(batch.messages) >= mapping.batch_size:
+                batch.due = min(batch.due, now + rng.uniform(0.0, lateness))
+        for batch in list(mapping.gathering):
+            if batch.due > now:
+                continue
+            if fn.reserved_concurrency is not None and fn.running >= fn.reserved_concurrency:
+                break  # the slot's release polls again
+            mapping.gathering.remove(batch)
+            self._start_batch(mapping, fn, batch.messages)
+        return [g.due for g in mapping.gathering if g.due > now]
+
+    def _start_batch(self, mapping: QueueMapping, fn: Function, messages: list[Any]) -> None:
+        """Invoke ``fn`` with ``messages`` as one SQS event (a slot of the mapping and of the function taken)."""
+        mapping.running += 1
+        fn.running += 1
+        event = {"Records": [self.sqs_record(m, mapping) for m in messages]}
+        self.start(lambda: self.run_batch(mapping, fn, event, messages), f"{fn.name}-sqs")
 
     def sqs_record(self, message: Any, mapping: QueueMapping) -> dict[str, Any]:
         return {
