@@ -6,7 +6,8 @@ event per invocation, queued at reserved concurrency, retried, then dead-lettere
 SQS event source mappings (``aws.map_queue``: batches, partial batch responses, visibility
 timeout, redrive). moto would hand these to docker; here they run as ``SimClock`` tasks.
 
-Behaviours of issue 11, each switchable and OFF by default for now (``# issue 11: AWS default is``):
+Behaviours as AWS has them, each switchable and on by default, but for the loss probabilities and
+``batch_lateness``, which stay 0 (AWS documents no figure for them):
 
 - ``delivery_options(throttle_backoff=True)``: an async event throttled by reserved concurrency goes
   back to Lambda's internal queue and is retried with backoff "from 1 second after the first attempt
