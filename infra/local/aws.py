@@ -24,6 +24,7 @@ import boto3
 from botocore.config import Config
 
 from infra.local import autoscaling, delivery, faults, refresh, route53, secrets, state, termination
+from infra.local.autoscaling import describes
 from infra.local.clock import SimClock, WallClock
 from infra.local.faults import CallRecord, Faults
 from infra.local.route53 import ChangeRecord, Route53State
@@ -106,8 +107,8 @@ class LocalAWS:
         self.describe_staleness = describe_staleness
         self.warm_pools = warm_pools  # PutWarmPool launches a pool; Warmed:* states and warm-pool hooks
         self.standby_states = standby_states  # EnteringStandby -> Standby; ExitStandby -> Pending -> InService
-        self.notifications: list[Any] = []  # autoscaling.Notification: what the groups sent
-        self.lifecycle_actions: list[Any] = []  # autoscaling.LifecycleActionRecord, every action
+        self.notifications: list[Any] = []  # autoscaling.model.Notification: what the groups sent
+        self.lifecycle_actions: list[Any] = []  # autoscaling.model.LifecycleActionRecord, every action
         self.invocations: list[Any] = []  # delivery.Invocation: every Lambda invocation
         self.dead_letters: list[Any] = []  # delivery.DeadLetter: async events given up on
         self.instance_refreshes: list[Any] = []  # refresh.RefreshRecord: every instance refresh
@@ -161,7 +162,7 @@ class LocalAWS:
     def observer(self) -> Any:
         """Context manager: describes inside answer the current state, never a stale view — for a test
         checking outcomes (the coordinator's own calls never run inside it)."""
-        return autoscaling.observer()
+        return describes.observer()
 
     def __enter__(self) -> LocalAWS:
         return self.start()

@@ -12,6 +12,7 @@ time advances, and a given program and seed always interleave the same way.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import itertools
 import threading
@@ -269,3 +270,12 @@ class WallClock:
                 import logging
 
                 logging.getLogger(__name__).exception("emulator timer failed")
+
+
+def iso(ts: float, *, millis: bool = False) -> str:
+    """AWS timestamp text of a clock reading: ``2026-01-01T00:00:00Z`` (EventBridge) or with ``.123`` (hook
+    messages)."""
+    moment = dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+    if millis:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

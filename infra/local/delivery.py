@@ -6,7 +6,8 @@ event per invocation, queued at reserved concurrency, retried, then dead-lettere
 SQS event source mappings (``aws.map_queue``: batches, partial batch responses, visibility
 timeout, redrive). moto would hand these to docker; here they run as ``SimClock`` tasks.
 
-Behaviours of issue 11, each switchable and OFF by default for now (``# issue 11: AWS default is``):
+Behaviours as AWS has them, each switchable and on by default, but for the loss probabilities and
+``batch_lateness``, which stay 0 (AWS documents no figure for them):
 
 - ``delivery_options(throttle_backoff=True)``: an async event throttled by reserved concurrency goes
   back to Lambda's internal queue and is retried with backoff "from 1 second after the first attempt
@@ -53,17 +54,14 @@ import json
 import logging
 import math
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from infra.local.autoscaling import iso
-from infra.local.clock import TaskKilled
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
+from infra.local import state
+from infra.local.account import Account, new_uuid
+from infra.local.clock import TaskKilled, iso
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +232,7 @@ class DeliveryOptions:
 class Delivery:
     """Lambda's invoke machinery for one emulated account."""
 
-    def __init__(self, aws: LocalAWS) -> None:
+    def __init__(self, aws: Account) -> None:
         self.aws = aws
         self.lock = threading.RLock()
         self.functions: dict[str, Function] = {}
@@ -370,7 +368,7 @@ class Delivery:
         return self.aws.clock.now()
 
     def new_uuid(self) -> str:
-        return str(uuid.UUID(int=self.aws.rng.getrandbits(128), version=4))
+        return new_uuid(self.aws)
 
     def sqs(self) -> Any:
         from moto.sqs.models import sqs_backends
@@ -543,9 +541,9 @@ class Delivery:
         self.start(lambda: self.poll(mapping, when), f"poll-{mapping.queue_name}", when)
 
     def poll(self, mapping: QueueMapping, scheduled: float) -> None:
-        if self.options.sqs_pollers:  # issue 11: AWS default is True
-            self.poll_pollers(mapping, scheduled)
-            return
+        """One look of the mapping's poller(s) at the queue (scheduled by ``trigger``): gather messages into
+        batches, start what a free slot allows, and wake again when a gathered batch is due or a message becomes
+        visible. Messages a running batch holds are not waited for: the batch's end polls again."""
         with self.lock:
             if mapping.next_poll != scheduled or mapping not in self.mappings:
                 return
@@ -556,95 +554,11 @@ class Delivery:
                 queue = backend.get_queue(mapping.queue_name)
             except Exception:  # noqa: BLE001 - a deleted queue stops its mapping
                 return
-            limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
-            while mapping.running < limit and (fn.reserved_concurrency is None or fn.running < fn.reserved_concurrency):
-                visible = len(queue.messages)
-                if visible == 0:
-                    break
-                if mapping.batching_window > 0 and visible < mapping.batch_size:
-                    if mapping.window_deadline is None:
-                        mapping.window_deadline = self.now + mapping.batching_window
-                    if self.now < mapping.window_deadline:
-                        self.trigger(mapping, at=mapping.window_deadline)
-                        return
-                mapping.window_deadline = None
-                messages = backend.receive_message(
-                    mapping.queue_name,
-                    mapping.batch_size,
-                    wait_seconds_timeout=0,
-                    visibility_timeout=int(queue.visibility_timeout),
-                )
-                if not messages:
-                    break
-                mapping.running += 1
-                fn.running += 1
-                mapping.inflight.update(m.id for m in messages)
-                event = {"Records": [self.sqs_record(m, mapping) for m in messages]}
-                self.start(lambda e=event, ms=messages: self.run_batch(mapping, fn, e, ms), f"{fn.name}-sqs")
-            # Nothing to do now: wake when the next in-flight or delayed message becomes visible.
-            # Messages a running batch holds are not waited for here: the batch's end polls again.
-            upcoming = [
-                max(m.visible_at, m.delayed_until) / 1000.0
-                for m in queue._messages
-                if max(m.visible_at, m.delayed_until) / 1000.0 > self.now and m.id not in mapping.inflight
-            ]
-            if upcoming:
-                self.trigger(mapping, at=min(upcoming) + 0.001)
-
-    def poll_pollers(self, mapping: QueueMapping, scheduled: float) -> None:
-        """Several pollers (sqs_pollers): each fills its own batch from sampled receives of up to 10.
-
-        A poller holds at most one batch; pollers gathering plus batches running never exceed the
-        mapping's maximum concurrency. A batch starts when full or when its window ends, plus up to
-        ``batch_lateness`` s, and only when the function has a free slot (a free slot re-polls).
-        """
-        with self.lock:
-            if mapping.next_poll != scheduled or mapping not in self.mappings:
+            now = self.now
+            gather = self._gather_pollers if self.options.sqs_pollers else self._gather_one
+            upcoming = gather(mapping, fn, backend, queue, now)
+            if upcoming is None:
                 return
-            mapping.next_poll = None
-            fn = self.functions[mapping.function]
-            backend = self.sqs()
-            try:
-                queue = backend.get_queue(mapping.queue_name)
-            except Exception:  # noqa: BLE001 - a deleted queue stops its mapping
-                return
-            rng, now = self.aws.rng, self.now
-            limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
-            lateness = self.options.batch_lateness
-            while len(queue.messages) > 0:
-                open_batches = [g for g in mapping.gathering if len(g.messages) < mapping.batch_size]
-                can_open = mapping.running + len(mapping.gathering) < limit
-                if not open_batches and not can_open:
-                    break
-                if open_batches and (not can_open or rng.random() < 0.5):
-                    batch = rng.choice(open_batches)
-                else:
-                    batch = Gathered([], now, now + mapping.batching_window + rng.uniform(0.0, lateness))
-                    mapping.gathering.append(batch)
-                room = mapping.batch_size - len(batch.messages)
-                want = rng.randint(1, max(1, min(SQS_RECEIVE_MAX, room, len(queue.messages))))
-                messages = backend.receive_message(
-                    mapping.queue_name, want, wait_seconds_timeout=0, visibility_timeout=int(queue.visibility_timeout)
-                )
-                if not messages:
-                    if not batch.messages:
-                        mapping.gathering.remove(batch)
-                    break
-                batch.messages.extend(messages)
-                mapping.inflight.update(m.id for m in messages)
-                if len(batch.messages) >= mapping.batch_size:
-                    batch.due = min(batch.due, now + rng.uniform(0.0, lateness))
-            for batch in list(mapping.gathering):
-                if batch.due > now:
-                    continue
-                if fn.reserved_concurrency is not None and fn.running >= fn.reserved_concurrency:
-                    break  # the slot's release polls again
-                mapping.gathering.remove(batch)
-                mapping.running += 1
-                fn.running += 1
-                event = {"Records": [self.sqs_record(m, mapping) for m in batch.messages]}
-                self.start(lambda e=event, ms=batch.messages: self.run_batch(mapping, fn, e, ms), f"{fn.name}-sqs")
-            upcoming = [g.due for g in mapping.gathering if g.due > now]
             upcoming += [
                 max(m.visible_at, m.delayed_until) / 1000.0
                 for m in queue._messages
@@ -652,6 +566,87 @@ class Delivery:
             ]
             if upcoming:
                 self.trigger(mapping, at=min(upcoming) + 0.001)
+
+    def _gather_one(
+        self, mapping: QueueMapping, fn: Function, backend: Any, queue: Any, now: float
+    ) -> list[float] | None:
+        """One poller: a batch of up to ``batch_size`` at a time, each started at once, while slots are free; a
+        partial batch waits for the batching window (returns None: the window's end polls again)."""
+        limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
+        while mapping.running < limit and (fn.reserved_concurrency is None or fn.running < fn.reserved_concurrency):
+            visible = len(queue.messages)
+            if visible == 0:
+                break
+            if mapping.batching_window > 0 and visible < mapping.batch_size:
+                if mapping.window_deadline is None:
+                    mapping.window_deadline = self.now + mapping.batching_window
+                if self.now < mapping.window_deadline:
+                    self.trigger(mapping, at=mapping.window_deadline)
+                    return None
+            mapping.window_deadline = None
+            messages = backend.receive_message(
+                mapping.queue_name,
+                mapping.batch_size,
+                wait_seconds_timeout=0,
+                visibility_timeout=int(queue.visibility_timeout),
+            )
+            if not messages:
+                break
+            mapping.inflight.update(m.id for m in messages)
+            self._start_batch(mapping, fn, messages)
+        return []
+
+    def _gather_pollers(
+        self, mapping: QueueMapping, fn: Function, backend: Any, queue: Any, now: float
+    ) -> list[float] | None:
+        """Several pollers (sqs_pollers): each fills its own batch from sampled receives of up to 10.
+
+        A poller holds at most one batch; pollers gathering plus batches running never exceed the
+        mapping's maximum concurrency. A batch starts when full or when its window ends, plus up to
+        ``batch_lateness`` s, and only when the function has a free slot (a free slot re-polls). Returns when
+        the batches still gathering are due.
+        """
+        rng = self.aws.rng
+        limit = mapping.max_concurrency or DEFAULT_SQS_CONCURRENCY
+        lateness = self.options.batch_lateness
+        while len(queue.messages) > 0:
+            open_batches = [g for g in mapping.gathering if len(g.messages) < mapping.batch_size]
+            can_open = mapping.running + len(mapping.gathering) < limit
+            if not open_batches and not can_open:
+                break
+            if open_batches and (not can_open or rng.random() < 0.5):
+                batch = rng.choice(open_batches)
+            else:
+                batch = Gathered([], now, now + mapping.batching_window + rng.uniform(0.0, lateness))
+                mapping.gathering.append(batch)
+            room = mapping.batch_size - len(batch.messages)
+            want = rng.randint(1, max(1, min(SQS_RECEIVE_MAX, room, len(queue.messages))))
+            messages = backend.receive_message(
+                mapping.queue_name, want, wait_seconds_timeout=0, visibility_timeout=int(queue.visibility_timeout)
+            )
+            if not messages:
+                if not batch.messages:
+                    mapping.gathering.remove(batch)
+                break
+            batch.messages.extend(messages)
+            mapping.inflight.update(m.id for m in messages)
+            if len(batch.messages) >= mapping.batch_size:
+                batch.due = min(batch.due, now + rng.uniform(0.0, lateness))
+        for batch in list(mapping.gathering):
+            if batch.due > now:
+                continue
+            if fn.reserved_concurrency is not None and fn.running >= fn.reserved_concurrency:
+                break  # the slot's release polls again
+            mapping.gathering.remove(batch)
+            self._start_batch(mapping, fn, batch.messages)
+        return [g.due for g in mapping.gathering if g.due > now]
+
+    def _start_batch(self, mapping: QueueMapping, fn: Function, messages: list[Any]) -> None:
+        """Invoke ``fn`` with ``messages`` as one SQS event (a slot of the mapping and of the function taken)."""
+        mapping.running += 1
+        fn.running += 1
+        event = {"Records": [self.sqs_record(m, mapping) for m in messages]}
+        self.start(lambda: self.run_batch(mapping, fn, event, messages), f"{fn.name}-sqs")
 
     def sqs_record(self, message: Any, mapping: QueueMapping) -> dict[str, Any]:
         return {
@@ -749,13 +744,11 @@ _INSTALLED = False
 
 
 def _delivery() -> Delivery | None:
-    from infra.local import state
-
     running = state.running()
     return None if running is None else getattr(running, "_delivery", None)
 
 
-def install(aws: LocalAWS) -> Delivery:
+def install(aws: Account) -> Delivery:
     """Attach the Lambda runner to ``aws`` and patch moto (idempotent)."""
     runner = Delivery(aws)
     aws._delivery = runner  # type: ignore[attr-defined]
@@ -776,12 +769,15 @@ def _patch() -> None:
     if _INSTALLED:
         return
     _INSTALLED = True
-    from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimestamp
-    from moto.events.models import EventTemplateParser, Rule
-    from moto.sns.models import Subscription
-    from moto.sqs import models as sqs_models
+    _patch_eventbridge()
+    _patch_sns()
+    _patch_sqs()
 
-    # -- EventBridge: lambda targets go to the runner, the rest to moto --------------
+
+# -- EventBridge: lambda targets go to the runner, the rest to moto ----------------------------------
+def _patch_eventbridge() -> None:
+    from moto.events.models import Rule
+
     original_send = Rule.send_to_targets
 
     def send_to_targets(self: Rule, original_event: Any, transform_input: bool = True) -> None:
@@ -797,29 +793,14 @@ def _patch() -> None:
         ]
         if self.state != "DISABLED" and self.event_pattern.matches_event(original_event):
             for target in plain_sqs:
-                event = dict(original_event)
-                event.pop("ingestion-time", None)
-                if event.get("source") == "aws.autoscaling" and runner.lose("eventbridge", target["Arn"], event):
-                    continue
-                group_id = target.get("SqsParameters", {}).get("MessageGroupId")
-                self._send_to_sqs_queue(target["Arn"].split(":")[5], event, group_id)
+                event = _delivered(runner, target, original_event)
+                if event is not None:
+                    group_id = target.get("SqsParameters", {}).get("MessageGroupId")
+                    self._send_to_sqs_queue(target["Arn"].split(":")[5], event, group_id)
             for target in lambda_targets:
-                event = dict(original_event)
-                event.pop("ingestion-time", None)
-                if event.get("source") == "aws.autoscaling" and runner.lose("eventbridge", target["Arn"], event):
-                    continue  # best effort: this delivery never happens
-                if isinstance(event.get("time"), (int, float)):
-                    event["time"] = iso_8601_datetime_without_milliseconds(utcfromtimestamp(float(event["time"])))
-                if transform_input and target.get("InputTransformer"):
-                    transformer = target["InputTransformer"]
-                    event = EventTemplateParser.parse(
-                        input_template=transformer.get("InputTemplate"),
-                        input_paths_map=transformer.get("InputPathsMap", {}),
-                        event=event,
-                    )
-                elif target.get("Input"):
-                    event = json.loads(target["Input"])
-                runner.eventbridge_target(target, event)
+                event = _delivered(runner, target, original_event)  # None: best effort, this delivery never happens
+                if event is not None:
+                    runner.eventbridge_target(target, _lambda_input(target, event, transform_input))
         others = [t for t in self.targets if t not in lambda_targets and t not in plain_sqs]
         if others:
             saved = self.targets
@@ -832,7 +813,39 @@ def _patch() -> None:
 
     Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
 
-    # -- SNS: lambda subscriptions go to the runner ---------------------------------
+
+def _delivered(runner: Delivery, target: dict[str, Any], original_event: Any) -> dict[str, Any] | None:
+    """The event as ``target`` receives it, or None when this delivery of an Auto Scaling event is lost."""
+    event = dict(original_event)
+    event.pop("ingestion-time", None)
+    if event.get("source") == "aws.autoscaling" and runner.lose("eventbridge", target["Arn"], event):
+        return None
+    return event
+
+
+def _lambda_input(target: dict[str, Any], event: dict[str, Any], transform_input: bool) -> Any:
+    """What a Lambda target is invoked with: the event (its time as text), transformed, or the target's Input."""
+    from moto.core.utils import iso_8601_datetime_without_milliseconds, utcfromtimestamp
+    from moto.events.models import EventTemplateParser
+
+    if isinstance(event.get("time"), (int, float)):
+        event["time"] = iso_8601_datetime_without_milliseconds(utcfromtimestamp(float(event["time"])))
+    if transform_input and target.get("InputTransformer"):
+        transformer = target["InputTransformer"]
+        return EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=event,
+        )
+    if target.get("Input"):
+        return json.loads(target["Input"])
+    return event
+
+
+# -- SNS: lambda subscriptions go to the runner -----------------------------------------------------
+def _patch_sns() -> None:
+    from moto.sns.models import Subscription
+
     original_publish = Subscription.publish
 
     def publish(
@@ -857,19 +870,19 @@ def _patch() -> None:
 
     Subscription.publish = publish  # type: ignore[method-assign]
 
-    # -- SQS: the emulator's clock, mapped queues, long polling in simulated time ---
+
+# -- SQS: the emulator's clock, mapped queues, long polling in simulated time --------------------------
+def _patch_sqs() -> None:
+    from moto.sqs import models as sqs_models
+
     original_unix_time = sqs_models.unix_time
     original_unix_time_millis = sqs_models.unix_time_millis
 
     def unix_time(*args: Any) -> float:
-        from infra.local import state
-
         running = state.running()
         return running.clock.now() if running is not None and not args else original_unix_time(*args)
 
     def unix_time_millis(*args: Any) -> float:
-        from infra.local import state
-
         running = state.running()
         return running.clock.now() * 1000.0 if running is not None and not args else original_unix_time_millis(*args)
 
@@ -885,14 +898,15 @@ def _patch() -> None:
             runner.message_added(self.name)
 
     sqs_models.Queue.add_message = add_message  # type: ignore[method-assign]
+    _patch_sqs_long_poll(sqs_models.SQSBackend)
 
-    original_receive = sqs_models.SQSBackend.receive_message
+
+def _patch_sqs_long_poll(backend_class: Any) -> None:
+    original_receive = backend_class.receive_message
 
     def receive_message(
         self: Any, queue_name: str, count: int, wait_seconds_timeout: int, *args: Any, **kwargs: Any
     ) -> Any:
-        from infra.local import state
-
         running = state.running()
         clock = getattr(running, "clock", None)
         if running is None or clock is None or not wait_seconds_timeout:
@@ -910,4 +924,4 @@ def _patch() -> None:
             with state.released(running.lock):
                 clock.sleep(min(1.0 if simulated else 0.05, math.ceil(remaining * 1000) / 1000))
 
-    sqs_models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+    backend_class.receive_message = receive_message

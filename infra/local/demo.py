@@ -244,7 +244,8 @@ class Cluster:
         from infra.local.aws import LocalAWS
         from infra.local.clock import WallClock
         from infra.local.dns import LocalZoneResolver, serve
-        from infra.local.instances import EtcdSettings, Fleet
+        from infra.local.fleet import Fleet
+        from infra.local.launcher import EtcdSettings
         from infra.local.stack import deploy
 
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -312,7 +313,7 @@ class Cluster:
         loaded from its secret as the Lambda's cold start loads them."""
 
         from hook_handler.tls import load_client_tls
-        from infra.local.instances import ClientCertificate, use_client_tls
+        from infra.local.etcd_client import ClientCertificate, use_client_tls
         from infra.local.pki import CertificateAuthority
 
         ca = CertificateAuthority.create("etcd-demo-ca")
@@ -415,7 +416,7 @@ class Cluster:
         runner.start(lambda: runner.dispatch(function, item), "etcd-asg-coordinator-schedule")
 
     def write_key(self, key: str, value: str) -> None:
-        from infra.local.instances import put
+        from infra.local.etcd_client import put
 
         endpoints = self.fleet.client_endpoints()
         if not endpoints:
@@ -494,7 +495,8 @@ class Cluster:
 
     def observe(self, name: str) -> StepResult:
         """Check the invariants now; the result lists every difference found (none: the step holds)."""
-        from infra.local.instances import endpoint_health, get, member_list, srv_targets
+        from infra.local.etcd_client import endpoint_health, get, member_list
+        from infra.local.resolver import srv_targets
 
         result = StepResult(name)
         states = self.stack.instances()

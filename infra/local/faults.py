@@ -41,15 +41,13 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
 
 from infra.local import state
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
+from infra.local.account import Account
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +195,7 @@ SUMMARIZERS.update(
 class Faults:
     """Rate limit, injected faults and the call log of one ``LocalAWS`` (``aws.faults``)."""
 
-    aws: LocalAWS
+    aws: Account
     injected: Counter[str] = field(default_factory=Counter)  # operation -> injected errors answered
     throttled: int = 0  # Route 53 requests refused by the rate limit
     _fails: list[_FailRule] = field(default_factory=list)
@@ -328,7 +326,7 @@ class Faults:
         return call
 
 
-def _sleep(aws: LocalAWS, seconds: float) -> None:
+def _sleep(aws: Account, seconds: float) -> None:
     try:
         aws.clock.sleep(seconds)
     except RuntimeError as exc:
@@ -453,7 +451,7 @@ def _call_action(self: BaseResponse) -> Any:
 
 
 def _lose(
-    aws: LocalAWS, resp: BaseResponse, call: CallRecord, rule: _LostRule, status: Any, body: Any
+    aws: Account, resp: BaseResponse, call: CallRecord, rule: _LostRule, status: Any, body: Any
 ) -> tuple[int, dict[str, Any], Any]:
     """The write landed (``status``/``body`` are its real answer); give the caller ``rule``'s failure instead."""
     text = _text(body)

@@ -29,7 +29,7 @@ import datetime as dt
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moto.autoscaling.models import autoscaling_backends
 from moto.autoscaling.responses import AutoScalingResponse
@@ -37,9 +37,7 @@ from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult
 
 from infra.local import state, termination
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
+from infra.local.account import Account
 
 TICK_SECONDS = 1.0  # how often the refresh looks at its group
 ACTIVE = ("Pending", "InProgress", "Cancelling")
@@ -110,7 +108,7 @@ def batch_size(desired: int, min_healthy: int) -> int:
 class Refresher:
     """The instance refreshes of one emulated account."""
 
-    def __init__(self, aws: LocalAWS) -> None:
+    def __init__(self, aws: Account) -> None:
         self.aws = aws
 
     @property
@@ -249,7 +247,7 @@ class Refresher:
         for s in batch:
             record.to_replace.remove(s.instance.id)
             record.replaced.append(s.instance.id)
-            self.engine.begin_termination(group, s, cause="terminate")
+            self.engine.transitions.begin_termination(group, s, cause="terminate")
         record.batch = [s.instance.id for s in batch]
         if batch:
             record.batches.append((now, list(record.batch)))
@@ -328,7 +326,7 @@ def _refresher() -> Refresher | None:
     return getattr(aws, "_refresher", None) if aws is not None else None
 
 
-def install(aws: LocalAWS) -> Refresher:
+def install(aws: Account) -> Refresher:
     """Attach instance refresh to ``aws`` and add the three operations to moto (once per process)."""
     global _INSTALLED
     refresher = Refresher(aws)

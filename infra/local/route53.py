@@ -26,7 +26,7 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moto.core.responses import ActionResult
 from moto.route53.exceptions import DnsNameInvalidForZone, InvalidActionValue
@@ -36,10 +36,8 @@ from moto.route53.responses import Route53
 from moto.route53.utils import validate_domain_name
 
 from infra.local import state
+from infra.local.account import Account
 from infra.local.faults import EmulatedError
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
 
 # (name, type) -> (ttl, sorted values): what a test compares record content with.
 Records = dict[tuple[str, str], tuple[int | None, tuple[str, ...]]]
@@ -290,7 +288,7 @@ def draw_propagation(spec: Any, rng: random.Random) -> float | None:
     return None
 
 
-def propagation_delay(aws: LocalAWS) -> float:
+def propagation_delay(aws: Account) -> float:
     """The propagation delay of the next change: the long-tail forms here, the plain ones by ``aws``."""
     if "propagation_delay" not in vars(aws):  # a harness may replace aws.propagation_delay: keep its draws
         drawn = draw_propagation(aws.propagation, aws.rng)
@@ -362,7 +360,7 @@ def apply_batch(zone: FakeZone, changes: list[dict[str, Any]]) -> None:
         zone.rr_changes.append(copy.deepcopy(change))  # keep moto's journal coherent
 
 
-def new_change_id(aws: LocalAWS) -> str:
+def new_change_id(aws: Account) -> str:
     state = aws.route53_state
     while True:
         change_id = "/change/C" + "".join(aws.rng.choice(_ID_ALPHABET) for _ in range(13))
@@ -370,7 +368,7 @@ def new_change_id(aws: LocalAWS) -> str:
             return change_id
 
 
-def submit(aws: LocalAWS, zone: FakeZone, changes: list[dict[str, Any]], comment: str | None) -> ChangeRecord:
+def submit(aws: Account, zone: FakeZone, changes: list[dict[str, Any]], comment: str | None) -> ChangeRecord:
     """Validate, apply and record one change batch (the whole of ``ChangeResourceRecordSets``)."""
     now = aws.clock.now()
     zone_id = bare_zone_id(zone.id)
@@ -489,7 +487,7 @@ def install() -> None:
     FakeZone.get_record_sets = _get_record_sets  # type: ignore[method-assign,assignment]
 
 
-def backend(aws: LocalAWS) -> Any:
+def backend(aws: Account) -> Any:
     return route53_backends[aws.account]["aws"]
 
 

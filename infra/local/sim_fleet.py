@@ -1,6 +1,6 @@
 """Simulated instances running the start protocol of ``infra/aws/bootstrap/etcd-bootstrap.sh`` on an ``EtcdModel``.
 
-The simulated-time counterpart of ``infra.local.instances.Fleet``: one periodic timer on the emulator's clock
+The simulated-time counterpart of ``infra.local.fleet.Fleet``: one periodic timer on the emulator's clock
 reads moto's backends directly (no API calls, so no call log, throttling or faults): the group's instances
 and lifecycle states (and its warm pool's), each instance's EC2 state and its tag ``etcd-cluster-state``,
 and the SRV record as DNS answers it (``LocalAWS.records``). Per instance, on every boot, it runs the script:
@@ -44,15 +44,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from infra.local.aws import LocalAWS
+from infra.local.bootstrap import (
+    EC2_GONE,
+    EC2_OFF,
+    NOT_JOINING,
+    STOPPED_STATES,
+    TAG_CLUSTER_STATE,
+    TAG_MEMBER_CERT,
+    TARGET_IN_SERVICE,
+)
 from infra.local.etcd_model import Discovery, EtcdModel
 
-TAG_CLUSTER_STATE = "etcd-cluster-state"
-TAG_CERT = "etcd-member-cert"
-_TARGET_IN_SERVICE = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
-_NOT_JOINING = ("Warmed", "Terminat", "Detach")
-_STOPPED_STATES = {"Terminating:Proceed", "Terminated", "Warmed:Terminated"}
-_EC2_GONE = {"shutting-down", "terminated"}
-_EC2_STOPPED = {"stopping", "stopped"}  # the VM is off: etcd killed, the data dir (EBS) kept
 _LIVE = {"pending", "running", "stopping", "stopped", "shutting-down"}
 
 Phase = Literal[
@@ -182,7 +184,7 @@ class SimFleet:
     def _warm_pool(self) -> list[Any]:
         """The group's warm-pool instance states (the emulator keeps them apart from the group's)."""
         engine = getattr(self.aws, "_lifecycle", None)
-        return list(getattr(engine, "warm", {}).get(self.group, [])) if engine is not None else []
+        return list(engine.states.warm.get(self.group, [])) if engine is not None else []
 
     def _sync(self) -> None:
         asg, ec2 = self._backends()
@@ -192,9 +194,9 @@ class SimFleet:
             states.update({s.instance.id: s for s in self._warm_pool() if s.instance.id not in states})
         now = self.clock.now()
         for iid, state in states.items():
-            if iid not in self.instances and state.lifecycle_state not in _STOPPED_STATES:
+            if iid not in self.instances and state.lifecycle_state not in STOPPED_STATES:
                 inst = state.instance
-                if inst.state in _EC2_STOPPED | _EC2_GONE:
+                if inst.state in EC2_OFF | EC2_GONE:
                     continue  # not running: it boots when EC2 starts it
                 self._ec2_objects[iid] = inst  # moto's instance object: its state changes in place
                 self.instances[iid] = SimInstance(iid, inst.private_ip or "", (inst.private_dns_name or "").lower())
@@ -204,12 +206,12 @@ class SimFleet:
                 continue
             lifecycle = states[iid].lifecycle_state if iid in states else None
             ec2_state = getattr(self._ec2_objects.get(iid), "state", None)
-            if lifecycle is None or lifecycle in _STOPPED_STATES or ec2_state in _EC2_GONE:
+            if lifecycle is None or lifecycle in STOPPED_STATES or ec2_state in EC2_GONE:
                 self.model.kill(iid)
                 inst.phase = "killed"
                 self._note(inst, f"instance stops ({lifecycle or 'gone from the group'}, EC2 {ec2_state}): etcd killed")
                 continue
-            if ec2_state in _EC2_STOPPED:
+            if ec2_state in EC2_OFF:
                 if inst.phase != "stopped":
                     self.model.kill(iid)  # the VM is off; its EBS data dir stays
                     inst.phase = "stopped"
@@ -257,14 +259,14 @@ class SimFleet:
 
     def _step(self, inst: SimInstance, lifecycle: str | None, ec2: Any, now: float) -> None:
         if inst.phase == "waiting-in-service":
-            if lifecycle in _TARGET_IN_SERVICE:
+            if lifecycle in TARGET_IN_SERVICE:
                 self._note(inst, "target lifecycle state: InService")
                 if inst.revoked:
                     inst.revoked = False
                     self.model.clear_data(inst.instance_id)
                     self._note(inst, "membership revoked: the WAL is of a removed member; data dir cleared")
                 self._advance(inst, "waiting-tag", now)
-            elif lifecycle is not None and lifecycle.startswith(_NOT_JOINING):
+            elif lifecycle is not None and lifecycle.startswith(NOT_JOINING):
                 inst.phase = "not-joining"
                 self._note(inst, f"target lifecycle state is {lifecycle}: not joining")
                 return
@@ -275,7 +277,7 @@ class SimFleet:
             value = ec2.tags.get(inst.instance_id, {}).get(TAG_CLUSTER_STATE)
             if value in ("new", "existing"):
                 if self.tls:
-                    problem = self._certificate_problem(inst, ec2.tags.get(inst.instance_id, {}).get(TAG_CERT))
+                    problem = self._certificate_problem(inst, ec2.tags.get(inst.instance_id, {}).get(TAG_MEMBER_CERT))
                     if problem:
                         self._note(inst, f"no usable member certificate: {problem}")
                         self._wait(inst, now)
@@ -339,7 +341,7 @@ class SimFleet:
     def _certificate_problem(self, inst: SimInstance, secret_id: str | None) -> str:
         """What is wrong with the member certificate the instance would fetch ('' when it will do)."""
         if not secret_id:
-            return f"no tag {TAG_CERT}"
+            return f"no tag {TAG_MEMBER_CERT}"
         from moto.secretsmanager.models import secretsmanager_backends
 
         backend = secretsmanager_backends[self.aws.account][self.aws.region]

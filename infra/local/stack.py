@@ -98,7 +98,7 @@ class Stack:
 
     def scheduled_event(self) -> dict[str, Any]:
         """The event the template's ReconcileSchedule rule sends (EventBridge ``Scheduled Event``)."""
-        from infra.local.autoscaling import iso
+        from infra.local.clock import iso
 
         return {
             "version": "0",

@@ -1,9 +1,9 @@
 """Which emulated account is running: the one ``LocalAWS`` whose behaviour moto's patched methods follow.
 
 moto's backends are global, so the patches installed by ``route53``, ``faults``, ``autoscaling`` and
-``delivery`` look the running emulator up here at call time. This module imports nothing of
-``infra.local``: every installer reaches the running emulator without importing ``LocalAWS``'s module
-(``aws.py`` imports the installers, never the other way round).
+``delivery`` look the running emulator up here at call time, typed as ``account.Account``: every installer
+reaches the running emulator without importing ``LocalAWS``'s module (``aws.py`` imports the installers, never
+the other way round).
 """
 
 from __future__ import annotations
@@ -11,27 +11,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
+from infra.local.account import Account
 
-_CURRENT: LocalAWS | None = None
+_CURRENT: Account | None = None
 
 
-def running() -> LocalAWS | None:
+def running() -> Account | None:
     """The running emulator, or None (the patches then behave as plain moto)."""
     return _CURRENT
 
 
-def current() -> LocalAWS:
+def current() -> Account:
     """The running emulator; raises when none is started."""
     if _CURRENT is None:
         raise RuntimeError("no LocalAWS is running")
     return _CURRENT
 
 
-def enter(aws: LocalAWS) -> None:
+def enter(aws: Account) -> None:
     """Make ``aws`` the running emulator; only one runs per process."""
     global _CURRENT
     if _CURRENT is not None and _CURRENT is not aws:
@@ -39,7 +38,7 @@ def enter(aws: LocalAWS) -> None:
     _CURRENT = aws
 
 
-def leave(aws: LocalAWS) -> None:
+def leave(aws: Account) -> None:
     """``aws`` stopped: no emulator runs (unless another one already took over)."""
     global _CURRENT
     if _CURRENT is aws:

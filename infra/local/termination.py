@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from moto.autoscaling.models import autoscaling_backends
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.exceptions import ServiceException
 
 from infra.local import state
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
+from infra.local.account import Account, seconds
 
 MAX_RUN_SECONDS = 2.0  # AWS: "The maximum run time for your Lambda function is two seconds (2000 milliseconds)"
 REFRESH_PATIENCE = 3600.0  # AWS: "For instance refresh-based terminations, it keeps trying for an hour"
@@ -71,7 +69,7 @@ def policy_arn(group: Any) -> str | None:
 class TerminationPolicyCaller:
     """The termination policy calls of one emulated account."""
 
-    def __init__(self, aws: LocalAWS) -> None:
+    def __init__(self, aws: Account) -> None:
         self.aws = aws
         self.scaling_in: set[str] = set()  # groups with a scale-in attempt scheduled or under way
 
@@ -113,7 +111,7 @@ class TerminationPolicyCaller:
             excess = _excess(group)
             chosen = self._pick(group, answer, _terminable(group), excess)
             for s in chosen:
-                self.engine.begin_termination(group, s, cause="scale-in")
+                self.engine.transitions.begin_termination(group, s, cause="scale-in")
             call.terminated = [s.instance.id for s in chosen]
             if len(chosen) < excess:  # "keeps trying as long as the group's desired capacity is less than current"
                 self._later(lambda: self._scale_in_attempt(name), f"{SOURCE}-{name}")
@@ -144,7 +142,7 @@ class TerminationPolicyCaller:
         self._spawn(body, f"{SOURCE}-{name}-refresh")
 
     def retry_delay(self) -> float:
-        return self.engine.draw("policy_retry", DEFAULT_RETRY)
+        return seconds(self.aws, "policy_retry", DEFAULT_RETRY)
 
     # -- internals ----------------------------------------------------------------------
     def _spawn(self, body: Any, name: str) -> None:
@@ -245,7 +243,7 @@ def caller() -> TerminationPolicyCaller | None:
     return getattr(aws, "_termination_policy", None) if aws is not None else None
 
 
-def install(aws: LocalAWS) -> TerminationPolicyCaller:
+def install(aws: Account) -> TerminationPolicyCaller:
     found = TerminationPolicyCaller(aws)
     aws._termination_policy = found  # type: ignore[attr-defined]
     if not hasattr(aws, "policy_calls"):

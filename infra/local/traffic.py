@@ -77,7 +77,7 @@ class ContinuousClient:
 
     # -- the loop ---------------------------------------------------------------------------------
     def _main(self) -> None:
-        from infra.local.instances import gateway
+        from infra.local.etcd_client import gateway
 
         urls: list[str] = []
         looked = 0.0
@@ -140,7 +140,7 @@ class ContinuousClient:
 
     def verify(self, endpoints: Iterable[str]) -> dict[str, list[int]]:
         """Acknowledged writes each member lacks (endpoint -> sequence numbers; all empty: nothing lost)."""
-        from infra.local.instances import gateway
+        from infra.local.etcd_client import gateway
 
         want = set(self.acknowledged())
         missing: dict[str, list[int]] = {}
@@ -153,7 +153,7 @@ class ContinuousClient:
 
 def srv_endpoints(record: str, scheme: str, nameserver: str) -> Callable[[], list[str]]:
     """``endpoints()`` for ``ContinuousClient``: the client SRV record's targets, as DNS answers them now."""
-    from infra.local.instances import srv_targets
+    from infra.local.resolver import srv_targets
 
     def endpoints() -> list[str]:
         return [f"{scheme}://{target}:{port}" for target, port in srv_targets(record, nameservers=[nameserver])]

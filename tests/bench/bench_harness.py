@@ -330,7 +330,7 @@ def private_dns_of(aws: LocalAWS) -> dict[str, str]:
     """Instance id → private DNS name (dotted), terminated instances included, without an API call."""
     from moto.ec2.models import ec2_backends
 
-    from infra.local.autoscaling import addresses
+    from infra.local.autoscaling.addressing import addresses
 
     backend = ec2_backends[aws.account][aws.region]
     # The name each had: a terminated instance shows none (AWS), but the record listed it by that name.

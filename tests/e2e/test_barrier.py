@@ -30,7 +30,7 @@ pytestmark = [
 def staggered_bootstrap(workdir: str, barrier: bool) -> dict[str, Any]:
     """Inside: grow a new group 1 → 2 → 3, 2.5 s apart; report the records written and what etcd made of them."""
     from infra.local.demo import PEER_SRV, Cluster, Reporter, quiet_logs
-    from infra.local.instances import endpoint_health, member_list
+    from infra.local.etcd_client import endpoint_health, member_list
 
     quiet_logs(Path(workdir))
     settings = {

@@ -108,7 +108,7 @@ def refusals_inside(workdir: str) -> dict[str, Any]:
     from etcd3gw.exceptions import Etcd3Exception
 
     from infra.local.demo import Cluster, Reporter, quiet_logs
-    from infra.local.instances import ClientCertificate, gateway, member_list
+    from infra.local.etcd_client import ClientCertificate, gateway, member_list
     from infra.local.pki import CertificateAuthority
 
     quiet_logs(Path(workdir))

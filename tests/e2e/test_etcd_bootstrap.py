@@ -118,14 +118,16 @@ def emulated_world(count: int) -> Iterator[World]:
 
 
 def coordinator_settings() -> Any:
-    from infra.local.instances import EtcdSettings
+    from infra.local.launcher import EtcdSettings
 
     return EtcdSettings(domain=DOMAIN, token=f"etcd-test-{uuid.uuid4().hex[:12]}")
 
 
 def bootstrap_complete(workdir: str) -> dict[str, Any]:
     """Inside: the record lists all three before any member starts; return what the cluster looks like."""
-    from infra.local.instances import Fleet, endpoint_health, get, member_list, put, srv_targets
+    from infra.local.etcd_client import endpoint_health, get, member_list, put
+    from infra.local.fleet import Fleet
+    from infra.local.resolver import srv_targets
 
     with emulated_world(3) as world:
         world.write_srv(world.instances)
@@ -151,7 +153,8 @@ def bootstrap_complete(workdir: str) -> dict[str, Any]:
 def bootstrap_partial(workdir: str) -> dict[str, Any]:
     """Inside: all three are told 'new', but the record lists two of them when they start; the third is
     added to the record afterwards (a coordinator without the bootstrap barrier). Return both views."""
-    from infra.local.instances import Fleet, endpoint_health, member_list
+    from infra.local.etcd_client import endpoint_health, member_list
+    from infra.local.fleet import Fleet
 
     with emulated_world(3) as world:
         first_two, third = world.instances[:2], world.instances[2]
@@ -189,7 +192,8 @@ def bootstrap_partial(workdir: str) -> dict[str, Any]:
 
 def termination_kills(workdir: str) -> dict[str, Any]:
     """Inside: a healthy cluster of three, then one instance terminated in EC2 (no hook, as a crash)."""
-    from infra.local.instances import Fleet, endpoint_health, member_list
+    from infra.local.etcd_client import endpoint_health, member_list
+    from infra.local.fleet import Fleet
 
     with emulated_world(3) as world:
         world.write_srv(world.instances)

@@ -215,7 +215,7 @@ def _exit_reason(text: str) -> str:
 # -- real etcd (inside the sandbox) ------------------------------------------------------------------------
 class RealDriver(Driver):
     def __init__(self, workdir: Path) -> None:
-        from infra.local.instances import default_etcd_binary
+        from infra.local.launcher import default_etcd_binary
 
         self.workdir = workdir
         self.binary = default_etcd_binary()

@@ -26,7 +26,7 @@ from tests.e2e.test_etcd_bootstrap import GROUP, coordinator_settings, emulated_
 
 
 def _cluster_id(endpoint: str) -> str:
-    from infra.local.instances import gateway
+    from infra.local.etcd_client import gateway
 
     client = gateway(endpoint, timeout=1.0)
     return str(client.post(client.get_url("/maintenance/status"), json={})["header"]["cluster_id"])
@@ -37,7 +37,7 @@ def _member_add(endpoint: str, peer_url: str, timeout: float) -> dict[str, Any]:
     refuses adds until its members have been connected for 5 s)."""
     from etcd3gw.exceptions import Etcd3Exception
 
-    from infra.local.instances import gateway
+    from infra.local.etcd_client import gateway
 
     client = gateway(endpoint, timeout=2.0)
     deadline = time.monotonic() + timeout
@@ -54,7 +54,8 @@ def failed_first_start_then_member_add(workdir: str) -> dict[str, Any]:
     """Inside: three founders form a cluster and hold a key; the fourth instance is listed in the record and told
     ``existing`` without ``member add``, so its first start fails; then the member is added (the coordinator's
     fix arriving late) and the launcher, restarting as systemd would, retries. Return what the joiner became."""
-    from infra.local.instances import Fleet, endpoint_health, get, member_list, put
+    from infra.local.etcd_client import endpoint_health, get, member_list, put
+    from infra.local.fleet import Fleet
 
     with emulated_world(4) as world:
         founders, joiner = world.instances[:3], world.instances[3]
@@ -123,7 +124,8 @@ def failed_first_start_then_member_add(workdir: str) -> dict[str, Any]:
 def standby_round_trip(workdir: str) -> dict[str, Any]:
     """Inside: a healthy cluster of three; one instance goes EnterStandby, then ExitStandby. Return its etcd
     process before, during and after, and what the cluster looks like."""
-    from infra.local.instances import Fleet, endpoint_health, member_list
+    from infra.local.etcd_client import endpoint_health, member_list
+    from infra.local.fleet import Fleet
 
     def lifecycle(instance_id: str) -> str:
         found = world.asg.describe_auto_scaling_instances(InstanceIds=[instance_id])["AutoScalingInstances"]

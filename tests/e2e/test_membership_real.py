@@ -2,7 +2,7 @@
 
 Each scenario runs in its own sandbox with the demo's ``Cluster`` (or a variant of it): the emulated AWS on the
 wall clock, our DNS server, the coordinator deployed like the template (EventBridge, reserved concurrency 1,
-``etcd=HttpTransport()``) and one real etcd per instance (``infra.local.instances.Fleet``). Every scenario checks
+``etcd=HttpTransport()``) and one real etcd per instance (``infra.local.fleet.Fleet``). Every scenario checks
 what etcd says (member names, started, learner flags, one cluster ID, every member healthy, every key readable
 through every member), what Route 53 says (the SRV record) and what Auto Scaling says (lifecycle states, how
 each action ended):
@@ -61,7 +61,7 @@ NOTABLE = (
 # -- inside the sandbox: looking at the world -------------------------------------------------------------
 def _status(endpoint: str) -> dict[str, Any] | None:
     """``/v3/maintenance/status`` of one member (cluster ID, member ID, leader), or None when it does not answer."""
-    from infra.local.instances import gateway
+    from infra.local.etcd_client import gateway
 
     try:
         client = gateway(endpoint, timeout=1.0)
@@ -84,7 +84,8 @@ def _running_endpoints(cluster: Any) -> dict[str, str]:
 def look(cluster: Any) -> dict[str, Any]:
     """Everything the checks compare, now: group, record (Route 53 and DNS), etcd (per member), keys."""
     from infra.local.demo import NAMESERVER, PEER_SRV
-    from infra.local.instances import endpoint_health, get, member_list, srv_targets
+    from infra.local.etcd_client import endpoint_health, get, member_list
+    from infra.local.resolver import srv_targets
 
     states = cluster.stack.instances()
     endpoints = _running_endpoints(cluster)
@@ -295,7 +296,7 @@ class Monitor:
         self._thread.join(timeout=5)
 
     def _main(self) -> None:
-        from infra.local.instances import member_list
+        from infra.local.etcd_client import member_list
 
         while not self._stop.wait(self.interval):
             endpoints = _running_endpoints(self.cluster)
@@ -510,7 +511,7 @@ def scale_in_with_a_member_down(workdir: str) -> dict[str, Any]:
     capacity decremented). For ``HOLD_SECONDS``, with a reconcile every 8 s (the schedule), sample the leaving
     instance's state, its member, the cluster's leader and a write. Then the down member is replaced
     (TerminateInstanceInAutoScalingGroup without decrement) and everything settles."""
-    from infra.local.instances import endpoint_health, member_list, put
+    from infra.local.etcd_client import endpoint_health, member_list, put
 
     out: dict[str, Any] = {"samples": []}
     settings = {"heartbeat_interval_seconds": "5"}

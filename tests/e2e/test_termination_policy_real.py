@@ -52,7 +52,7 @@ def scale_in_with_members_down(workdir: str) -> dict[str, Any]:
     from hook_handler.app import Clients, PolicyRuntime
     from hook_handler.etcd import HttpTransport
     from hook_handler.settings import load_settings
-    from infra.local.instances import endpoint_health
+    from infra.local.etcd_client import endpoint_health
 
     out: dict[str, Any] = {"answers": []}
     with cluster_of(workdir) as c:
@@ -96,7 +96,7 @@ def scale_in_with_members_down(workdir: str) -> dict[str, Any]:
         )
 
         # -- one member down, 5 → 4 ---------------------------------------------------------------------
-        from infra.local.instances import gateway
+        from infra.local.etcd_client import gateway
 
         def leader_id() -> str:
             for iid in sorted(five):

@@ -2,7 +2,7 @@
 
 Each test runs the scenario twice: in ``KINDER_WORLD`` (the emulator before issue 11: asserted, so the
 test shows what changed) and with the option on (AWS's outcome, the default), the other options of
-``KINDER_WORLD`` kept off so the one behaviour is seen alone. Citations are in ``infra/local/autoscaling.py``.
+``KINDER_WORLD`` kept off so the one behaviour is seen alone. Citations are in ``infra/local/autoscaling/``.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def test_transitional_states_are_visible_and_the_action_event_comes_with_the_wai
 
 
 def _iso(ts: float) -> str:
-    from infra.local.autoscaling import iso
+    from infra.local.clock import iso
 
     return iso(ts)
 

@@ -59,7 +59,7 @@ from hook_handler.settings import load_settings, parse_tag_selector
 from hook_handler.srv import a_record_name
 from hook_handler.telemetry import logger as coordinator_logger
 from infra.local import LocalAWS
-from infra.local.autoscaling import addresses
+from infra.local.autoscaling.addressing import addresses
 from infra.local.clock import TaskKilled
 from infra.local.etcd_model import EtcdModel
 from infra.local.sim_fleet import SimFleet

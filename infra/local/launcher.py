@@ -1,22 +1,11 @@
-"""Instances that behave like real ones: each instance of the emulated group runs a real etcd on its loopback IP.
+"""An instance that behaves like a real one: a ``Launcher`` runs one instance's real etcd on its loopback IP,
+following the protocol of ``infra/aws/bootstrap/etcd-bootstrap.sh`` with the local stand-ins for IMDS.
 
-A ``Launcher`` follows, for one instance, the protocol of ``infra/aws/bootstrap/etcd-bootstrap.sh`` with the
-local stand-ins for IMDS: wait until the instance is ``InService`` (DescribeAutoScalingInstances instead of
+Wait until the instance is ``InService`` (DescribeAutoScalingInstances instead of
 ``autoscaling/target-lifecycle-state``), wait for its tag ``etcd-cluster-state`` (DescribeTags instead of
 ``tags/instance/``), wait until the SRV record as the resolver answers it lists the instance, then start
-``etcd --discovery-srv``. A ``Fleet`` watches the group (and its warm pool) and runs one launcher per boot of
-each instance; an instance that leaves the group or is terminated has its etcd killed with SIGKILL, one that EC2
-stops (a warm pool's ``Warmed:Stopped``) has it killed too but keeps its data dir, and runs the protocol again
-from the top when EC2 starts it again. Run it inside ``infra.local.sandbox`` so that etcd's resolver asks
-``infra.local.dns``.
-
-Example:
-    >>> settings = EtcdSettings(domain="example.com", token="etcd-" + uuid.uuid4().hex)
-    >>> with Fleet("etcd", settings, autoscaling=asg, ec2=ec2, workdir=Path("/tmp/fleet")) as fleet:
-    ...     fleet.wait_healthy(3, timeout=20)
-    ...     member_list(fleet.client_endpoints()[0])
-    2.61
-    [{'id': '1234...', 'name': 'i-0abc...', 'peer_urls': ['http://ip-127-0-1-4.ec2.internal:2380'], ...}]
+``etcd --discovery-srv``. ``fleet.Fleet`` runs one launcher per boot of each instance of a group. Run it inside
+``infra.local.sandbox`` so that etcd's resolver asks ``infra.local.dns``.
 """
 
 from __future__ import annotations
@@ -36,25 +25,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-LOG = logging.getLogger(__name__)
+from infra.local.bootstrap import (
+    CLUSTER_STATES,
+    NOT_JOINING,
+    TAG_CLUSTER_STATE,
+    TAG_MEMBER_CERT,
+    TARGET_IN_SERVICE,
+    TLS_FILES,
+    wal_exists,
+)
+from infra.local.resolver import srv_targets
 
-TAG_CLUSTER_STATE = "etcd-cluster-state"
-TAG_MEMBER_CERT = "etcd-member-cert"
-TLS_FILES = ("ca.crt", "member.crt", "member.key")  # the script's ETCD_TLS_{CA,CERT,KEY} in ETCD_TLS_DIR
-CLUSTER_STATES = ("new", "existing")
-# Lifecycle states after which an instance never runs etcd again (the script exits without starting etcd).
-_NOT_JOINING = ("Terminat", "Detach", "Warmed")
-_TARGET_IN_SERVICE = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
-_EC2_GONE = {"shutting-down", "terminated"}
-_EC2_OFF = {"stopping", "stopped"}  # the VM is off: etcd killed, the data dir (EBS) kept
-# An instance runs through Terminating:Wait (its terminate hook, e.g. the coordinator's member remove, acts on a
-# live member); it stops once the hook completes. Standby (EnterStandby) and the Pending states of ExitStandby are
-# not here: a VM in Standby keeps running, and so does its etcd.
-_STOPPED_STATES = {"Terminating:Proceed", "Terminated", "Warmed:Terminated"}
+LOG = logging.getLogger(__name__)
 
 
 def default_etcd_binary() -> str:
@@ -102,7 +87,7 @@ class EtcdSettings:
         return f"{service}._tcp.{self.domain.rstrip('.')}"
 
 
-class _EventLog:
+class EventLog:
     """Timestamped lines to a file (and to ``logging``): what a launcher decided and when."""
 
     def __init__(self, path: Path, prefix: str) -> None:
@@ -116,44 +101,6 @@ class _EventLog:
         with self._lock, self.path.open("a") as out:
             out.write(f"{stamp} {self.prefix} {message}\n")
         LOG.info("%s %s", self.prefix, message)
-
-
-def resolver_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
-    """Nameserver addresses from resolv.conf, the file Go's resolver (and so etcd) reads."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return []
-    return [line.split()[1] for line in lines if line.startswith("nameserver") and len(line.split()) > 1]
-
-
-def srv_targets(name: str, *, nameservers: list[str] | None = None, timeout: float = 1.0) -> list[tuple[str, int]]:
-    """(target, port) pairs of an SRV record as this machine's resolver answers it; [] when it cannot.
-
-    Example:
-        >>> srv_targets("_etcd-server._tcp.example.com")
-        [('ip-127-0-1-4.ec2.internal', 2380), ('ip-127-0-1-5.ec2.internal', 2380)]
-    """
-    from dnslib import QTYPE, DNSRecord
-
-    for server in nameservers if nameservers is not None else resolver_nameservers():
-        try:
-            reply = DNSRecord.parse(DNSRecord.question(name, "SRV").send(server, 53, timeout=timeout))
-        except OSError:
-            continue  # the next nameserver, as a stub resolver does
-        return [(str(rr.rdata.target).rstrip(".").lower(), rr.rdata.port) for rr in reply.rr if rr.rtype == QTYPE.SRV]
-    return []
-
-
-def wal_exists(data_dir: Path) -> bool:
-    """Whether ``data_dir`` holds a member's WAL (a ``*.wal`` file in ``member/wal``): what etcd itself checks
-    (``wal.Exist``) to tell a restart of a member from a first start.
-
-    Example:
-        >>> wal_exists(Path("/var/lib/etcd"))   # member/wal/0000000000000000-0000000000000000.wal
-        True
-    """
-    return any((Path(data_dir) / "member" / "wal").glob("*.wal"))
 
 
 class Launcher:
@@ -219,7 +166,7 @@ class Launcher:
         self.restart_delay = restart_delay
         self.data_dir = Path(workdir) / "data" / instance_id
         self.etcd_log = Path(workdir) / "logs" / f"{instance_id}.etcd.log"
-        self.log = _EventLog(Path(workdir) / "logs" / f"{instance_id}.log", instance_id)
+        self.log = EventLog(Path(workdir) / "logs" / f"{instance_id}.log", instance_id)
         self.state = "created"
         self.cluster_state: str | None = None
         self.private_ip: str | None = None
@@ -319,18 +266,7 @@ class Launcher:
         if self.crashed:
             return None
         if self.initial_cluster is not None and not wal_exists(self.data_dir):
-            self.cluster_state = "new"
-            self.log(f"static bootstrap: --initial-cluster {self.initial_cluster} (peer {self.peer_url})")
-            return self._exec(
-                [
-                    "--initial-cluster",
-                    self.initial_cluster,
-                    "--initial-cluster-token",
-                    self.settings.token,
-                    "--initial-cluster-state",
-                    "new",
-                ]
-            )
+            return self._static_start(self.initial_cluster)
         revoked = False
         if wal_exists(self.data_dir):
             admitted = True if self.initial_cluster is not None else self._admitted()
@@ -369,6 +305,25 @@ class Launcher:
             self.log("told to start, but this instance never starts etcd (start_etcd=False)")
             self._set_state("not-started")
             return None
+        return self._discovery_start()
+
+    def _static_start(self, initial_cluster: str) -> int | None:
+        """A founding member of a static cluster: ``--initial-cluster``, state ``new``."""
+        self.cluster_state = "new"
+        self.log(f"static bootstrap: --initial-cluster {initial_cluster} (peer {self.peer_url})")
+        return self._exec(
+            [
+                "--initial-cluster",
+                initial_cluster,
+                "--initial-cluster-token",
+                self.settings.token,
+                "--initial-cluster-state",
+                "new",
+            ]
+        )
+
+    def _discovery_start(self) -> int | None:
+        """A first start: ``--discovery-srv`` with the cluster state the tag gave."""
         discovery = ["--discovery-srv", self.settings.domain.rstrip(".")]
         if self.settings.srv_name:
             discovery += ["--discovery-srv-name", self.settings.srv_name]
@@ -430,12 +385,12 @@ class Launcher:
             states = [i["LifecycleState"] for i in found["AutoScalingInstances"]]
             # IMDS autoscaling/target-lifecycle-state is where the instance is *going*: it reads InService from
             # the start of a launch (Pending, Pending:Wait, Pending:Proceed), as the script sees it.
-            if states and states[0] in _TARGET_IN_SERVICE:
+            if states and states[0] in TARGET_IN_SERVICE:
                 self.log(f"target lifecycle state: InService (lifecycle state {states[0]})")
                 return True
             if not states:
                 return False  # IMDS answers at once; the describe may not list a launch yet (issue 11)
-            if states[0].startswith(_NOT_JOINING):
+            if states[0].startswith(NOT_JOINING):
                 self.log(f"lifecycle state is {states[0]}: not joining, etcd not started")
                 self._set_state("not-joining")
                 return None
@@ -589,8 +544,6 @@ class Launcher:
 
     def last_error(self) -> str:
         """The last ``error``/``fatal``/``panic`` message in etcd's log, for reports."""
-        import json
-
         message = ""
         with contextlib.suppress(OSError):
             for line in self.etcd_log.read_text(errors="replace").splitlines():
@@ -599,286 +552,3 @@ class Launcher:
                     if isinstance(entry, dict) and entry.get("level") in ("error", "fatal", "panic"):
                         message = f"{entry.get('msg')} {entry.get('error', '')}".strip()
         return message
-
-
-class Fleet:
-    """One ``Launcher`` per instance of an Auto Scaling group, kept in step with the group by polling.
-
-    Every ``poll`` seconds: running instances new to the group or its warm pool get a launcher (a boot; in the
-    pool it reads ``Warmed:*`` and starts no etcd); instances gone from both, in a ``Terminating:Proceed``/
-    ``Terminated`` state (not ``Terminating:Wait``: the instance runs until its terminate hook completes), or
-    terminated in EC2 have their etcd killed and their data dir removed; instances EC2 stopped (a warm pool's
-    ``Warmed:Stopped``) have their etcd killed and keep their data dir (``Launcher.power_off``), and get a new
-    launcher when EC2 runs them again (out of the pool: the protocol from the top, on the same data dir); an
-    instance in ``Standby`` (or leaving it) keeps its etcd running untouched. ``close()``
-    kills everything. Logs (timestamped) go to ``workdir/logs``; data dirs to ``workdir/data`` and are removed.
-    ``options(instance_id)``, when given, returns extra ``Launcher`` keyword arguments for a new instance.
-    ``observer()``, when given, is a context manager the fleet's looks run inside: the machines follow what EC2
-    and the group *are* (``LocalAWS.observer``: current describes), not a describe that may lag 2 s — an
-    instance is not powered off because a stale view does not list it yet. (Each ``Launcher``, the instance's
-    own bootstrap script, reads the APIs as AWS answers them.)
-
-    Example:
-        >>> fleet = Fleet("etcd", settings, autoscaling=asg, ec2=ec2, workdir=tmp).start()
-        >>> fleet.wait_healthy(3, timeout=20)   # seconds it took
-        2.7
-        >>> fleet.close()
-    """
-
-    def __init__(
-        self,
-        group_name: str,
-        settings: EtcdSettings,
-        *,
-        autoscaling: Any,
-        ec2: Any,
-        workdir: Path,
-        poll: float = 0.5,
-        restart: bool = False,
-        options: Callable[[str], dict[str, Any]] | None = None,
-        observer: Callable[[], Any] | None = None,
-        secretsmanager: Any = None,
-    ) -> None:
-        self.group_name = group_name
-        self.secretsmanager = secretsmanager
-        self.options = options
-        self.observer = observer
-        self.settings = settings
-        self.autoscaling = autoscaling
-        self.ec2 = ec2
-        self.workdir = Path(workdir)
-        self.poll = poll
-        self.restart = restart
-        self.log = _EventLog(self.workdir / "logs" / "fleet.log", f"fleet[{group_name}]")
-        self._launchers: dict[str, Launcher] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=f"fleet-{group_name}", daemon=True)
-
-    def start(self) -> Fleet:
-        self.sync()  # the first look is synchronous, so launchers exist when start() returns
-        self._thread.start()
-        return self
-
-    def __enter__(self) -> Fleet:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def launchers(self) -> dict[str, Launcher]:
-        with self._lock:
-            return dict(self._launchers)
-
-    def running(self) -> list[Launcher]:
-        """Launchers whose etcd is running now, in instance-id order."""
-        return sorted((la for la in self.launchers.values() if la.state == "running"), key=lambda la: la.instance_id)
-
-    def client_endpoints(self) -> list[str]:
-        """Client URLs of the running members, e.g. ``['http://127.0.1.4:2379', ...]``."""
-        return [str(la.client_url) for la in self.running()]
-
-    def sync(self) -> None:
-        """One look at the group: start launchers for new instances, kill the etcd of departed ones."""
-        with self.observer() if self.observer is not None else contextlib.nullcontext():
-            self._sync()
-
-    def _sync(self) -> None:
-        try:
-            groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])
-            members = {
-                i["InstanceId"]: i["LifecycleState"]
-                for g in groups["AutoScalingGroups"]
-                for i in g.get("Instances", [])
-            }
-            if any(g.get("WarmPoolConfiguration") for g in groups["AutoScalingGroups"]):
-                # Warm-pool instances are not the group's Instances (DescribeWarmPool lists them).
-                pool = self.autoscaling.describe_warm_pool(AutoScalingGroupName=self.group_name)
-                for i in pool.get("Instances", []):
-                    members.setdefault(i["InstanceId"], i["LifecycleState"])
-            known = list(self.launchers)
-            ids = sorted(set(known) | set(members))
-            ec2_state: dict[str, str] = {}
-            if ids:
-                found = self.ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": ids}])
-                ec2_state = {i["InstanceId"]: i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]}
-        except (BotoCoreError, ClientError) as exc:
-            # The emulated AWS may be throttling or injecting faults: keep what runs, look again next poll.
-            self.log(f"cannot read the group: {exc}")
-            return
-        alive = {
-            iid
-            for iid, state in members.items()
-            if state not in _STOPPED_STATES and not state.startswith("Detach") and ec2_state.get(iid) not in _EC2_GONE
-        }
-        off = {iid for iid in alive if ec2_state.get(iid) in _EC2_OFF}
-        launchers = self.launchers
-        # A boot: a running instance without a launcher, or whose launcher ended when EC2 stopped it.
-        booting = [iid for iid in sorted(alive - off) if iid not in launchers or launchers[iid].state == "stopped"]
-        for iid in booting:
-            if not self._stop.is_set():
-                again = iid in launchers
-                self.log(f"{iid} {'booted again' if again else 'joined the group'} ({members[iid]}): launcher started")
-                launcher = Launcher(
-                    iid,
-                    self.settings,
-                    autoscaling=self.autoscaling,
-                    ec2=self.ec2,
-                    workdir=self.workdir,
-                    poll=self.poll,
-                    restart=self.restart,
-                    secretsmanager=self.secretsmanager,
-                    **(self.options(iid) if self.options is not None else {}),
-                )
-                with self._lock:
-                    self._launchers[iid] = launcher
-                launcher.start()
-        for iid in known:
-            launcher = self.launchers[iid]
-            if iid not in alive and launcher.state != "killed":
-                why = members.get(iid, "gone from the group")
-                self.log(f"{iid} left ({why}, EC2 {ec2_state.get(iid, 'unknown')}): killing its etcd")
-                launcher.kill()
-            elif iid in off and launcher.state not in ("stopped", "killed"):
-                self.log(f"{iid} stopped ({members[iid]}, EC2 {ec2_state[iid]}): killing its etcd, data dir kept")
-                launcher.power_off()
-
-    def _main(self) -> None:
-        while not self._stop.wait(self.poll):
-            self.sync()
-
-    def wait_healthy(self, count: int, timeout: float) -> float:
-        """Seconds until ``count`` members run and every one lists ``count`` started members and is healthy."""
-        start = time.monotonic()
-        deadline = start + timeout
-        while time.monotonic() < deadline:
-            endpoints = self.client_endpoints()
-            if len(endpoints) == count and all(endpoint_health(endpoints, timeout=1.0).values()):
-                with contextlib.suppress(OSError, ValueError, RuntimeError):
-                    members = member_list(endpoints[0], timeout=1.0)
-                    if len(members) == count and all(m["name"] for m in members):
-                        return time.monotonic() - start
-            time.sleep(0.1)
-        states = {iid: la.state for iid, la in self.launchers.items()}
-        raise TimeoutError(f"{count} healthy members not reached in {timeout} s; launchers: {states}")
-
-    def close(self) -> None:
-        """Stop watching and kill every etcd (SIGKILL); data dirs are removed, logs kept."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        for launcher in self.launchers.values():
-            launcher.kill()
-        shutil.rmtree(self.workdir / "data", ignore_errors=True)
-
-
-# -- etcd through its v3 JSON gateway (etcd3gw) ------------------------------------------------
-@dataclass(frozen=True)
-class ClientCertificate:
-    """The files an etcd client presents over TLS (the CA that signed the members, its certificate and key)."""
-
-    ca: str
-    cert: str
-    key: str
-
-
-CLIENT_TLS: ClientCertificate | None = None  # what ``gateway`` presents to https endpoints (``use_client_tls``)
-
-
-def use_client_tls(tls: ClientCertificate | None) -> None:
-    """Every ``gateway`` (and the helpers below) presents ``tls`` to https endpoints from now on."""
-    global CLIENT_TLS
-    CLIENT_TLS = tls
-
-
-def gateway(endpoint: str, *, timeout: float = 2.0, tls: ClientCertificate | None = None) -> Any:
-    """An ``etcd3gw`` client for a client URL such as ``http://127.0.1.4:2379`` (https: with ``tls``, by default
-    the certificate ``use_client_tls`` set; none: the client presents nothing and the cluster refuses it)."""
-    import etcd3gw
-
-    url = urlsplit(endpoint)
-    tls = tls or CLIENT_TLS
-    options: dict[str, Any] = {}
-    if url.scheme == "https" and tls is not None:
-        import requests
-
-        # Not etcd3gw's ca_cert/cert options: requests lets REQUESTS_CA_BUNDLE (set on many machines) override a
-        # session's CA bundle, so the members' CA would never be used. The session ignores the environment.
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = tls.ca
-        session.cert = (tls.cert, tls.key)
-        options = {"session": session}
-    # etcd 3.5 serves /v3/; naming it skips etcd3gw's /version round trip on every new client.
-    return etcd3gw.client(
-        host=str(url.hostname), port=url.port or 2379, protocol=url.scheme, timeout=timeout, api_path="/v3/", **options
-    )
-
-
-def member_list(endpoint: str, *, timeout: float = 2.0) -> list[dict[str, Any]]:
-    """The cluster's members as one endpoint sees them (an unstarted member has ``name`` '').
-
-    Example:
-        >>> member_list("http://127.0.1.4:2379")
-        [{'id': '10501334649042878790', 'name': 'i-0abc', 'peer_urls': ['http://ip-127-0-1-4.ec2.internal:2380'],
-          'client_urls': ['http://127.0.1.4:2379'], 'learner': False}]
-    """
-    return [
-        {
-            "id": str(m.get("ID", "")),
-            "name": m.get("name", ""),
-            "peer_urls": list(m.get("peerURLs", [])),
-            "client_urls": list(m.get("clientURLs", [])),
-            "learner": bool(m.get("isLearner", False)),
-        }
-        for m in gateway(endpoint, timeout=timeout).members()
-    ]
-
-
-def endpoint_health(endpoints: Iterable[str], *, timeout: float = 2.0) -> dict[str, bool]:
-    """Whether each endpoint serves a linearizable read (what ``etcdctl endpoint health`` checks).
-
-    Example:
-        >>> endpoint_health(["http://127.0.1.4:2379", "http://127.0.1.9:2379"])
-        {'http://127.0.1.4:2379': True, 'http://127.0.1.9:2379': False}
-    """
-    from etcd3gw.exceptions import Etcd3Exception
-
-    health = {}
-    for endpoint in endpoints:
-        try:
-            gateway(endpoint, timeout=timeout).get("health")  # a quorum read: fails without a leader
-            health[endpoint] = True
-        except (Etcd3Exception, OSError, ValueError):
-            health[endpoint] = False
-    return health
-
-
-def put(endpoint: str, key: str, value: str, *, timeout: float = 2.0) -> None:
-    """Write ``key`` = ``value`` through ``endpoint``."""
-    gateway(endpoint, timeout=timeout).put(key, value)
-
-
-def get(endpoint: str, key: str, *, timeout: float = 2.0) -> str | None:
-    """Read ``key`` (linearizable) through ``endpoint``; None when it does not exist."""
-    values = gateway(endpoint, timeout=timeout).get(key)
-    return values[0].decode() if values else None
-
-
-__all__ = [
-    "TAG_CLUSTER_STATE",
-    "TAG_MEMBER_CERT",
-    "ClientCertificate",
-    "EtcdSettings",
-    "Fleet",
-    "Launcher",
-    "default_etcd_binary",
-    "endpoint_health",
-    "get",
-    "member_list",
-    "put",
-    "srv_targets",
-    "use_client_tls",
-    "wal_exists",
-]
