@@ -55,7 +55,7 @@ def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):  # noqa: F
     was never recorded as held; the action-timeout fallback completed its termination with CONTINUE and the last
     copy of the data went with it. Now the survivor's termination is held (heartbeated) while its removal cannot be
     proven safe: its etcd, and every acknowledged key, stay."""
-    world = make_world(aws, settings={"action_timeout_seconds": "600"})
+    world = make_world(aws, settings={"action_timeout_seconds": "120"})
     grow(world, 3)
     world.assert_in_step()
     _write(world, "acked", "1")
@@ -66,7 +66,7 @@ def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):  # noqa: F
         aws.kill_instance(iid)
     aws.clock.advance(180)
     world.stack.terminate(survivor, decrement=False)
-    for _ in range(20):  # 36 minutes of reconciles: far past the action timeout (600 s) and the hook's 300 s
+    for _ in range(20):  # 36 minutes of reconciles: far past the action timeout (120 s) and the hook's 300 s
         aws.clock.advance(110)
         world.stack.reconcile()
     (action,) = [a for a in world.actions(TERMINATE) if a.instance_id == survivor]
