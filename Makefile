@@ -90,7 +90,7 @@ deploy: package
 	  tls=$$(echo "$$arns" | $(PY) -c 'import json, sys; a = json.load(sys.stdin); \
 	    print("SrvRecordName=_etcd-server-ssl._tcp EtcdPeerScheme=https EtcdTlsSecretArn=%s EtcdCaSecretArn=%s" \
 	    % (a["etcd_tls_secret"], a["etcd_ca_secret"]))') || exit 1; fi; \
-	$(AWS) cloudformation deploy --template-file $(BUILD)/packaged.yaml --stack-name $(STACK) \
+	$(AWS) cloudformation deploy --template-file $(BUILD)/packaged.yaml --stack-name $(STACK) --s3-bucket $(BUCKET) \
 	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
 	  --parameter-overrides HostedZoneId=$(ZONE_ID) DomainName=$(DOMAIN) AsgNames=$(GROUP) \
 	    GroupName=$(HOOK_GROUP) NotificationPath=$(NOTIFY) $$tls $(PARAMS)
