@@ -86,7 +86,8 @@ def bench_report(path: Path) -> str:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     text = re.sub(r"^#+ .*\n+", "", text, count=1) if text.startswith("#") else text  # the page has its own title
-    return f"Written by `make bench` from `{path.relative_to(ROOT)}` (commit {commit}).\n\n{text}"
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return f"Written by `make bench` from `{shown}` (commit {commit}).\n\n{text}"
 
 
 # page -> {block name: maker}; benchmarks is written only from a bench report (make bench)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench:
         page = DOCS / "benchmarks.md"
         page.write_text(replace_block(page.read_text(), "benchmarks", bench_report(args.bench.resolve())))
-        print(f"wrote {page.relative_to(ROOT)} from {args.bench}")
+        print(f"wrote {page} from {args.bench}")
         return 0
     for path in write() or ["nothing: every generated block is up to date"]:
         print(f"wrote {path}" if path.startswith("docs/") else path)
