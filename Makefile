@@ -69,7 +69,7 @@ soak: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check hook_handler infra tests
+	$(VENV)/bin/ruff format --check hook_handler infra tests docs
 	$(VENV)/bin/cfn-lint infra/aws/coordinator.yaml infra/aws/etcd-cluster.yaml
 	$(VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -d infra/aws
 	shellcheck infra/aws/bootstrap/*.sh
