@@ -6,35 +6,60 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := shellcheck bind9-dnsutils iproute2 util-linux zip curl openssl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint build demo soak bench package deploy clean
+RUNTIME_STAMP := $(VENV)/.runtime
+
+.PHONY: setup test lint build demo soak bench package deploy clean help docs
 
 # Debian tools (shellcheck, dig, ip, unshare, zip, curl, openssl) when missing and we may install them,
 # then the virtualenv with the pinned dev dependencies.
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The virtualenv alone, with a current pip: all that `make build` needs (build_zip.py uses the standard library
+# and pip only).
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
 	@missing=""; for c in shellcheck dig ip unshare zip curl openssl; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages for:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  else echo "note: missing$$missing (install: sudo apt-get install $(APT_PACKAGES)); tests needing them are skipped"; fi; \
 	fi
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The coordinator's runtime dependencies only (no test tools): what `make deploy` runs locally (pki init).
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $(RUNTIME_STAMP)
+
+# Every target with what it does.
+help:
+	@echo "make demo      a real etcd cluster scaled, healed and rolled by the coordinator on emulated AWS (about 2.5 min)"
+	@echo "make test      the whole test suite (about 10 min on 2 cores)"
+	@echo "make setup     .venv with the pinned development dependencies (the other targets run it when needed)"
+	@echo "make lint      ruff, cfn-lint, checkov, shellcheck, the embedded start script"
+	@echo "make soak      20,000 randomized schedules (SOAK_SCHEDULES=, SOAK_SEED=); resumes where it stopped"
+	@echo "make bench     benchmarks on emulated AWS; writes bench-results/ and docs/benchmarks.md (SEED=)"
+	@echo "make docs      rewrite the generated tables in docs/ (settings, template parameters)"
+	@echo "make build     build/coordinator.zip, the Lambda code (needs only a virtualenv with pip)"
+	@echo "make package   make build, then upload it: BUCKET=<S3 bucket> (writes build/packaged.yaml)"
+	@echo "make deploy    make package, the TLS secrets, then the coordinator stack: see docs/deploy.md"
+	@echo "make clean     remove build output, caches, demo logs and bench results"
 
 # Two workers (the machines here have two cores); real-time etcd tests stay on one of them.
 test: setup
 	$(PY) -m pytest -n 2 --dist loadgroup
 
-# The newcomer's command: a real etcd cluster scaled 0 -> 3 -> 5 -> 3 and healed by the coordinator on
-# emulated AWS, inside a private sandbox (loopback only; the host's resolv.conf is never touched). ~35 s.
+# The newcomer's command: a real etcd cluster scaled 0 -> 3 -> 5 -> 3, healed and rolled by the coordinator on
+# emulated AWS, inside a private sandbox (loopback only; the host's resolv.conf is never touched). About 2.5 min.
 demo: setup
 	$(PY) -m infra.local.demo
 
-# The long randomized run of tests/reliability (issue 6): 20,000 schedules over two processes; prints
-# the counts and writes them to tests/reliability/soak-results.json (quoted in the README's Guarantees).
+# The long randomized run of tests/reliability: 20,000 schedules over two processes; prints the counts and
+# writes them to tests/reliability/soak-results.json (quoted in docs/guarantees.md).
 # Checkpointed every 500 schedules (tests/reliability/soak-progress.json): run it again to resume.
 SOAK_SCHEDULES ?= 20000
 SOAK_SEED ?= 20
@@ -44,17 +69,23 @@ soak: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check hook_handler infra tests
+	$(VENV)/bin/ruff format --check hook_handler infra tests docs
 	$(VENV)/bin/cfn-lint infra/aws/coordinator.yaml infra/aws/etcd-cluster.yaml
 	$(VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -d infra/aws
 	shellcheck infra/aws/bootstrap/*.sh
 	$(PY) infra/aws/bootstrap/embed.py --check
 
 # Benchmarks (tests/bench/): this coordinator beside the usual per-event strategies on emulated AWS
-# (simulated time), plus cold start. Prints the tables; writes bench-results/bench.md and bench.json.
+# (simulated time), plus cold start. Prints the tables; writes bench-results/bench.md and bench.json, and
+# copies the report into docs/benchmarks.md.
 SEED ?= 1
 bench: setup
-	PYTHONHASHSEED=0 $(PY) tests/bench/run.py --seed $(SEED) $(BENCH_ARGS)
+	PYTHONHASHSEED=0 $(PY) tests/bench/run.py --seed $(SEED) --out bench-results $(BENCH_ARGS)
+	$(PY) docs/generate.py --bench bench-results/bench.md
+
+# The generated tables of docs/ (settings from hook_handler/settings.py, parameters from infra/aws/*.yaml).
+docs: setup
+	$(PY) docs/generate.py
 
 # -- AWS: build the Lambda zip, package it to S3, deploy the coordinator stack ----------------
 # make build                        -> build/coordinator.zip (reproducible: same inputs, same bytes)
@@ -71,7 +102,7 @@ NOTIFY ?= EventBridge
 HOOK_GROUP ?= $(GROUP)
 TLS ?= 1
 
-build: setup
+build: | $(PY)
 	$(PY) infra/aws/build_zip.py --output $(ZIP)
 
 package: build
@@ -79,7 +110,7 @@ package: build
 	$(AWS) cloudformation package --template-file infra/aws/coordinator.yaml --s3-bucket $(BUCKET) \
 	  --output-template-file $(BUILD)/packaged.yaml
 
-deploy: package
+deploy: package $(RUNTIME_STAMP)
 	@test -n "$(STACK)" -a -n "$(ZONE_ID)" -a -n "$(DOMAIN)" -a -n "$(GROUP)" || { \
 	  echo "usage: make deploy BUCKET=<bucket> STACK=<stack> ZONE_ID=<hosted zone id> DOMAIN=<domain> GROUP=<group[,group]>" >&2; \
 	  echo "       [HOOK_GROUP=<group to put the hooks on; empty if it has them>] [NOTIFY=EventBridge|EventBridgeSQS|SNS] [TLS=1|0] [PARAMS='Key=Value ...']" >&2; \
@@ -90,7 +121,7 @@ deploy: package
 	  tls=$$(echo "$$arns" | $(PY) -c 'import json, sys; a = json.load(sys.stdin); \
 	    print("SrvRecordName=_etcd-server-ssl._tcp EtcdPeerScheme=https EtcdTlsSecretArn=%s EtcdCaSecretArn=%s" \
 	    % (a["etcd_tls_secret"], a["etcd_ca_secret"]))') || exit 1; fi; \
-	$(AWS) cloudformation deploy --template-file $(BUILD)/packaged.yaml --stack-name $(STACK) \
+	$(AWS) cloudformation deploy --template-file $(BUILD)/packaged.yaml --stack-name $(STACK) --s3-bucket $(BUCKET) \
 	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
 	  --parameter-overrides HostedZoneId=$(ZONE_ID) DomainName=$(DOMAIN) AsgNames=$(GROUP) \
 	    GroupName=$(HOOK_GROUP) NotificationPath=$(NOTIFY) $$tls $(PARAMS)

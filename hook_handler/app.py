@@ -192,10 +192,13 @@ class Runtime:
         # A record that is not an object with a messageId cannot be reported (and crashes the batch
         # utility): it was logged as unusable above; the well-formed neighbours are judged on their own.
         records = [r for r in event["Records"] if isinstance(r, dict) and isinstance(r.get("messageId"), str)]
+        # A batch whose every record failed is answered like any other: each one listed in batchItemFailures (SQS
+        # redelivers them, then the failure queue takes them). powertools would raise instead, and the invocation
+        # would end in a traceback that says nothing the log lines above did not.
         return process_partial_response(
             event={**event, "Records": records},
             record_handler=record_handler,
-            processor=BatchProcessor(event_type=EventType.SQS),
+            processor=BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
             context=context,
         )
 

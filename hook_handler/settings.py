@@ -1,8 +1,8 @@
 """Settings: every environment variable the coordinator reads, validated once at cold start.
 
 The seed's names (``project_name`` ... ``log_level``) keep their names and meaning; the rest
-are new. ``SETTINGS_SPEC`` is the single list the README table and the CloudFormation template
-are checked against (tests/aws/test_template_agrees.py).
+are new. ``SETTINGS_SPEC`` is the single list docs/settings.md is generated from (``make docs``;
+tests/docs check it) and the CloudFormation template is checked against (tests/aws/test_template_agrees.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hook_handler.exceptions import SettingsError
+from hook_handler.exceptions import CoordinatorError, SettingsError
 
 _ZONE_ID = re.compile(r"^(?:/hostedzone/)?([A-Z0-9]{1,32})$")
 _DOMAIN = re.compile(r"^(?=.{1,253}\.?$)(?:(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.?$")
@@ -32,18 +32,47 @@ class Spec:
 
     name: str
     default: str | None
-    doc: str
+    doc: str  # Markdown (backticks for names and values): docs/settings.md is generated from it
     required: bool = False
+    expected: str = ""  # plain text, for the error when a required setting is missing
+
+    @property
+    def plain_doc(self) -> str:
+        """``doc`` as plain text, for ``--help`` and error messages."""
+        return plain(self.doc)
+
+
+def plain(text: str) -> str:
+    """Markdown code spans and emphasis as plain text.
+
+    >>> plain("Instances must carry tag `Project=<value>`; *group* tags (`Key=*`: tag present)")
+    'Instances must carry tag Project=<value>; group tags (Key=*: tag present)'
+    """
+    return re.sub(r"(?<![\w=])\*(\w[^*]*?)\*", r"\1", text).replace("`", "")
 
 
 SETTINGS_SPEC: tuple[Spec, ...] = (
     # -- the seed's contract --------------------------------------------------------------
-    Spec("project_name", "", "Instances must carry tag `Project=<value>` (seed). Empty: no filter."),
-    Spec("environment", "", "Instances must carry tag `Environment=<value>` (seed). Empty: no filter."),
-    Spec("etcd_tag_name", "", "Instances must carry tag `<value>=true` (seed). Empty: no filter."),
+    Spec("project_name", "", "Instances must carry tag `Project=<value>` (as etcd-asg-helper did). Empty: no filter."),
+    Spec(
+        "environment", "", "Instances must carry tag `Environment=<value>` (as etcd-asg-helper did). Empty: no filter."
+    ),
+    Spec("etcd_tag_name", "", "Instances must carry tag `<value>=true` (as etcd-asg-helper did). Empty: no filter."),
     Spec("srv_record_name", "_etcd-server._tcp", "SRV record for etcd peers, relative to `domain_name`."),
-    Spec("domain_name", None, "The hosted zone's domain, e.g. `example.com`.", required=True),
-    Spec("r53_zone_id", None, "Route 53 hosted zone id (`Z...` or `/hostedzone/Z...`).", required=True),
+    Spec(
+        "domain_name",
+        None,
+        "The hosted zone's domain, e.g. `example.com`.",
+        required=True,
+        expected="the hosted zone's domain name, e.g. example.com",
+    ),
+    Spec(
+        "r53_zone_id",
+        None,
+        "Route 53 hosted zone id (`Z...` or `/hostedzone/Z...`).",
+        required=True,
+        expected="the Route 53 hosted zone id, e.g. Z0123456789ABCDEFGHIJ (aws route53 list-hosted-zones)",
+    ),
     Spec("srv_record_ttl", "60", "TTL in seconds of the SRV (and A) records."),
     Spec("etcd_port", "2380", "Peer port written in the SRV record."),
     Spec("log_level", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
@@ -121,7 +150,8 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "etcd_membership",
         "true",
         "Manage etcd's member list: `member add` (as a learner, then promoted) before a joiner's go signal, "
-        "`member remove` before a leaver leaves the record, never below quorum. `false`: DNS only (see README).",
+        "`member remove` before a leaver leaves the record, never below quorum. `false`: DNS only (see "
+        "docs/how-it-works.md).",
     ),
     Spec(
         "member_start_timeout_seconds",
@@ -175,6 +205,7 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
 )
 
 SETTING_NAMES = frozenset(s.name for s in SETTINGS_SPEC)
+SPEC_BY_NAME = {s.name: s for s in SETTINGS_SPEC}
 
 
 @dataclass(frozen=True)
@@ -281,40 +312,54 @@ def _secret_name(secret: str) -> str:
     return secret
 
 
-def _check_tls(srv_name: str, scheme: str, secret: str, endpoints: tuple[str, ...], membership: bool) -> None:
+def _check_tls(
+    srv_name: str, scheme: str, secret: str, endpoints: tuple[str, ...], membership: bool
+) -> list[SettingsError]:
     """TLS settings that agree: a TLS peer record (``_etcd-server-ssl``) means https peers and, with membership,
-    a client TLS secret; https endpoints need the secret, http ones contradict it."""
+    a client TLS secret; https endpoints need the secret, http ones contradict it. Returns every disagreement."""
+    errors: list[SettingsError] = []
     if secret and not _SECRET_ID.match(secret):
-        raise SettingsError(
-            "etcd_tls_secret", f"{secret!r} is not a secret name or ARN", "arn:aws:secretsmanager:... or a name"
+        errors.append(
+            SettingsError(
+                "etcd_tls_secret", f"{secret!r} is not a secret name or ARN", "arn:aws:secretsmanager:... or a name"
+            )
         )
     if srv_name.lower().split(".")[0].startswith("_etcd-server-ssl"):  # also etcd's --discovery-srv-name variants
         if scheme != "https":
-            raise SettingsError(
-                "etcd_peer_scheme",
-                f"is {scheme} but srv_record_name {srv_name!r} is the TLS peer record",
-                "https (or a plaintext srv_record_name such as _etcd-server._tcp)",
+            errors.append(
+                SettingsError(
+                    "etcd_peer_scheme",
+                    f"is {scheme} but srv_record_name {srv_name!r} is the TLS peer record",
+                    "https (or a plaintext srv_record_name such as _etcd-server._tcp)",
+                )
             )
         if membership and not secret:
-            raise SettingsError(
-                "etcd_tls_secret",
-                f"is not set but srv_record_name {srv_name!r} is the TLS peer record: the coordinator cannot reach "
-                "a TLS etcd without a CA and a client certificate",
-                'the name or ARN of a secret holding {"ca", "cert", "key"} (or etcd_membership=false for DNS only)',
+            errors.append(
+                SettingsError(
+                    "etcd_tls_secret",
+                    f"is not set but srv_record_name {srv_name!r} is the TLS peer record: the coordinator cannot "
+                    "reach a TLS etcd without a CA and a client certificate",
+                    'the name or ARN of a secret holding {"ca", "cert", "key"} (or etcd_membership=false for DNS only)',
+                )
             )
     for url in endpoints:
         if url.lower().startswith("https://") and not secret:
-            raise SettingsError(
-                "etcd_tls_secret",
-                f"is not set but etcd_endpoints has {url!r}",
-                "a secret with the CA and client certificate",
+            errors.append(
+                SettingsError(
+                    "etcd_tls_secret",
+                    f"is not set but etcd_endpoints has {url!r}",
+                    "a secret with the CA and client certificate",
+                )
             )
         if url.lower().startswith("http://") and secret:
-            raise SettingsError(
-                "etcd_endpoints",
-                f"{url!r} is plaintext but etcd_tls_secret is set",
-                "https:// URLs (or no etcd_tls_secret)",
+            errors.append(
+                SettingsError(
+                    "etcd_endpoints",
+                    f"{url!r} is plaintext but etcd_tls_secret is set",
+                    "https:// URLs (or no etcd_tls_secret)",
+                )
             )
+    return errors
 
 
 def fqdn(name: str, domain: str) -> str:
@@ -332,185 +377,235 @@ def fqdn(name: str, domain: str) -> str:
     return f"{name}.{domain}."
 
 
+class InvalidSettings(SettingsError):
+    """Every problem ``load_settings`` found, reported at once (``errors``, in the settings' order).
+
+    ``variable`` and the message's first line are the first problem's, so a caller that knows one
+    ``SettingsError`` reads it as before.
+
+    Example:
+        >>> try:
+        ...     load_settings({"asg_names": "etcd"})
+        ... except InvalidSettings as exc:
+        ...     [e.variable for e in exc.errors]
+        ['domain_name', 'r53_zone_id']
+    """
+
+    def __init__(self, errors: list[SettingsError]) -> None:
+        self.errors = tuple(errors)
+        self.variable = errors[0].variable
+        CoordinatorError.__init__(self, "\n".join(str(e) for e in errors))
+
+
+class _Reader:
+    """Raw values, read with a check each; a failed check is recorded and a stand-in returned, so every
+    setting is checked once and every problem reported together."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.raw = {s.name: environ[s.name] if environ.get(s.name) is not None else s.default for s in SETTINGS_SPEC}
+        self.errors: list[SettingsError] = []
+
+    def get(self, name: str) -> str:
+        return (self.raw[name] or "").strip()
+
+    def check(self, fallback: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except SettingsError as exc:
+            self.errors.append(exc)
+            return fallback
+
+    def fail(self, variable: str, problem: str, expected: str) -> None:
+        self.errors.append(SettingsError(variable, problem, expected))
+
+    def int(self, name: str, lo: int, hi: int) -> int:
+        return self.check(lo, _int, name, self.get(name), lo, hi)
+
+    def float(self, name: str, lo: float, hi: float) -> float:
+        return self.check(float(lo), _float, name, self.get(name), lo, hi)
+
+    def bool(self, name: str) -> bool:
+        return self.check(SPEC_BY_NAME[name].default == "true", _bool, name, self.get(name))
+
+    def choice(self, name: str, choices: tuple[str, ...], what: str, *, upper: bool = False) -> str:
+        value = self.get(name).upper() if upper else self.get(name).lower()
+        if value not in choices:
+            self.fail(name, f"{value!r} is not {what}", " or ".join((", ".join(choices[:-1]), choices[-1])))
+            return str(SPEC_BY_NAME[name].default)
+        return value
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Read and validate every setting; raise ``SettingsError`` naming the first bad variable."""
-    raw = {s.name: (environ.get(s.name) if environ.get(s.name) not in (None,) else s.default) for s in SETTINGS_SPEC}
+    """Read and validate every setting; raise ``InvalidSettings`` listing every bad variable at once."""
+    r = _Reader(environ)
     for spec in SETTINGS_SPEC:
-        if spec.required and not (raw[spec.name] or "").strip():
-            raise SettingsError(spec.name, "is not set", spec.doc)
+        if spec.required and not r.get(spec.name):
+            r.fail(spec.name, "is not set", spec.expected or plain(spec.doc))
 
-    def get(name: str) -> str:
-        return (raw[name] or "").strip()
+    domain = r.get("domain_name")
+    if domain and not _DOMAIN.match(domain):
+        r.fail("domain_name", f"{domain!r} is not a domain name", "a DNS name such as example.com")
+    domain = (domain.lower().rstrip(".") if _DOMAIN.match(domain) else "example.invalid") + "."
 
-    domain = get("domain_name")
-    if not _DOMAIN.match(domain):
-        raise SettingsError("domain_name", f"{domain!r} is not a domain name", "a DNS name such as example.com")
-    domain = domain.lower().rstrip(".") + "."
+    zone = _ZONE_ID.match(r.get("r53_zone_id"))
+    if r.get("r53_zone_id") and not zone:
+        r.fail("r53_zone_id", f"{r.get('r53_zone_id')!r} is not a hosted zone id", "an id like Z0123456789ABCDEFGHIJ")
 
-    zone = _ZONE_ID.match(get("r53_zone_id"))
-    if not zone:
-        raise SettingsError(
-            "r53_zone_id", f"{get('r53_zone_id')!r} is not a hosted zone id", "an id like Z0123456789ABCDEFGHIJ"
-        )
-
-    srv_name = get("srv_record_name")
+    srv_name = r.get("srv_record_name")
     if not _LABELS.match(srv_name.rstrip(".")) or not srv_name.startswith("_"):
-        raise SettingsError(
-            "srv_record_name", f"{srv_name!r} is not an SRV owner name", "a name such as _etcd-server._tcp"
-        )
+        r.fail("srv_record_name", f"{srv_name!r} is not an SRV owner name", "a name such as _etcd-server._tcp")
+        srv_name = str(SPEC_BY_NAME["srv_record_name"].default)
 
-    asg_names = tuple(n.strip() for n in get("asg_names").split(",") if n.strip())
+    asg_names = tuple(n.strip() for n in r.get("asg_names").split(",") if n.strip())
     for n in asg_names:
         if not _ASG_NAME.match(n):
-            raise SettingsError("asg_names", f"{n!r} is not an Auto Scaling group name", "comma-separated group names")
-
-    selector = parse_tag_selector(get("tag_selector"))
-    seed_tags = any(get(n) for n in ("project_name", "environment", "etcd_tag_name"))
-    if not asg_names and not selector and not seed_tags:
-        raise SettingsError(
+            r.fail("asg_names", f"{n!r} is not an Auto Scaling group name", "comma-separated group names")
+    selector = r.check((), parse_tag_selector, r.get("tag_selector"))
+    seed_tags = any(r.get(n) for n in ("project_name", "environment", "etcd_tag_name"))
+    if not asg_names and not r.get("tag_selector") and not seed_tags:
+        r.fail(
             "asg_names",
             "no group and no tag selector is set, so every instance in the account would qualify",
             "asg_names, or tags to select by (project_name, environment, etcd_tag_name, tag_selector)",
         )
 
-    target_mode = get("target_mode").lower()
-    if target_mode not in ("private-dns", "a-record"):
-        raise SettingsError("target_mode", f"{target_mode!r} is not a target mode", "private-dns or a-record")
-    template = get("a_record_template")
+    target_mode = r.choice("target_mode", ("private-dns", "a-record"), "a target mode")
+    template = r.get("a_record_template")
     try:
         label = template.format(instance_id="i-0123456789abcdef0", ip_dashed="10-0-0-1")
     except (KeyError, IndexError, ValueError) as exc:
-        raise SettingsError(
+        r.fail(
             "a_record_template", f"{template!r} has an unknown placeholder ({exc})", "{instance_id} and/or {ip_dashed}"
-        ) from exc
-    if not _LABELS.match(label):
-        raise SettingsError("a_record_template", f"{template!r} does not make a DNS label", "e.g. {instance_id}")
+        )
+    else:
+        if not _LABELS.match(label):
+            r.fail("a_record_template", f"{template!r} does not make a DNS label", "e.g. {instance_id}")
 
-    extra = tuple(_parse_extra_srv(get("extra_srv_records")))
+    extra = tuple(r.check([], _parse_extra_srv, r.get("extra_srv_records")))
     seen = {fqdn(srv_name, domain)}
     for item in extra:
         name = fqdn(item.name, domain)
         if name in seen:
             what = "the peer record (srv_record_name)" if name == fqdn(srv_name, domain) else "another extra record"
-            raise SettingsError(
+            r.fail(
                 "extra_srv_records",
                 f"{item.name!r} names {what}; it would rewrite that record with port {item.port}",
                 "names other than srv_record_name, each once, e.g. _etcd-client._tcp:2379",
             )
         seen.add(name)
-    endpoints = tuple(u.strip().rstrip("/") for u in get("etcd_endpoints").split(",") if u.strip())
+    endpoints = tuple(u.strip().rstrip("/") for u in r.get("etcd_endpoints").split(",") if u.strip())
     for u in endpoints:
         if not _URL.match(u):
-            raise SettingsError("etcd_endpoints", f"{u!r} is not a client URL", "URLs like http://10.0.1.4:2379")
-    client_srv = get("etcd_client_srv")
+            r.fail("etcd_endpoints", f"{u!r} is not a client URL", "URLs like http://10.0.1.4:2379")
+    client_srv = r.get("etcd_client_srv")
     if client_srv and (not _LABELS.match(client_srv.rstrip(".")) or not client_srv.startswith("_")):
-        raise SettingsError("etcd_client_srv", f"{client_srv!r} is not an SRV owner name", "e.g. _etcd-client._tcp")
+        r.fail("etcd_client_srv", f"{client_srv!r} is not an SRV owner name", "e.g. _etcd-client._tcp")
 
-    failure = get("launch_failure_result").upper()
-    if failure not in ("ABANDON", "CONTINUE"):
-        raise SettingsError("launch_failure_result", f"{failure!r} is not a lifecycle result", "ABANDON or CONTINUE")
-    level = get("log_level").upper()
-    if level not in _LOG_LEVELS:
-        raise SettingsError("log_level", f"{level!r} is not a log level", ", ".join(_LOG_LEVELS))
-    scheme = get("etcd_peer_scheme").lower()
-    if scheme not in ("http", "https"):
-        raise SettingsError("etcd_peer_scheme", f"{scheme!r} is not a URL scheme", "http or https")
+    failure = r.choice("launch_failure_result", ("ABANDON", "CONTINUE"), "a lifecycle result", upper=True)
+    level = r.choice("log_level", _LOG_LEVELS, "a log level", upper=True)
+    scheme = r.choice("etcd_peer_scheme", ("http", "https"), "a URL scheme")
 
-    tls_secret = get("etcd_tls_secret")
-    membership = _bool("etcd_membership", get("etcd_membership"))
-    _check_tls(srv_name, scheme, tls_secret, endpoints, membership)
-    ca_secret = get("etcd_ca_secret")
+    tls_secret = r.get("etcd_tls_secret")
+    membership = r.bool("etcd_membership")
+    r.errors.extend(_check_tls(srv_name, scheme, tls_secret, endpoints, membership))
+    ca_secret = r.get("etcd_ca_secret")
     if ca_secret and not _SECRET_ID.match(ca_secret):
-        raise SettingsError("etcd_ca_secret", f"{ca_secret!r} is not a secret name or ARN", "arn:aws:secretsmanager:..")
+        r.fail("etcd_ca_secret", f"{ca_secret!r} is not a secret name or ARN", "arn:aws:secretsmanager:... or a name")
     if ca_secret and scheme != "https":
-        raise SettingsError(
+        r.fail(
             "etcd_ca_secret",
             f"is set but etcd_peer_scheme is {scheme}: member certificates are for a TLS cluster",
             "etcd_peer_scheme=https (and the TLS peer record _etcd-server-ssl._tcp), or no etcd_ca_secret",
         )
-    member_prefix = get("etcd_member_secret_prefix") or f"etcd-asg/{domain.rstrip('.')}/member/"
+    member_prefix = r.get("etcd_member_secret_prefix") or f"etcd-asg/{domain.rstrip('.')}/member/"
     if not _SECRET_PREFIX.match(member_prefix):
-        raise SettingsError(
+        r.fail(
             "etcd_member_secret_prefix",
             f"{member_prefix!r} is not a Secrets Manager name prefix",
             "letters, digits and /_+=.@- ending in / (e.g. etcd-asg/example.com/member/)",
         )
     for setting, secret in (("etcd_ca_secret", ca_secret), ("etcd_tls_secret", tls_secret)):
         if secret and _secret_name(secret).startswith(member_prefix):
-            raise SettingsError(
+            r.fail(
                 "etcd_member_secret_prefix",
                 f"{member_prefix!r} covers {setting} {secret!r}: every instance may read member secrets, and the "
                 "coordinator deletes them",
                 "a prefix of its own for the member secrets (the default etcd-asg/<domain_name>/member/)",
             )
 
-    cluster_size_raw = get("cluster_size")
-    cluster_size = _int("cluster_size", cluster_size_raw, 1, 1000) if cluster_size_raw else None
-
-    poll = _float("poll_interval_seconds", get("poll_interval_seconds"), 0.1, 60)
-    heartbeat = _float("heartbeat_interval_seconds", get("heartbeat_interval_seconds"), 5, 3600)
+    cluster_size = r.int("cluster_size", 1, 1000) if r.get("cluster_size") else None
+    poll = r.float("poll_interval_seconds", 0.1, 60)
+    heartbeat = r.float("heartbeat_interval_seconds", 5, 3600)
     warnings: list[str] = []
     if heartbeat < poll:
         warnings.append("heartbeat_interval_seconds is shorter than poll_interval_seconds; heartbeats follow polls")
 
-    return Settings(
+    settings = Settings(
         domain_name=domain,
-        r53_zone_id=zone.group(1),
+        r53_zone_id=zone.group(1) if zone else "",
         srv_record_name=srv_name.rstrip("."),
-        srv_record_ttl=_int("srv_record_ttl", get("srv_record_ttl"), 0, 2_147_483_647),
-        etcd_port=_int("etcd_port", get("etcd_port"), 1, 65535),
+        srv_record_ttl=r.int("srv_record_ttl", 0, 2_147_483_647),
+        etcd_port=r.int("etcd_port", 1, 65535),
         log_level=level,
-        project_name=get("project_name"),
-        environment=get("environment"),
-        etcd_tag_name=get("etcd_tag_name"),
+        project_name=r.get("project_name"),
+        environment=r.get("environment"),
+        etcd_tag_name=r.get("etcd_tag_name"),
         asg_names=asg_names,
         tag_selector=selector,
-        srv_priority=_int("srv_priority", get("srv_priority"), 0, 65535),
-        srv_weight=_int("srv_weight", get("srv_weight"), 0, 65535),
+        srv_priority=r.int("srv_priority", 0, 65535),
+        srv_weight=r.int("srv_weight", 0, 65535),
         target_mode=target_mode,
         a_record_template=template,
         extra_srv_records=extra,
-        bootstrap_barrier=_bool("bootstrap_barrier", get("bootstrap_barrier")),
+        bootstrap_barrier=r.bool("bootstrap_barrier"),
         cluster_size=cluster_size,
-        bootstrap_timeout_seconds=_float("bootstrap_timeout_seconds", get("bootstrap_timeout_seconds"), 0, 172_800),
+        bootstrap_timeout_seconds=r.float("bootstrap_timeout_seconds", 0, 172_800),
         poll_interval_seconds=poll,
-        poll_initial_delay_seconds=_float("poll_initial_delay_seconds", get("poll_initial_delay_seconds"), 0, 600),
+        poll_initial_delay_seconds=r.float("poll_initial_delay_seconds", 0, 600),
         heartbeat_interval_seconds=heartbeat,
-        action_timeout_seconds=_float("action_timeout_seconds", get("action_timeout_seconds"), 30, 172_800),
+        action_timeout_seconds=r.float("action_timeout_seconds", 30, 172_800),
         launch_failure_result=failure,
-        deadline_margin_seconds=_float("deadline_margin_seconds", get("deadline_margin_seconds"), 0, 600),
-        max_unexplained_removals=_int("max_unexplained_removals", get("max_unexplained_removals"), 0, 1000),
-        launch_hook_name=get("launch_hook_name"),
-        terminate_hook_name=get("terminate_hook_name"),
+        deadline_margin_seconds=r.float("deadline_margin_seconds", 0, 600),
+        max_unexplained_removals=r.int("max_unexplained_removals", 0, 1000),
+        launch_hook_name=r.get("launch_hook_name"),
+        terminate_hook_name=r.get("terminate_hook_name"),
         etcd_membership=membership,
-        member_start_timeout_seconds=_float(
-            "member_start_timeout_seconds", get("member_start_timeout_seconds"), 30, 172_800
-        ),
+        member_start_timeout_seconds=r.float("member_start_timeout_seconds", 30, 172_800),
         etcd_endpoints=endpoints,
         etcd_client_srv=client_srv.rstrip("."),
-        etcd_client_port=_int("etcd_client_port", get("etcd_client_port"), 1, 65535),
+        etcd_client_port=r.int("etcd_client_port", 1, 65535),
         etcd_peer_scheme=scheme,
         etcd_tls_secret=tls_secret,
         etcd_ca_secret=ca_secret,
         etcd_member_secret_prefix=member_prefix,
-        etcd_member_cert_days=_float("etcd_member_cert_days", get("etcd_member_cert_days"), 1, 3650),
-        tracing=_bool("tracing", get("tracing")),
+        etcd_member_cert_days=r.float("etcd_member_cert_days", 1, 3650),
+        tracing=r.bool("tracing"),
         warnings=tuple(warnings),
     )
+    if r.errors:
+        order = {s.name: i for i, s in enumerate(SETTINGS_SPEC)}
+        raise InvalidSettings(sorted(r.errors, key=lambda e: order.get(e.variable, len(order))))
+    return settings
+
+
+def _bound(x: float) -> str:
+    """A range bound as a person writes it: 2147483647, 0.1, 600 (not 2.14748e+09)."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
 def _number(cast: Callable[[str], Any], kind: str, name: str, value: str, lo: float, hi: float) -> Any:
+    expected = f"{kind} from {_bound(lo)} to {_bound(hi)}"
     try:
         number = cast(value)
     except ValueError:
-        raise SettingsError(name, f"{value!r} is not {kind}", f"{kind} from {lo:g} to {hi:g}") from None
+        raise SettingsError(name, f"{value!r} is not {kind}", expected) from None
     if not lo <= number <= hi or number != number:  # NaN check
-        raise SettingsError(name, f"{value} is out of range", f"{kind} from {lo:g} to {hi:g}")
+        raise SettingsError(name, f"{value} is out of range", expected)
     return number
 
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:
-    return _number(int, "an integer", name, value, lo, hi)
+    return _number(int, "a whole number", name, value, lo, hi)
 
 
 def _float(name: str, value: str, lo: float, hi: float) -> float:

@@ -50,6 +50,25 @@ COORDINATOR_SETTINGS = {
     "poll_initial_delay_seconds": "0.5",
 }
 STEP_TIMEOUT = 45.0
+REFRESH_TIMEOUT = 240.0
+SILENCE_SECONDS = 8.0  # a step that has shown nothing for this long says what it still waits for
+# What each step waits for, in plain words (said when the step starts, with how long it may take at most).
+STEP_WAITS = {
+    "0 → 3 bootstrap": "the three launches to be listed together in the record and their etcd to start",
+    "3 → 5 join": "each new instance to be added to etcd, started and promoted, one at a time",
+    "5 → 3 remove": "each leaving member to leave etcd and the record before its instance terminates",
+    "kill + reconcile": "the group's health check to notice the dead instance (10-30 s, as on AWS), its "
+    "terminate hook, and a replacement to join",
+    "rolling replace": "the instance refresh to replace every member, one at a time",
+}
+
+
+# How a lifecycle action ended, in the progress lines.
+ENDED_BY = {
+    "complete": "completed by the coordinator",
+    "timeout": "ended by the hook's timeout",
+    "terminated": "ended: the instance terminated",
+}
 
 
 class CheckFailed(AssertionError):
@@ -153,6 +172,7 @@ class RichReporter(Reporter):
         from rich.table import Table
 
         super().summary(results, total)
+        self.lines.extend(SUMMARY_NOTES)
         table = Table(title=f"etcd on emulated AWS: {len(results)} steps in {total:.1f} s")
         columns = ("step", "events", "record", "members", "healthy", "keys", "acked", "failed", "outage s", "seconds")
         for column in (*columns, "checks"):
@@ -172,6 +192,17 @@ class RichReporter(Reporter):
                 "[green]ok[/]" if r.ok else "[red]FAILED[/]",
             )
         self.console.print(table)
+        for note in SUMMARY_NOTES:
+            self.console.print(f"[dim]{note}[/]", highlight=False)
+
+
+SUMMARY_NOTES = (
+    "record, members, healthy: what the Route 53 record lists, etcd's member list and its healthy members; "
+    "keys: keys written before the step, each read back through every member.",
+    "acked, failed, outage s: the continuous client's writes etcd acknowledged, its requests that failed, and its "
+    "longest time without a successful request. Failures are expected while members leave or join: the client "
+    "moves to the next member, and the last check reads every acknowledged write back through every member.",
+)
 
 
 def _count(events: list[str]) -> str:
@@ -238,6 +269,8 @@ class Cluster:
         self._seen_changes = 0
         self._seen_launchers: dict[str, str] = {}
         self._step_events: list[str] = []
+        self._killed: set[str] = set()  # instances killed at EC2 level (the health check has to notice)
+        self._last_event = time.monotonic()  # when the progress last said something
 
     # -- start and stop -------------------------------------------------------------------------
     def __enter__(self) -> Cluster:
@@ -354,7 +387,7 @@ class Cluster:
         self.reporter.event(f"SetDesiredCapacity {desired}")
         self.stack.scale(desired)
 
-    def instance_refresh(self, *, warmup: int = 5, timeout: float = 240.0) -> None:
+    def instance_refresh(self, *, warmup: int = 5, timeout: float = REFRESH_TIMEOUT) -> None:
         """A rolling replacement of every instance (``StartInstanceRefresh``, the emulator's rolling strategy: one
         at a time at the default 90 % minimum healthy), waited for until the refresh is ``Successful``; the step's
         checks then also demand that none of the instances in service before it is left."""
@@ -364,10 +397,12 @@ class Cluster:
         rid = asg.start_instance_refresh(AutoScalingGroupName=GROUP, Preferences={"InstanceWarmup": warmup})[
             "InstanceRefreshId"
         ]
+        self.announce(f"waiting for {STEP_WAITS['rolling replace']} (at most {timeout:.0f} s)")
         deadline = time.monotonic() + timeout
         status = "Pending"
         while time.monotonic() < deadline:
             self.watch()
+            self._say_what_is_awaited(time.monotonic() - (deadline - timeout), timeout)
             with self.aws.observer():
                 (refresh,) = [
                     r
@@ -382,6 +417,7 @@ class Cluster:
 
     def kill(self, instance_id: str) -> None:
         self.reporter.event(f"{instance_id} ({self.name_of(instance_id)}) crashes: EC2 terminates it, no hook runs")
+        self._killed.add(instance_id)
         launcher = self.fleet.launchers.get(instance_id)
         if launcher is not None:
             launcher.kill()  # the VM dies with its etcd at once, before the group notices
@@ -450,7 +486,8 @@ class Cluster:
                 state = self.stack.tags(action.instance_id).get("etcd-cluster-state", "") if kind == "launch" else ""
                 told = f", tag etcd-cluster-state={state}" if state else ""
                 waited = action.ended_at - action.started_at
-                text = f"[cyan]{kind}[/] {who}: {action.result} ({action.ended_by}) after {waited:.1f} s{told}"
+                how = ENDED_BY.get(action.ended_by or "", action.ended_by or "ended")
+                text = f"[cyan]{kind}[/] {who}: {how} with {action.result} after {waited:.1f} s{told}"
                 seen.append((action.ended_at, text))
                 self._step_events.append(f"{kind} {self.name_of(action.instance_id)}")
         invocations = list(self.aws.invocations)
@@ -462,7 +499,11 @@ class Cluster:
             detail = ""
             if isinstance(inv.response, dict):
                 done = [self.name_of(iid) for iid, _ in inv.response.get("completed", [])]
-                detail = f", completed {', '.join(done) or 'nothing'}"
+                detail = (
+                    f", finished the lifecycle action of {', '.join(done)}"
+                    if done
+                    else " (no launch or termination was ready to finish)"
+                )
             elif inv.error:
                 detail = f": {inv.error[:200]}"
             text = f"coordinator ({inv.source}) {what}: {inv.outcome} in {took:.1f} s{detail}"
@@ -492,6 +533,29 @@ class Cluster:
             self._seen_launchers[iid] = state
         for at, text in sorted(seen, key=lambda item: item[0]):
             self.reporter.event(text, at)
+        if seen:
+            self._last_event = time.monotonic()
+
+    def announce(self, text: str) -> None:
+        """A progress line of the scenario's own (what it does or waits for)."""
+        self.reporter.event(text)
+        self._last_event = time.monotonic()
+
+    def _say_what_is_awaited(self, waited: float, limit: float, expect: int | None = None) -> None:
+        """After a silence, one line saying what the step still waits for, how long so far and at most."""
+        if time.monotonic() - self._last_event < SILENCE_SECONDS:
+            return
+        states = self.stack.instances()
+        dead = [iid for iid in sorted(self._killed) if states.get(iid) == "InService"]
+        if dead:
+            what = f"the group's health check has not noticed yet that {dead[0]} ({self.name_of(dead[0])}) died"
+        else:
+            unsettled = {iid: state for iid, state in sorted(states.items()) if state != "InService"}
+            in_service = len(states) - len(unsettled)
+            what = f"{in_service} instance(s) in service" + (f" of {expect}" if expect is not None else "")
+            if unsettled:
+                what += "; " + ", ".join(f"{self.name_of(iid)} {state}" for iid, state in unsettled.items())
+        self.announce(f"still waiting ({waited:.0f} s of at most {limit:.0f} s): {what}")
 
     def observe(self, name: str) -> StepResult:
         """Check the invariants now; the result lists every difference found (none: the step holds)."""
@@ -565,6 +629,7 @@ class Cluster:
         result = StepResult(name)
         while True:
             self.watch()
+            self._say_what_is_awaited(time.monotonic() - started, timeout, expect)
             if time.monotonic() - started > 0.5:  # let the step's first events arrive
                 result = self.observe(name)
                 if result.ok and len(result.in_service) == expect:
@@ -619,6 +684,8 @@ def play(
                 cluster.reporter.event(f"put /demo/before-step-{n}")
             began = time.time()
             act(cluster)
+            if title in STEP_WAITS and title != "rolling replace":  # the refresh says so itself, as it starts
+                cluster.announce(f"waiting for {STEP_WAITS[title]} (at most {STEP_TIMEOUT:.0f} s)")
             result = cluster.settle(title, expect)
             result.seconds = round(time.time() - began, 1)  # the step's action included (a refresh waits in it)
             if client is not None:
@@ -709,7 +776,8 @@ def _inside(args: argparse.Namespace) -> int:
             if tls
             else "plaintext (_etcd-server._tcp, http)"
         )
-        + f". Logs: {workdir / 'logs'}"
+        + f". {len(STEPS)} steps, about 2-3 minutes: each step waits at most {STEP_TIMEOUT:.0f} s for its checks "
+        f"(the rolling replacement up to {REFRESH_TIMEOUT:.0f} s more). Logs: {workdir / 'logs'}"
     )
     try:
         outcome = run_scenario(str(workdir), reporter, tls=tls)

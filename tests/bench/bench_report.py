@@ -282,14 +282,14 @@ MLEGEND = [
     "total: from the first lifecycle action's start to the last action ended and the last etcd start served, the "
     "cluster in step (one cluster; members = the group's serving instances, all started voters; record = members); "
     "per member: total / members added + removed.",
-    "bound (issue 13): per joiner, the Route 53 propagation of the change that listed it + its etcd start + etcd's "
+    "bound: per joiner, the Route 53 propagation of the change that listed it + its etcd start + etcd's "
     "5 s health interval, one change at a time; a leaver with no joiner adds its drop's propagation. Every term is "
     "this run's own draw. safe-order bound: the same with every leaver's drop on the path (add before remove).",
     "quorum losses: stretches in which the initial cluster had fewer running voters than its quorum (sampled every "
     "second). acked writes (lost): the continuous client's acknowledged writes (one a second through the first "
     "member that answers), and how many of them the final cluster's keyspace lacks.",
     "longest outage: the longest time without an acknowledged write.",
-    "✓/✗ mark the issue's targets on the coordinator's rows.",
+    "✓/✗ mark the targets on the coordinator's rows.",
 ]
 
 
@@ -297,7 +297,7 @@ def membership_markdown(config: dict[str, Any], mresults: Sequence[MResult]) -> 
     m = config.get("membership", {})
     parts = [
         "",
-        "### Membership on (issue 13): the etcd 3.5 model on simulated time",
+        "### Membership on: the etcd 3.5 model on simulated time",
         "",
         f"Route 53 propagation uniform {m['propagation'][0]:.0f}-{m['propagation'][1]:.0f} s, etcd start uniform "
         f"{m['etcd_start'][0]:.0f}-{m['etcd_start'][1]:.0f} s, AWS's world (transitional states, stale describes); "
@@ -365,7 +365,7 @@ LEGEND = [
     "missing / extra: instances of the group in Pending:Wait/Pending:Proceed/InService absent from the final record "
     "/ targets in the final record that are not such instances.",
     "early: actions completed before the change that settles them was INSYNC (or with no such change).",
-    "✓/✗ mark the issue's targets on this coordinator's rows; the burst-of-50 bound is 2x the slowest propagation "
+    "✓/✗ mark the targets on this coordinator's rows; the burst-of-50 bound is 2x the slowest propagation "
     "drawn in that run.",
 ]
 
@@ -395,7 +395,7 @@ def rich_render(
         t.add_row(*r)
     console.print(t)
     if mresults:
-        m = Table(title="Membership on (issue 13)")
+        m = Table(title="Membership on")
         for name in MCOLUMNS:
             m.add_column(name, overflow="fold")
         for r in mresults:

