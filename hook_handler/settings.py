@@ -441,35 +441,46 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     for spec in SETTINGS_SPEC:
         if spec.required and not r.get(spec.name):
             r.fail(spec.name, "is not set", spec.expected or plain(spec.doc))
+    fields = _record_fields(r)
+    fields.update(_selection_fields(r))
+    fields.update(_etcd_fields(r, fields["srv_record_name"], fields["domain_name"]))
+    fields.update(_timing_fields(r))
+    fields.update(
+        srv_record_ttl=r.int("srv_record_ttl", 0, 2_147_483_647),
+        etcd_port=r.int("etcd_port", 1, 65535),
+        log_level=r.choice("log_level", _LOG_LEVELS, "a log level", upper=True),
+        srv_priority=r.int("srv_priority", 0, 65535),
+        srv_weight=r.int("srv_weight", 0, 65535),
+        bootstrap_barrier=r.bool("bootstrap_barrier"),
+        cluster_size=r.int("cluster_size", 1, 1000) if r.get("cluster_size") else None,
+        launch_failure_result=r.choice(
+            "launch_failure_result", ("ABANDON", "CONTINUE"), "a lifecycle result", upper=True
+        ),
+        max_unexplained_removals=r.int("max_unexplained_removals", 0, 1000),
+        launch_hook_name=r.get("launch_hook_name"),
+        terminate_hook_name=r.get("terminate_hook_name"),
+        tracing=r.bool("tracing"),
+    )
+    settings = Settings(**fields)
+    if r.errors:
+        order = {s.name: i for i, s in enumerate(SETTINGS_SPEC)}
+        raise InvalidSettings(sorted(r.errors, key=lambda e: order.get(e.variable, len(order))))
+    return settings
 
+
+def _record_fields(r: _Reader) -> dict[str, Any]:
+    """The zone, the peer record and how targets are named."""
     domain = r.get("domain_name")
     if domain and not _DOMAIN.match(domain):
         r.fail("domain_name", f"{domain!r} is not a domain name", "a DNS name such as example.com")
     domain = (domain.lower().rstrip(".") if _DOMAIN.match(domain) else "example.invalid") + "."
-
     zone = _ZONE_ID.match(r.get("r53_zone_id"))
     if r.get("r53_zone_id") and not zone:
         r.fail("r53_zone_id", f"{r.get('r53_zone_id')!r} is not a hosted zone id", "an id like Z0123456789ABCDEFGHIJ")
-
     srv_name = r.get("srv_record_name")
     if not _LABELS.match(srv_name.rstrip(".")) or not srv_name.startswith("_"):
         r.fail("srv_record_name", f"{srv_name!r} is not an SRV owner name", "a name such as _etcd-server._tcp")
         srv_name = str(SPEC_BY_NAME["srv_record_name"].default)
-
-    asg_names = tuple(n.strip() for n in r.get("asg_names").split(",") if n.strip())
-    for n in asg_names:
-        if not _ASG_NAME.match(n):
-            r.fail("asg_names", f"{n!r} is not an Auto Scaling group name", "comma-separated group names")
-    selector = r.check((), parse_tag_selector, r.get("tag_selector"))
-    seed_tags = any(r.get(n) for n in ("project_name", "environment", "etcd_tag_name"))
-    if not asg_names and not r.get("tag_selector") and not seed_tags:
-        r.fail(
-            "asg_names",
-            "no group and no tag selector is set, so every instance in the account would qualify",
-            "asg_names, or tags to select by (project_name, environment, etcd_tag_name, tag_selector)",
-        )
-
-    target_mode = r.choice("target_mode", ("private-dns", "a-record"), "a target mode")
     template = r.get("a_record_template")
     try:
         label = template.format(instance_id="i-0123456789abcdef0", ip_dashed="10-0-0-1")
@@ -480,7 +491,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     else:
         if not _LABELS.match(label):
             r.fail("a_record_template", f"{template!r} does not make a DNS label", "e.g. {instance_id}")
+    return {
+        "domain_name": domain,
+        "r53_zone_id": zone.group(1) if zone else "",
+        "srv_record_name": srv_name.rstrip("."),
+        "target_mode": r.choice("target_mode", ("private-dns", "a-record"), "a target mode"),
+        "a_record_template": template,
+        "extra_srv_records": _extra_records(r, srv_name, domain),
+    }
 
+
+def _extra_records(r: _Reader, srv_name: str, domain: str) -> tuple[Any, ...]:
     extra = tuple(r.check([], _parse_extra_srv, r.get("extra_srv_records")))
     seen = {fqdn(srv_name, domain)}
     for item in extra:
@@ -493,6 +514,34 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 "names other than srv_record_name, each once, e.g. _etcd-client._tcp:2379",
             )
         seen.add(name)
+    return extra
+
+
+def _selection_fields(r: _Reader) -> dict[str, Any]:
+    """Which groups and instances are served."""
+    asg_names = tuple(n.strip() for n in r.get("asg_names").split(",") if n.strip())
+    for n in asg_names:
+        if not _ASG_NAME.match(n):
+            r.fail("asg_names", f"{n!r} is not an Auto Scaling group name", "comma-separated group names")
+    selector = r.check((), parse_tag_selector, r.get("tag_selector"))
+    seed_tags = any(r.get(n) for n in ("project_name", "environment", "etcd_tag_name"))
+    if not asg_names and not r.get("tag_selector") and not seed_tags:
+        r.fail(
+            "asg_names",
+            "no group and no tag selector is set, so every instance in the account would qualify",
+            "asg_names, or tags to select by (project_name, environment, etcd_tag_name, tag_selector)",
+        )
+    return {
+        "asg_names": asg_names,
+        "tag_selector": selector,
+        "project_name": r.get("project_name"),
+        "environment": r.get("environment"),
+        "etcd_tag_name": r.get("etcd_tag_name"),
+    }
+
+
+def _etcd_fields(r: _Reader, srv_name: str, domain: str) -> dict[str, Any]:
+    """etcd membership, its endpoints and TLS."""
     endpoints = tuple(u.strip().rstrip("/") for u in r.get("etcd_endpoints").split(",") if u.strip())
     for u in endpoints:
         if not _URL.match(u):
@@ -500,14 +549,23 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     client_srv = r.get("etcd_client_srv")
     if client_srv and (not _LABELS.match(client_srv.rstrip(".")) or not client_srv.startswith("_")):
         r.fail("etcd_client_srv", f"{client_srv!r} is not an SRV owner name", "e.g. _etcd-client._tcp")
-
-    failure = r.choice("launch_failure_result", ("ABANDON", "CONTINUE"), "a lifecycle result", upper=True)
-    level = r.choice("log_level", _LOG_LEVELS, "a log level", upper=True)
     scheme = r.choice("etcd_peer_scheme", ("http", "https"), "a URL scheme")
-
     tls_secret = r.get("etcd_tls_secret")
     membership = r.bool("etcd_membership")
     r.errors.extend(_check_tls(srv_name, scheme, tls_secret, endpoints, membership))
+    return {
+        "etcd_membership": membership,
+        "member_start_timeout_seconds": r.float("member_start_timeout_seconds", 30, 172_800),
+        "etcd_endpoints": endpoints,
+        "etcd_client_srv": client_srv.rstrip("."),
+        "etcd_client_port": r.int("etcd_client_port", 1, 65535),
+        "etcd_peer_scheme": scheme,
+        "etcd_tls_secret": tls_secret,
+        **_member_certificate_fields(r, scheme, tls_secret, domain),
+    }
+
+
+def _member_certificate_fields(r: _Reader, scheme: str, tls_secret: str, domain: str) -> dict[str, Any]:
     ca_secret = r.get("etcd_ca_secret")
     if ca_secret and not _SECRET_ID.match(ca_secret):
         r.fail("etcd_ca_secret", f"{ca_secret!r} is not a secret name or ARN", "arn:aws:secretsmanager:... or a name")
@@ -532,60 +590,29 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 "coordinator deletes them",
                 "a prefix of its own for the member secrets (the default etcd-asg/<domain_name>/member/)",
             )
+    return {
+        "etcd_ca_secret": ca_secret,
+        "etcd_member_secret_prefix": member_prefix,
+        "etcd_member_cert_days": r.float("etcd_member_cert_days", 1, 3650),
+    }
 
-    cluster_size = r.int("cluster_size", 1, 1000) if r.get("cluster_size") else None
+
+def _timing_fields(r: _Reader) -> dict[str, Any]:
+    """Polls, heartbeats, timeouts and margins."""
     poll = r.float("poll_interval_seconds", 0.1, 60)
     heartbeat = r.float("heartbeat_interval_seconds", 5, 3600)
     warnings: list[str] = []
     if heartbeat < poll:
         warnings.append("heartbeat_interval_seconds is shorter than poll_interval_seconds; heartbeats follow polls")
-
-    settings = Settings(
-        domain_name=domain,
-        r53_zone_id=zone.group(1) if zone else "",
-        srv_record_name=srv_name.rstrip("."),
-        srv_record_ttl=r.int("srv_record_ttl", 0, 2_147_483_647),
-        etcd_port=r.int("etcd_port", 1, 65535),
-        log_level=level,
-        project_name=r.get("project_name"),
-        environment=r.get("environment"),
-        etcd_tag_name=r.get("etcd_tag_name"),
-        asg_names=asg_names,
-        tag_selector=selector,
-        srv_priority=r.int("srv_priority", 0, 65535),
-        srv_weight=r.int("srv_weight", 0, 65535),
-        target_mode=target_mode,
-        a_record_template=template,
-        extra_srv_records=extra,
-        bootstrap_barrier=r.bool("bootstrap_barrier"),
-        cluster_size=cluster_size,
-        bootstrap_timeout_seconds=r.float("bootstrap_timeout_seconds", 0, 172_800),
-        poll_interval_seconds=poll,
-        poll_initial_delay_seconds=r.float("poll_initial_delay_seconds", 0, 600),
-        heartbeat_interval_seconds=heartbeat,
-        action_timeout_seconds=r.float("action_timeout_seconds", 30, 172_800),
-        launch_failure_result=failure,
-        deadline_margin_seconds=r.float("deadline_margin_seconds", 0, 600),
-        max_unexplained_removals=r.int("max_unexplained_removals", 0, 1000),
-        launch_hook_name=r.get("launch_hook_name"),
-        terminate_hook_name=r.get("terminate_hook_name"),
-        etcd_membership=membership,
-        member_start_timeout_seconds=r.float("member_start_timeout_seconds", 30, 172_800),
-        etcd_endpoints=endpoints,
-        etcd_client_srv=client_srv.rstrip("."),
-        etcd_client_port=r.int("etcd_client_port", 1, 65535),
-        etcd_peer_scheme=scheme,
-        etcd_tls_secret=tls_secret,
-        etcd_ca_secret=ca_secret,
-        etcd_member_secret_prefix=member_prefix,
-        etcd_member_cert_days=r.float("etcd_member_cert_days", 1, 3650),
-        tracing=r.bool("tracing"),
-        warnings=tuple(warnings),
-    )
-    if r.errors:
-        order = {s.name: i for i, s in enumerate(SETTINGS_SPEC)}
-        raise InvalidSettings(sorted(r.errors, key=lambda e: order.get(e.variable, len(order))))
-    return settings
+    return {
+        "bootstrap_timeout_seconds": r.float("bootstrap_timeout_seconds", 0, 172_800),
+        "poll_interval_seconds": poll,
+        "poll_initial_delay_seconds": r.float("poll_initial_delay_seconds", 0, 600),
+        "heartbeat_interval_seconds": heartbeat,
+        "action_timeout_seconds": r.float("action_timeout_seconds", 30, 172_800),
+        "deadline_margin_seconds": r.float("deadline_margin_seconds", 0, 600),
+        "warnings": tuple(warnings),
+    }
 
 
 def _bound(x: float) -> str:
