@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from hook_handler.backup.retention import DEFAULT_RETENTION, RetentionError, Tier, parse_tiers
 from hook_handler.exceptions import SettingsError
+from hook_handler.settings import SETTINGS_SPEC
 
-DEFAULT_PREFIX = "etcd-snapshots/"
+_DEFAULTS = {s.name: s.default or "" for s in SETTINGS_SPEC if s.name.startswith("snapshot_")}
+DEFAULT_PREFIX = _DEFAULTS["snapshot_prefix"]
 # S3's rules for bucket names (general purpose buckets): 3-63 characters, lower case, digits, dots, hyphens,
 # starting and ending with a letter or digit, not an IP address.
 _BUCKET = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)(?!xn--)(?!sthree-)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -32,9 +34,9 @@ class SnapshotConfig:
 
     bucket: str = ""
     prefix: str = DEFAULT_PREFIX
-    interval_seconds: float = 60.0
+    interval_seconds: float = float(_DEFAULTS["snapshot_interval_seconds"])
     kms_key: str = ""
-    tiers: tuple[Tier, ...] = parse_tiers(DEFAULT_RETENTION)
+    tiers: tuple[Tier, ...] = parse_tiers(_DEFAULTS["snapshot_retention"])
 
     @property
     def enabled(self) -> bool:
@@ -42,23 +44,23 @@ class SnapshotConfig:
 
     @classmethod
     def load(cls, environ: Mapping[str, str]) -> SnapshotConfig:
-        def get(name: str, default: str = "") -> str:
+        def get(name: str) -> str:
             value = environ.get(name)
-            return (value if value is not None else default).strip()
+            return (value if value is not None else _DEFAULTS[name]).strip()
 
         bucket = get("snapshot_bucket")
         if bucket and not _BUCKET.match(bucket):
             raise SettingsError(
                 "snapshot_bucket", f"{bucket!r} is not an S3 bucket name", "3-63 lower-case letters, digits, . and -"
             )
-        prefix = get("snapshot_prefix", DEFAULT_PREFIX)
+        prefix = get("snapshot_prefix")
         if not _PREFIX.match(prefix) or prefix.startswith("/") or "//" in prefix:
             raise SettingsError(
                 "snapshot_prefix",
                 f"{prefix!r} is not a usable key prefix",
                 "letters, digits and !_.*'()/- without a leading / or //, e.g. etcd-snapshots/",
             )
-        raw_interval = get("snapshot_interval_seconds", "60")
+        raw_interval = get("snapshot_interval_seconds")
         try:
             interval = float(raw_interval)
         except ValueError:
@@ -75,7 +77,7 @@ class SnapshotConfig:
                 "a key ARN, key id or alias (alias/name); empty for S3-managed keys (SSE-S3)",
             )
         try:
-            tiers = parse_tiers(get("snapshot_retention", DEFAULT_RETENTION))
+            tiers = parse_tiers(get("snapshot_retention"))
         except RetentionError as exc:
             raise SettingsError("snapshot_retention", str(exc), f"tiers like {DEFAULT_RETENTION}") from None
         return cls(bucket=bucket, prefix=prefix, interval_seconds=interval, kms_key=kms_key, tiers=tiers)
