@@ -155,11 +155,11 @@ def test_a_bucket_without_access_is_named_with_what_to_fix_and_nothing_is_writte
 def test_a_bucket_that_does_not_exist_and_a_kms_key_that_does_not_are_named(local_aws, s3):
     clock = local_aws.clock
     missing = SnapshotStore(s3, "no-such-snapshot-bucket", PREFIX, RetryPolicy(clock), clock)
-    with pytest.raises(SnapshotStoreError, match="no-such-snapshot-bucket.*NoSuchBucket.*snapshot_bucket"):
+    with pytest.raises(SnapshotStoreError, match=r"no-such-snapshot-bucket.*NoSuchBucket.*snapshot_bucket"):
         missing.newest(clock.now() + 60)
     arn = "arn:aws:kms:us-east-1:123456789012:key/0b0b0b0b-0000-4000-8000-000000000000"
     bad_key = SnapshotStore(s3, BUCKET, PREFIX, RetryPolicy(clock), clock, kms_key=arn)
-    with pytest.raises(SnapshotStoreError, match="KMS.NotFoundException.*snapshot_kms_key"):
+    with pytest.raises(SnapshotStoreError, match=r"KMS\.NotFoundException.*snapshot_kms_key"):
         bad_key.upload(SnapshotStream(gateway(b"x" * 100), "e"), meta(clock), clock.now() + 60)
     assert nothing_left(s3)
 
