@@ -15,7 +15,7 @@ from typing import Any
 from hook_handler.backup.naming import Snapshot, cluster_hex
 from hook_handler.backup.retention import Tier
 from hook_handler.backup.store import SnapshotMeta, SnapshotStore
-from hook_handler.backup.stream import EtcdStatus, GatewaySnapshot, read_status
+from hook_handler.backup.stream import EtcdStatus, GatewaySnapshot, ReadAhead, read_status
 from hook_handler.clock import Clock
 from hook_handler.etcd import EtcdTlsError, HttpTransport, MembershipError
 from hook_handler.telemetry import MetricUnit
@@ -122,7 +122,8 @@ class SnapshotTaker:
             return Round(False, decision.reason, newest, member.endpoint)
         meta = SnapshotMeta(now, member.cluster_id, member.member_id, member.revision, member.version)
         with GatewaySnapshot(self.transport, member.endpoint, read_timeout=self.read_timeout) as source:
-            uploaded = self.store.upload(source.stream, meta, deadline)
+            # etcd is read one part ahead of the upload: memory stays about two parts
+            uploaded = self.store.upload(ReadAhead(source.stream, self.store.part_size), meta, deadline)
         seconds = self.clock.now() - now
         self._age(uploaded.snapshot)
         self._log(
