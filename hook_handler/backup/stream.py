@@ -71,7 +71,8 @@ def parse_status(endpoint: str, out: Mapping[str, Any]) -> EtcdStatus:
 
 
 class SnapshotStream:
-    """The snapshot's bytes from the gateway's messages: every database blob, then the 32-byte digest once
+    """The snapshot's bytes from etcd's messages (the gateway's JSON objects, or ``(blob, remaining_bytes)``
+    pairs decoded from gRPC): every database blob, then the 32-byte digest once
     it matched. Raises ``SnapshotCorrupt`` (digest, size or order wrong) or ``SnapshotStreamBroken`` (an error
     message, or the stream ended early) where the problem shows; after a full iteration ``total`` (database
     bytes) and ``sha256`` (hex) are set.
@@ -86,7 +87,7 @@ class SnapshotStream:
     (True, 100)
     """
 
-    def __init__(self, messages: Iterable[Mapping[str, Any]], where: str) -> None:
+    def __init__(self, messages: Iterable[Mapping[str, Any] | tuple[bytes, int]], where: str) -> None:
         self._messages = messages
         self.where = where
         self.total: int | None = None
@@ -135,7 +136,9 @@ class SnapshotStream:
     def _short(self, what: str) -> str:
         return f"{what} after {self.received} of {self.total if self.total is not None else '?'} database bytes"
 
-    def _result(self, message: Mapping[str, Any]) -> tuple[bytes, int]:
+    def _result(self, message: Mapping[str, Any] | tuple[bytes, int]) -> tuple[bytes, int]:
+        if isinstance(message, tuple):  # decoded already (gRPC: ``grpc.decode_snapshot_response``)
+            return message
         if "error" in message:
             error = message.get("error") or {}
             text = error.get("message", error) if isinstance(error, Mapping) else error

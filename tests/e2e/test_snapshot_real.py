@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from hook_handler.backup.errors import SnapshotStreamBroken
+from hook_handler.backup.grpc import GrpcSnapshot
 from hook_handler.backup.restore import etcdutl_binary, restore, snapshot_status
 from hook_handler.backup.retention import parse_tiers
 from hook_handler.backup.store import MIN_PART_SIZE, SnapshotMeta, SnapshotStore
@@ -149,14 +150,15 @@ def s3_ops(aws: LocalAWS) -> list[str]:
     return [c.operation for c in aws.calls if c.service == "s3"]
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "gateway"])
 @pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
-def test_snapshot_to_s3_then_restore_into_a_new_cluster_serves_every_key(tmp_path, aws, pki, tls):
+def test_snapshot_to_s3_then_restore_into_a_new_cluster_serves_every_key(tmp_path, aws, pki, tls, protocol):
     source = start_etcd(tmp_path, "source", tls=pki if tls else None)
     restored: Etcd | None = None
     try:
         written = write_keys(source, 130, 100_000, "a")  # ~13 MB: three parts of 5 MiB
         store = make_store(aws)
-        taker = SnapshotTaker(store, source.transport, aws.clock, interval=60, tiers=parse_tiers(""))
+        taker = SnapshotTaker(store, source.transport, aws.clock, interval=60, tiers=parse_tiers(""), protocol=protocol)
         deadline = aws.clock.now() + 600
 
         first = taker.run([source.client], deadline)
@@ -197,27 +199,29 @@ def test_snapshot_to_s3_then_restore_into_a_new_cluster_serves_every_key(tmp_pat
             restored.stop()
 
 
-def test_without_the_client_certificate_the_snapshot_is_refused_and_nothing_stored(tmp_path, aws, pki):
-    source = start_etcd(tmp_path, "tls", tls=pki)
+@pytest.mark.parametrize("source", [GrpcSnapshot, GatewaySnapshot])
+def test_without_the_client_certificate_the_snapshot_is_refused_and_nothing_stored(tmp_path, aws, pki, source):
+    etcd = start_etcd(tmp_path, "tls", tls=pki)
     try:
-        put(source, "/k", b"v")
+        put(etcd, "/k", b"v")
         store = make_store(aws)
         no_cert = HttpTransport(verify=pki["ca"])
-        status = read_status(source.transport, source.client, 2.0)
+        status = read_status(etcd.transport, etcd.client, 2.0)
         meta = SnapshotMeta(aws.clock.now(), status.cluster_id, status.member_id, status.revision, status.version)
-        with pytest.raises(EtcdTlsError, match="TLS handshake failed"), GatewaySnapshot(no_cert, source.client) as g:
+        with pytest.raises(EtcdTlsError, match="TLS handshake failed"), source(no_cert, etcd.client) as g:
             store.upload(g.stream, meta, aws.clock.now() + 60)
         assert s3_ops(aws) == ["CreateBucket"]
     finally:
-        source.stop()
+        etcd.stop()
 
 
-def test_etcd_dying_midway_aborts_the_upload_and_leaves_nothing(tmp_path, aws):
-    source = start_etcd(tmp_path, "dies")
+@pytest.mark.parametrize("source", [GrpcSnapshot, GatewaySnapshot])
+def test_etcd_dying_midway_aborts_the_upload_and_leaves_nothing(tmp_path, aws, source):
+    etcd = start_etcd(tmp_path, "dies")
     try:
-        write_keys(source, 250, 100_000, "c")  # ~25 MB
+        write_keys(etcd, 250, 100_000, "c")  # ~25 MB
         store = make_store(aws)
-        status = read_status(source.transport, source.client, 2.0)
+        status = read_status(etcd.transport, etcd.client, 2.0)
         meta = SnapshotMeta(aws.clock.now(), status.cluster_id, status.member_id, status.revision, status.version)
 
         def killed_after(stream, limit):
@@ -225,10 +229,10 @@ def test_etcd_dying_midway_aborts_the_upload_and_leaves_nothing(tmp_path, aws):
             for chunk in stream:
                 seen += len(chunk)
                 yield chunk
-                if seen >= limit and source.process.poll() is None:
-                    source.process.kill()
+                if seen >= limit and etcd.process.poll() is None:
+                    etcd.process.kill()
 
-        with pytest.raises(SnapshotStreamBroken), GatewaySnapshot(source.transport, source.client) as g:
+        with pytest.raises(SnapshotStreamBroken), source(etcd.transport, etcd.client) as g:
             store.upload(killed_after(g.stream, 6 * 1024 * 1024), meta, aws.clock.now() + 60)
         ops = s3_ops(aws)
         assert (
@@ -238,4 +242,4 @@ def test_etcd_dying_midway_aborts_the_upload_and_leaves_nothing(tmp_path, aws):
         assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
         assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
     finally:
-        source.stop()
+        etcd.stop()

@@ -107,3 +107,33 @@ def test_status_is_read_as_the_gateway_writes_it():
         452, 146862080, "3.5.1", True, False,
     )  # fmt: skip
     assert not parse_status("e", {"header": {}, "leader": "0"}).has_leader
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not out[-1] & 0x80:
+            return bytes(out)
+
+
+@given(st.binary(max_size=300), st.integers(0, 2**63 - 1), st.binary(max_size=2000), st.text(max_size=10))
+@hsettings(max_examples=200, deadline=None)
+def test_a_grpc_snapshot_response_decodes_to_its_blob_and_remaining_bytes(header, remaining, blob, version):
+    from hook_handler.backup.grpc import decode_snapshot_response
+
+    message = b"\x0a" + _varint(len(header)) + header  # 1: ResponseHeader, skipped
+    if remaining:
+        message += b"\x10" + _varint(remaining)  # 2: remaining_bytes (zero left out, as protobuf does)
+    message += b"\x1a" + _varint(len(blob)) + blob  # 3: blob
+    message += b"\x22" + _varint(len(version.encode())) + version.encode()  # 4: version (etcd 3.5.x later)
+    assert decode_snapshot_response(message) == (blob, remaining)
+
+
+@pytest.mark.parametrize("message", [b"\x1a\x05abc", b"\x10\xff", b"\x0f"])
+def test_a_grpc_message_cut_short_or_of_an_unknown_wire_type_does_not_decode(message):
+    from hook_handler.backup.grpc import decode_snapshot_response
+
+    with pytest.raises(ValueError):
+        decode_snapshot_response(message)
