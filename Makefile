@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := shellcheck bind9-dnsutils iproute2 util-linux zip curl openssl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint build demo soak bench package deploy clean
+.PHONY: setup test lint build demo soak bench bench-snapshot package deploy clean
 
 # Debian tools (shellcheck, dig, ip, unshare, zip, curl, openssl) when missing and we may install them,
 # then the virtualenv with the pinned dev dependencies.
@@ -51,10 +51,17 @@ lint: setup
 	$(PY) infra/aws/bootstrap/embed.py --check
 
 # Benchmarks (tests/bench/): this coordinator beside the usual per-event strategies on emulated AWS
-# (simulated time), plus cold start. Prints the tables; writes bench-results/bench.md and bench.json.
+# (simulated time), plus cold start and snapshots to S3 (real etcd). Prints the tables; writes
+# bench-results/bench.md and bench.json.
 SEED ?= 1
 bench: setup
 	PYTHONHASHSEED=0 $(PY) tests/bench/run.py --seed $(SEED) $(BENCH_ARGS)
+
+# The snapshot part of make bench alone (tests/bench/bench_snapshot.py): real etcd 3.5.1 filled to each size,
+# snapshots to the emulated S3 beside etcdctl, peak memory, restore beside etcdutl. A few minutes.
+SNAPSHOT_SIZES ?= 128,256
+bench-snapshot: setup
+	$(PY) tests/bench/bench_snapshot.py --sizes $(SNAPSHOT_SIZES) --json bench-results/snapshot.json
 
 # -- AWS: build the Lambda zip, package it to S3, deploy the coordinator stack ----------------
 # make build                        -> build/coordinator.zip (reproducible: same inputs, same bytes)

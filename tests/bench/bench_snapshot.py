@@ -6,9 +6,11 @@ For each database size (default 128 and 256 MiB of values), in the same run, int
 
 - ``etcdctl snapshot save`` to a local file: the baseline, seconds;
 - snapshot to S3: a fresh process imports ``hook_handler.backup``, warms its clients, then takes one snapshot
-  (``SnapshotTaker.run(force=True)``: status, newest, etcd's stream through the gateway into a multipart upload,
+  (``SnapshotTaker.run(force=True)``: status, newest, etcd's gRPC stream read one part ahead of a multipart upload,
   retention). Seconds, and its peak memory above its baseline: Linux's VmHWM after ``clear_refs`` reset it to
   the VmRSS measured just before the snapshot;
+- its two sides alone, to show where the time goes: the gRPC stream read and checked with nothing uploaded
+  (etcd's side), and the same number of bytes through the same multipart upload (the emulated S3's side);
 - restore: ``hook_handler.backup.restore.restore`` (download from S3, SHA-256 checks, ``etcdutl snapshot
   status``, ``etcdutl snapshot restore``) beside ``etcdutl snapshot restore`` alone from a local file.
 
@@ -54,6 +56,8 @@ class SizeResult:
     s3_seconds: float
     s3_peak_mib: float  # peak RSS above the baseline, MiB
     s3_baseline_mib: float
+    read_seconds: float  # etcd's side alone: the gRPC stream read and checked, nothing uploaded
+    upload_seconds: float  # the emulated S3's side alone: the same bytes through the same multipart upload
     parts: int
     restore_seconds: float
     etcdutl_restore_seconds: float
@@ -64,12 +68,18 @@ class SizeResult:
         return self.etcdctl_seconds / self.s3_seconds
 
     @property
+    def overlap(self) -> float:
+        """The snapshot's time against the slower of its two sides: 1.0 when reading and uploading overlap
+        fully, 2.0 when they add up."""
+        return self.s3_seconds / max(self.read_seconds, self.upload_seconds)
+
+    @property
     def restore_ratio(self) -> float:
         return self.restore_seconds / self.etcdutl_restore_seconds
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "throughput_ratio": round(self.throughput_ratio, 3),
-                "restore_ratio": round(self.restore_ratio, 3)}  # fmt: skip
+                "restore_ratio": round(self.restore_ratio, 3), "overlap": round(self.overlap, 3)}  # fmt: skip
 
 
 @dataclass
@@ -105,14 +115,17 @@ class SnapshotBench:
         lines = [
             f"### Snapshots (real etcd 3.5.1, emulated S3 over HTTP; median of {self.repeats})",
             "",
-            "| database | etcdctl snapshot save | snapshot to S3 | ratio | peak memory above baseline | restore "
-            "from S3 | etcdutl restore alone | ratio |",
-            "|---|---|---|---|---|---|---|---|",
+            "| database | etcdctl snapshot save | snapshot to S3 | ratio | its etcd side alone (gRPC read, "
+            "checked) | its S3 side alone (same bytes uploaded) | peak memory above baseline | restore from S3 | "
+            "etcdutl restore alone | ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in self.sizes:
             lines.append(
                 f"| {s.db_mib:.0f} MiB ({s.keys} keys) | {s.etcdctl_seconds:.2f} s | {s.s3_seconds:.2f} s "
-                f"({s.parts} parts) | {s.throughput_ratio:.2f}x | {s.s3_peak_mib:.1f} MiB (baseline "
+                f"({s.parts} parts) | {s.throughput_ratio:.2f}x | {s.read_seconds:.2f} s "
+                f"({s.etcdctl_seconds / s.read_seconds:.2f}x) | {s.upload_seconds:.2f} s "
+                f"({s.etcdctl_seconds / s.upload_seconds:.2f}x) | {s.s3_peak_mib:.1f} MiB (baseline "
                 f"{s.s3_baseline_mib:.0f} MiB) | {s.restore_seconds:.2f} s | {s.etcdutl_restore_seconds:.2f} s | "
                 f"{s.restore_ratio:.2f}x |"
             )
@@ -228,7 +241,7 @@ from hook_handler.clock import SystemClock
 from hook_handler.etcd import HttpTransport
 from hook_handler.retry import RetryPolicy
 
-client, s3_url, bucket, prefix = sys.argv[1:5]
+client, s3_url, bucket, prefix, mode = sys.argv[1:6]
 clock = SystemClock()
 s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="testing",
                   aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1}))
@@ -247,11 +260,25 @@ def rss(field):
 baseline = rss("VmRSS")
 Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
 started = time.perf_counter()
-done = taker.run([client], clock.now() + 900, force=True)
+if mode == "snapshot":  # the whole round: status, newest, gRPC stream into the multipart upload, retention
+    done = taker.run([client], clock.now() + 900, force=True)
+    size, key = done.db_size, done.newest.key if done.newest else None
+elif mode == "read":  # etcd's side alone: the gRPC stream read and its digest checked, nothing uploaded
+    from hook_handler.backup.grpc import GrpcSnapshot
+    with GrpcSnapshot(transport, client) as source:
+        size = sum(len(chunk) for chunk in source.stream) - 32
+    key = None
+else:  # S3's side alone: the same number of bytes, made in memory, through the same multipart upload
+    from hook_handler.backup.store import SnapshotMeta
+    size = int(mode.split("=")[1])
+    chunk = bytes(32 * 1024)
+    data = (chunk[: min(len(chunk), size + 32 - i)] for i in range(0, size + 32, len(chunk)))
+    meta = SnapshotMeta(clock.now(), "1", "1", 1, "bench")
+    key = store.upload(data, meta, clock.now() + 900).snapshot.key
+    s3.delete_object(Bucket=bucket, Key=key)
 seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds, "peak": rss("VmHWM") - baseline, "baseline": baseline, "taken": done.taken,
-                  "db_size": done.db_size, "key": done.newest.key if done.newest else None,
-                  "parts": (done.db_size + 32 + store.part_size - 1) // store.part_size}))
+print(json.dumps({"seconds": seconds, "peak": rss("VmHWM") - baseline, "baseline": baseline, "db_size": size,
+                  "key": key, "parts": (size + 32 + store.part_size - 1) // store.part_size}))
 """
 
 _RESTORE = r"""
@@ -301,15 +328,19 @@ def measure(sizes_mib: list[int], repeats: int = 3) -> SnapshotBench:
             for size in sorted(sizes_mib):
                 index = fill(client, size * MiB, index)
                 db = int(_status(client)["dbSize"])
-                samples: dict[str, list[float]] = {k: [] for k in ("etcdctl", "s3", "peak", "restore", "etcdutl")}
+                kinds = ("etcdctl", "s3", "peak", "read", "upload", "restore", "etcdutl")
+                samples: dict[str, list[float]] = {k: [] for k in kinds}
                 baseline, parts, key = 0.0, 0, ""
                 for _ in range(repeats):  # interleaved: the machine's load hits both alike
                     local = work / "local.db"
                     samples["etcdctl"].append(etcdctl_save(client, local))
-                    child = _python(_CHILD, client, s3_url, BUCKET, PREFIX)
+                    child = _python(_CHILD, client, s3_url, BUCKET, PREFIX, "snapshot")
                     samples["s3"].append(child["seconds"])
                     samples["peak"].append(child["peak"] / MiB)
                     baseline, parts, key = child["baseline"] / MiB, child["parts"], child["key"]
+                    samples["read"].append(_python(_CHILD, client, s3_url, BUCKET, PREFIX, "read")["seconds"])
+                    upload = _python(_CHILD, client, s3_url, BUCKET, PREFIX, f"upload={child['db_size']}")
+                    samples["upload"].append(upload["seconds"])
                     for name in ("restored-s3", "restored-local"):
                         shutil.rmtree(work / name, ignore_errors=True)
                     samples["restore"].append(_python(_RESTORE, s3_url, BUCKET, PREFIX, key,
@@ -319,6 +350,7 @@ def measure(sizes_mib: list[int], repeats: int = 3) -> SnapshotBench:
                 results.append(SizeResult(
                     db_mib=db / MiB, keys=index, etcdctl_seconds=median["etcdctl"], s3_seconds=median["s3"],
                     s3_peak_mib=max(samples["peak"]), s3_baseline_mib=baseline, parts=parts,
+                    read_seconds=median["read"], upload_seconds=median["upload"],
                     restore_seconds=median["restore"], etcdutl_restore_seconds=median["etcdutl"],
                     samples={k: [round(x, 3) for x in v] for k, v in samples.items()},
                 ))  # fmt: skip
