@@ -196,12 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import boto3
+    from botocore.config import Config
 
     from hook_handler.clock import SystemClock
     from hook_handler.retry import RetryPolicy
 
     clock = SystemClock()
-    store = SnapshotStore(boto3.client("s3"), args.bucket, args.prefix, RetryPolicy(clock), clock)
+    s3 = boto3.client("s3", config=Config(retries={"total_max_attempts": 1}))  # tenacity retries, not botocore
+    store = SnapshotStore(s3, args.bucket, args.prefix, RetryPolicy(clock), clock)
     try:
         done = restore(
             store, args.snapshot, args.data_dir, name=args.name, peer_url=args.peer_url, token=args.token,

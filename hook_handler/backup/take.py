@@ -2,8 +2,9 @@
 
 ``decide`` is the rule (pure); ``SnapshotTaker.run`` does one round of it: the members' status, the newest
 snapshot (one short listing), then — when due — etcd's snapshot stream (gRPC, or the JSON gateway) straight
-into a multipart upload, then retention. The ``SnapshotAgeSeconds`` metric (the newest snapshot's age, 0 right after one was taken) is added
-on every round that could list the bucket, so an alarm on it also fires when rounds stop.
+into a multipart upload, then retention. The ``SnapshotAgeSeconds`` metric (the newest snapshot's age, 0 right
+after one was taken) is added on every round that could list the bucket, so an alarm on it also fires when
+rounds stop.
 """
 
 from __future__ import annotations

@@ -221,6 +221,13 @@ def fill(client: str, target_bytes: int, start: int) -> int:
     return index
 
 
+def _tick(client: str, value: int) -> None:
+    import requests
+
+    key, data = (base64.b64encode(x.encode()).decode() for x in ("/bench/tick", str(value)))
+    requests.post(client + "/v3/kv/put", json={"key": key, "value": data}, timeout=10).raise_for_status()
+
+
 def etcdctl_save(client: str, path: Path) -> float:
     started = time.perf_counter()
     subprocess.run([_bin("etcdctl"), "--endpoints", client, "snapshot", "save", str(path)], check=True,
@@ -262,6 +269,7 @@ Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
 started = time.perf_counter()
 if mode == "snapshot":  # the whole round: status, newest, gRPC stream into the multipart upload, retention
     done = taker.run([client], clock.now() + 900, force=True)
+    assert done.taken, done.reason
     size, key = done.db_size, done.newest.key if done.newest else None
 elif mode == "read":  # etcd's side alone: the gRPC stream read and its digest checked, nothing uploaded
     from hook_handler.backup.grpc import GrpcSnapshot
@@ -331,7 +339,8 @@ def measure(sizes_mib: list[int], repeats: int = 3) -> SnapshotBench:
                 kinds = ("etcdctl", "s3", "peak", "read", "upload", "restore", "etcdutl")
                 samples: dict[str, list[float]] = {k: [] for k in kinds}
                 baseline, parts, key = 0.0, 0, ""
-                for _ in range(repeats):  # interleaved: the machine's load hits both alike
+                for repeat in range(repeats):  # interleaved: the machine's load hits both alike
+                    _tick(client, repeat)  # the revision moves: the round takes a snapshot, not a skip
                     local = work / "local.db"
                     samples["etcdctl"].append(etcdctl_save(client, local))
                     child = _python(_CHILD, client, s3_url, BUCKET, PREFIX, "snapshot")

@@ -243,3 +243,95 @@ def test_etcd_dying_midway_aborts_the_upload_and_leaves_nothing(tmp_path, aws, s
         assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
     finally:
         etcd.stop()
+
+
+# -- the instance side: infra/aws/bootstrap/etcd-restore.sh with the AWS CLI against the emulator over HTTP ---------
+SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "aws" / "bootstrap" / "etcd-restore.sh"
+
+
+def _aws_cli() -> str | None:
+    import shutil
+
+    found = shutil.which("aws")
+    if found is None:
+        return None
+    try:
+        ok = subprocess.run([found, "--version"], capture_output=True, timeout=60, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found if ok else None
+
+
+@pytest.fixture
+def served_s3() -> Iterator[str]:
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen([sys.executable, "-m", "infra.local", "serve", "--port", "0"], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        url = (process.stdout.readline() if process.stdout else "").split("serving on ", 1)[1].split()[0]
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_instance_script_restores_the_newest_snapshot_and_refuses_to_overwrite(tmp_path, served_s3):
+    import boto3
+    from botocore.config import Config
+
+    from hook_handler.clock import SystemClock
+
+    aws = _aws_cli()
+    if aws is None:
+        pytest.skip("no AWS CLI on PATH (the instance side of a restore uses it)")
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client("s3", endpoint_url=served_s3, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1}))  # fmt: skip
+    s3.create_bucket(Bucket=BUCKET)
+    clock = SystemClock()
+    store = SnapshotStore(s3, BUCKET, PREFIX, RetryPolicy(clock), clock, part_size=MIN_PART_SIZE)
+    source = start_etcd(tmp_path, "origin")
+    restored: Etcd | None = None
+    try:
+        written = write_keys(source, 80, 100_000, "d")  # ~8 MB: two parts
+        taker = SnapshotTaker(store, source.transport, clock, interval=60, tiers=parse_tiers(""))
+        taken = taker.run([source.client], clock.now() + 120)
+        revision = read_status(source.transport, source.client, 2.0).revision
+        data_dir = tmp_path / "instance" / "etcd"
+        peer = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, **credentials, "AWS_ENDPOINT_URL": served_s3, "SNAPSHOT_BUCKET": BUCKET,
+               "SNAPSHOT_PREFIX": PREFIX, "ETCD_DATA_DIR": str(data_dir), "ETCD_NAME": "i-0restored",
+               "ETCD_PEER_URL": peer, "ETCD_INITIAL_CLUSTER_TOKEN": "etcd-restored-1", "ETCDUTL_BIN": etcdutl_binary(),
+               "PYTHON_BIN": __import__("sys").executable}  # fmt: skip
+
+        run = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split() == [taken.newest.key, str(revision), taken.sha256]
+        assert sorted(p.name for p in data_dir.parent.iterdir()) == ["etcd"]  # the staging directory is gone
+
+        again = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and f"data directory {data_dir} is not empty" in again.stderr
+
+        restored = start_etcd(tmp_path, "i-0restored", data_dir=data_dir, peer=peer)
+        assert {k: get(restored, k) for k in written} == written
+
+        # A snapshot whose tag disagrees with its bytes is refused, and no data directory appears.
+        s3.put_object_tagging(Bucket=BUCKET, Key=taken.newest.key, Tagging={"TagSet": [{"Key": "sha256",
+                              "Value": "0" * 64}]})  # fmt: skip
+        other = {**env, "ETCD_DATA_DIR": str(tmp_path / "other" / "etcd"), "SNAPSHOT_KEY": taken.newest.key}
+        bad = subprocess.run(["bash", str(SCRIPT)], env=other, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 1 and "its tag says 0000" in bad.stderr
+        assert not (tmp_path / "other" / "etcd").exists()
+        missing = subprocess.run(["bash", str(SCRIPT)], env={**other, "SNAPSHOT_KEY": PREFIX + "nope.db"},
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert missing.returncode == 1 and f"cannot read s3://{BUCKET}/{PREFIX}nope.db" in missing.stderr
+    finally:
+        source.stop()
+        if restored is not None:
+            restored.stop()
