@@ -58,7 +58,8 @@ def parse_tiers(text: str) -> tuple[Tier, ...]:
         if tiers and horizon <= tiers[-1].horizon:
             raise RetentionError(f"{item!r} must reach further back than {tiers[-1].name}={tiers[-1].horizon:g}s")
         if tier.period and horizon < tier.period:
-            raise RetentionError(f"{item!r} is shorter than one {tier.name[:-2] or 'dai'} period")
+            unit = {"hourly": "hour", "daily": "day"}[tier.name]
+            raise RetentionError(f"{item!r} is shorter than one {unit}: it could keep nothing of its own")
         tiers.append(tier)
     return tuple(tiers)
 

@@ -85,7 +85,7 @@ def test_a_clock_that_moved_back_keeps_the_snapshots_from_the_future():
         ("weekly=4w", "tier=duration"),
         ("hourly=7d,all=1h", "list tiers once each"),
         ("all=2h,hourly=1h", "reach further back"),
-        ("daily=12h", "shorter than one"),
+        ("daily=12h", "shorter than one day"),
         ("all=1h,all=2h", "list tiers once each"),
         ("all=1x", "tier=duration"),
     ],
