@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 RUNTIME_STAMP := $(VENV)/.runtime
 
-.PHONY: setup test lint build demo soak bench package deploy clean help docs
+.PHONY: setup test lint build demo soak bench bench-snapshot package deploy clean help docs
 
 # Debian tools (shellcheck, dig, ip, unshare, zip, curl, openssl) when missing and we may install them,
 # then the virtualenv with the pinned dev dependencies.
@@ -76,8 +76,8 @@ lint: setup
 	$(PY) infra/aws/bootstrap/embed.py --check
 
 # Benchmarks (tests/bench/): this coordinator beside the usual per-event strategies on emulated AWS
-# (simulated time), plus cold start. Prints the tables; writes bench-results/bench.md and bench.json, and
-# copies the report into docs/benchmarks.md.
+# (simulated time), plus cold start and snapshots to S3 (real etcd). Prints the tables; writes
+# bench-results/bench.md and bench.json, and copies the report into docs/benchmarks.md.
 SEED ?= 1
 bench: setup
 	PYTHONHASHSEED=0 $(PY) tests/bench/run.py --seed $(SEED) --out bench-results $(BENCH_ARGS)
@@ -86,6 +86,12 @@ bench: setup
 # The generated tables of docs/ (settings from hook_handler/settings.py, parameters from infra/aws/*.yaml).
 docs: setup
 	$(PY) docs/generate.py
+
+# The snapshot part of make bench alone (tests/bench/bench_snapshot.py): real etcd 3.5.1 filled to each size,
+# snapshots to the emulated S3 beside etcdctl, peak memory, restore beside etcdutl. A few minutes.
+SNAPSHOT_SIZES ?= 128,256
+bench-snapshot: setup
+	$(PY) tests/bench/bench_snapshot.py --sizes $(SNAPSHOT_SIZES) --json bench-results/snapshot.json
 
 # -- AWS: build the Lambda zip, package it to S3, deploy the coordinator stack ----------------
 # make build                        -> build/coordinator.zip (reproducible: same inputs, same bytes)

@@ -200,6 +200,29 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "Validity of a member certificate in days (capped by the CA's). Rotation is by replacement: keep the "
         "group's maximum instance lifetime (or your instance refreshes) shorter.",
     ),
+    # -- snapshots to S3 (read and checked by hook_handler.backup.config) -----------------------
+    Spec(
+        "snapshot_bucket",
+        "",
+        "S3 bucket for etcd snapshots (the stack's snapshot bucket). Empty: no snapshots are taken.",
+    ),
+    Spec("snapshot_prefix", "etcd-snapshots/", "Key prefix of the snapshots in `snapshot_bucket`."),
+    Spec(
+        "snapshot_interval_seconds",
+        "60",
+        "Seconds between snapshots (10-86400); a snapshot is skipped while etcd's revision has not moved.",
+    ),
+    Spec(
+        "snapshot_kms_key",
+        "",
+        "KMS key (ARN, key id or alias) the snapshots are encrypted with (SSE-KMS). Empty: S3-managed keys (SSE-S3).",
+    ),
+    Spec(
+        "snapshot_retention",
+        "all=1h,hourly=7d,daily=90d",
+        "Snapshots kept: every one younger than `all`, the oldest per hour younger than `hourly`, the oldest per "
+        "day younger than `daily`; the newest is never deleted.",
+    ),
     # -- telemetry --------------------------------------------------------------------------
     Spec("tracing", "false", "Send X-Ray traces through powertools Tracer (true/false)."),
 )

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from infra.local import autoscaling, delivery, faults, refresh, route53, secrets, state, termination
+from infra.local import autoscaling, delivery, faults, refresh, route53, s3, secrets, state, termination
 from infra.local.autoscaling import describes
 from infra.local.clock import SimClock, WallClock
 from infra.local.faults import CallRecord, Faults
@@ -140,6 +140,7 @@ class LocalAWS:
         route53.install()
         faults.install()
         secrets.install()
+        s3.install()  # S3 calls logged, faults and access denial, S3's limits (infra.local.s3)
         # -- Auto Scaling and delivery: lifecycle hooks, notifications, Lambda runner --------
         autoscaling.install(self)
         delivery.install(self)

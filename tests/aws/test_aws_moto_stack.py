@@ -1,6 +1,6 @@
 """Smoke test: coordinator.yaml deploys into moto's CloudFormation in each notification path, and the
 resources moto creates are wired as the template says. moto skips some resource types (facts,
-section 6, plus alarms, EventInvokeConfig and queue policies in moto 5.2.5): the test pins that
+section 6, plus alarms, EventInvokeConfig, queue and bucket policies in moto 5.2.5): the test pins that
 list and checks those resources in the template instead (tests/aws/test_template_agrees.py)."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ SKIPPED_BY_MOTO = {
     "AWS::CloudWatch::Alarm",
     "AWS::Lambda::EventInvokeConfig",
     "AWS::SQS::QueuePolicy",
+    "AWS::S3::BucketPolicy",
 }
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS")
 MODES = {"EventBridge": set(), "EventBridgeSQS": {"ViaSqs"}, "SNS": {"ViaSns"}}

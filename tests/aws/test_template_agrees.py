@@ -92,7 +92,7 @@ def test_metrics_namespace_is_the_one_the_alarms_watch(coordinator_template):
     custom = {
         a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == "EtcdAsgCoordinator"
     }
-    assert custom == {"AbandonedActions", "GuardRefused", "QuorumHold", "MemberStartTimeouts"}
+    assert custom == {"AbandonedActions", "GuardRefused", "QuorumHold", "MemberStartTimeouts", "SnapshotAgeSeconds"}
     for alarm in alarms.values():
         if alarm["Properties"]["Namespace"] == "EtcdAsgCoordinator":
             # powertools Metrics adds exactly one dimension: service = POWERTOOLS_SERVICE_NAME
@@ -164,9 +164,10 @@ def test_cluster_admits_the_coordinator_on_the_client_port_and_peers_on_the_peer
 
 
 # Used by a service on the function's behalf, never called by the code: Secrets Manager decrypts the TLS secret
-# with its customer managed key (scoped by kms:ViaService, below).
+# with its customer managed key (scoped by kms:ViaService, below); S3 gets and decrypts a data key of the
+# snapshots' customer managed key (SSE-KMS, through S3 only).
 # CreateSecret with Tags needs secretsmanager:TagResource too (Secrets Manager's own authorization of the tags).
-ON_BEHALF = {"kms:Decrypt", "secretsmanager:TagResource"}
+ON_BEHALF = {"kms:Decrypt", "kms:GenerateDataKey", "secretsmanager:TagResource"}
 
 
 def test_role_allows_exactly_the_operations_the_code_calls(coordinator_template, operations):
@@ -397,3 +398,45 @@ def test_members_run_tls_when_the_coordinator_issues_certificates_and_read_only_
     assert tls == [
         {"Fn::Sub": ["ETCD_TLS=${Tls}\n", {"Tls": {"Fn::ImportValue": {"Fn::Sub": "${CoordinatorStackName}-EtcdTls"}}}]}
     ]
+
+
+def test_the_snapshot_bucket_is_versioned_private_encrypted_retained_and_expires_incomplete_uploads(
+    coordinator_template,
+):
+    t = coordinator_template
+    bucket = t["Resources"]["SnapshotBucket"]
+    props = bucket["Properties"]
+    assert bucket["Condition"] == "SnapshotsOn" and t["Parameters"]["Snapshots"]["Default"] == "true"
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"  # the data outlives the stack
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(props["PublicAccessBlockConfiguration"][k] is True for k in (
+        "BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))  # fmt: skip
+    (sse,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    condition, kms, s3_managed = sse["Fn::If"]
+    assert condition == "HasSnapshotKmsKey"
+    assert kms["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {
+        "Ref": "SnapshotKmsKeyArn"}}  # fmt: skip
+    assert s3_managed["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-incomplete-uploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert rules["expire-pruned-snapshots"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 7}
+    (deny,) = t["Resources"]["SnapshotBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_function_writes_snapshots_only_under_its_prefix_and_is_told_the_bucket(coordinator_template):
+    t = coordinator_template
+    sids = _by_sid(t)
+    assert sids["WriteSnapshots"]["Resource"] == {"Fn::Sub": "${SnapshotBucket.Arn}/${SnapshotPrefix}*"}
+    assert sids["ListSnapshots"]["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${SnapshotPrefix}*"}}}
+    assert "s3:GetObject" not in _actions(sids["WriteSnapshots"])  # restoring is the instances' business
+    key = sids["SnapshotKey"]
+    assert key["Resource"] == {"Ref": "SnapshotKmsKeyArn"}
+    assert key["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}}
+    env = _env(t)
+    assert env["snapshot_bucket"] == {"Fn::If": ["SnapshotsOn", {"Ref": "SnapshotBucket"}, ""]}
+    assert env["snapshot_kms_key"] == {"Fn::If": ["HasSnapshotKmsKey", {"Ref": "SnapshotKmsKeyArn"}, ""]}
+    alarm = t["Resources"]["SnapshotAgeAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Threshold"], alarm["TreatMissingData"]) == (
+        "SnapshotAgeSeconds", {"Ref": "SnapshotAgeAlarmSeconds"}, "breaching",
+    )  # fmt: skip

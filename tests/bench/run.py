@@ -1,9 +1,11 @@
 """``make bench``: every strategy on every scenario, the membership-on scenarios (``bench_membership``), plus
-cold start; prints the tables, writes ``bench-results/bench.md`` and ``bench-results/bench.json``.
+cold start and snapshots to S3 (``bench_snapshot``: real etcd); prints the tables, writes
+``bench-results/bench.md`` and ``bench-results/bench.json``.
 
 Usage: python tests/bench/run.py [--seed N] [--jobs J] [--strategies a,b] [--scenarios x,y]
                                  [--membership-scenarios m,n | --no-membership]
-                                 [--coldstart-repeats R | --no-coldstart] [--out DIR]
+                                 [--coldstart-repeats R | --no-coldstart]
+                                 [--snapshot-sizes 128,256] [--snapshot-repeats R | --no-snapshot] [--out DIR]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import bench_coldstart
 import bench_harness
 import bench_membership
 import bench_report
+import bench_snapshot
 from bench_scenarios import SCENARIOS
 from bench_strategies import STRATEGIES
 
@@ -74,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-membership", action="store_true")
     parser.add_argument("--coldstart-repeats", type=int, default=9)
     parser.add_argument("--no-coldstart", action="store_true")
+    parser.add_argument("--snapshot-sizes", default="128,256", help="etcd database sizes (MiB) of the snapshot bench")
+    parser.add_argument("--snapshot-repeats", type=int, default=3)
+    parser.add_argument("--no-snapshot", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args(argv)
 
@@ -94,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     # Cold start first and alone: the simulations would disturb its timings.
     cold = None if args.no_coldstart else bench_coldstart.measure(args.coldstart_repeats)
+    # Snapshots next, also alone: real etcd and real time.
+    snap = None
+    if not args.no_snapshot:
+        sizes = [int(s) for s in args.snapshot_sizes.split(",") if s]
+        snap = bench_snapshot.measure(sizes, args.snapshot_repeats)
 
     jobs = [(st, sc, args.seed, args.horizon) for st in strategies for sc in scenarios]
     mjobs = [(st, sc, args.seed, None) for sc in mscenarios for st in bench_membership.MSTRATEGIES]
@@ -122,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         "etcd_start": list(bench_membership.ETCD_START),
     }  # fmt: skip
     bench_report.rich_render(results, cold, elapsed, mresults)
+    if snap is not None:
+        print(snap.markdown())
     args.out.mkdir(parents=True, exist_ok=True)
+    snapshot_md = f"\n{snap.markdown()}" if snap is not None else ""
     (args.out / "bench.md").write_text(
-        bench_report.markdown(config, results, cold, mresults) + f"\nRun time: {elapsed:.0f} s.\n"
+        bench_report.markdown(config, results, cold, mresults) + snapshot_md + f"\nRun time: {elapsed:.0f} s.\n"
     )
     payload = {
         "config": config,
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "membership": [r.to_json() for r in mresults],
         "membership_targets": [t.__dict__ for t in bench_report.membership_targets(mresults)],
         "cold_start": cold.to_json() if cold else None,
+        "snapshot": snap.to_json() if snap else None,
         "wall_seconds": {f"{k[0]}/{k[1]}": round(v["wall_seconds"], 2) for k, v in by_key.items()},
         "elapsed_seconds": round(elapsed, 1),
     }
