@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from infra.local.aws import LocalAWS
+
 pytest_plugins = ["infra.local.pytest_plugin"]
+
+
+@pytest.fixture
+def aws(local_aws: LocalAWS) -> LocalAWS:
+    """The started emulated AWS of the tests: the plugin's ``local_aws`` (simulated clock), its constructor
+    arguments from the module's or the test's ``local_aws`` marker, e.g.
+    ``pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))``."""
+    return local_aws
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
