@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := shellcheck bind9-dnsutils iproute2 util-linux zip curl openssl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint build demo soak bench package deploy clean
+.PHONY: setup test test-fast lint build demo soak bench package deploy clean
 
 # Debian tools (shellcheck, dig, ip, unshare, zip, curl, openssl) when missing and we may install them,
 # then the virtualenv with the pinned dev dependencies.
@@ -24,9 +24,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Two workers (the machines here have two cores); real-time etcd tests stay on one of them.
+# The whole suite. Three workers on two cores: the real-etcd tests (wall clock, mostly waiting) run in two groups,
+# each on a worker of its own, and the simulated-time tests fill the cores (see tests/conftest.py).
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 3 --dist loadgroup
+
+# The edit loop: simulated time only — no real etcd, no sandbox, no subprocess (-m "not e2e"), and 100 random
+# schedules of tests/reliability instead of make test's 1000.
+test-fast: setup
+	SCHEDULES=100 $(PY) -m pytest -n 2 -m "not e2e"
 
 # The newcomer's command: a real etcd cluster scaled 0 -> 3 -> 5 -> 3 and healed by the coordinator on
 # emulated AWS, inside a private sandbox (loopback only; the host's resolv.conf is never touched). ~35 s.
