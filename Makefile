@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 RUNTIME_STAMP := $(VENV)/.runtime
 
-.PHONY: setup test lint build demo soak bench bench-snapshot package deploy clean help docs
+.PHONY: setup test test-fast lint build demo soak bench bench-snapshot package deploy clean help docs
 
 # Debian tools (shellcheck, dig, ip, unshare, zip, curl, openssl) when missing and we may install them,
 # then the virtualenv with the pinned dev dependencies.
@@ -39,6 +39,7 @@ $(RUNTIME_STAMP): pyproject.toml | $(PY)
 help:
 	@echo "make demo      a real etcd cluster scaled, healed and rolled by the coordinator on emulated AWS (about 2.5 min)"
 	@echo "make test      the whole test suite (about 10 min on 2 cores)"
+	@echo "make test-fast the simulated-time tests only, no real etcd: the edit loop"
 	@echo "make setup     .venv with the pinned development dependencies (the other targets run it when needed)"
 	@echo "make lint      ruff, cfn-lint, checkov, shellcheck, the embedded start script"
 	@echo "make soak      20,000 randomized schedules (SOAK_SCHEDULES=, SOAK_SEED=); resumes where it stopped"
@@ -49,9 +50,15 @@ help:
 	@echo "make deploy    make package, the TLS secrets, then the coordinator stack: see docs/deploy.md"
 	@echo "make clean     remove build output, caches, demo logs and bench results"
 
-# Two workers (the machines here have two cores); real-time etcd tests stay on one of them.
+# The whole suite. Three workers on two cores: the real-etcd tests (wall clock, mostly waiting) run in two groups,
+# each on a worker of its own, and the simulated-time tests fill the cores (see tests/conftest.py).
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 3 --dist loadgroup
+
+# The edit loop: simulated time only — no real etcd, no sandbox, no subprocess (-m "not e2e"), and 100 random
+# schedules of tests/reliability instead of make test's 1000.
+test-fast: setup
+	SCHEDULES=100 $(PY) -m pytest -n 2 -m "not e2e"
 
 # The newcomer's command: a real etcd cluster scaled 0 -> 3 -> 5 -> 3, healed and rolled by the coordinator on
 # emulated AWS, inside a private sandbox (loopback only; the host's resolv.conf is never touched). About 2.5 min.

@@ -1,16 +1,100 @@
-"""Shared test configuration: the emulated-AWS fixtures, and how tests split across xdist workers."""
+"""Shared test configuration: the emulated-AWS fixtures, which tests run real processes, and how tests split
+across xdist workers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from infra.local.aws import LocalAWS
 
 pytest_plugins = ["infra.local.pytest_plugin"]
 
 
+@pytest.fixture
+def aws(local_aws: LocalAWS) -> LocalAWS:
+    """The started emulated AWS of the tests: the plugin's ``local_aws`` (simulated clock), its constructor
+    arguments from the module's or the test's ``local_aws`` marker, e.g.
+    ``pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))``."""
+    return local_aws
+
+
+# -- which tests run real processes ----------------------------------------------------------------------------
+# Every test under tests/e2e starts real etcd or other real processes in a sandbox on the wall clock. These do too,
+# outside it; they get the ``e2e`` marker here, so ``make test-fast`` (``-m "not e2e"``) leaves every one out.
+# A module name alone means every test in it; (module, test) one test, wherever the module lives.
+REAL_PROCESSES: tuple[str | tuple[str, str], ...] = (
+    "test_aws_bootstrap.py",  # the instance start script in bash against a fake IMDS and etcd, on the wall clock
+    "test_aws_build.py",  # pip builds of the Lambda zip; Python 3.12 importing it
+    "test_aws_lint.py",  # cfn-lint, checkov, shellcheck
+    "test_server.py",  # the emulator's HTTP server in a subprocess, and servers on the wall clock
+    ("test_status.py", "test_the_status_command_runs_against_the_emulator_server_and_only_reads"),
+)
+
+# -- how they split over the workers -----------------------------------------------------------------------------
+# ``make test`` runs three xdist workers on two cores with ``--dist loadgroup``. The real-time tests of tests/e2e
+# mostly wait on the wall clock (a third of a core each): they run in two groups, each group one after another on
+# its own worker, so no more than two clusters ever share the cores; the simulated-time tests (CPU-bound) take
+# the third worker, and the other two once their group is done. The groups are balanced on measured wall times
+# (seconds, on a loaded machine); a module not listed joins the lighter group.
+REAL_TIME_GROUPS: dict[str, tuple[str, float]] = {
+    "test_membership_real.py": ("real-time-1", 300),
+    "test_termination_policy_real.py": ("real-time-1", 62),
+    "test_sandbox.py": ("real-time-1", 41),
+    "test_dns.py": ("real-time-1", 33),
+    "test_cluster.py": ("real-time-2", 163),
+    "test_leader_move_real.py": ("real-time-2", 85),
+    "test_barrier.py": ("real-time-2", 83),
+    "test_etcd_bootstrap.py": ("real-time-2", 48),
+    "test_failed_first_start.py": ("real-time-2", 38),
+    "test_etcd_model_matches_real.py": ("real-time-2", 26),
+}
+# The longest simulated-time tests start first (xdist hands out work in collection order), so none of them is
+# left to run alone at the end while the other workers idle.
+LONGEST_FIRST: tuple[str, ...] = (
+    "test_schedules.py::test_a_thousand_random_schedules_hold_invariants",
+    "test_schedules.py::test_regression_schedules_hold_invariants",
+    "test_hostile.py::test_hostile_batch_through_the_event_source_mapping_keeps_only_the_bad_messages",
+    "test_aws_build.py::",
+    "test_instance_refresh.py::",
+    "test_template_agrees.py::",
+    "test_coordinator_membership.py::test_a_scale_to_zero",
+)
+
+
+def _is_real_process(item: pytest.Item) -> bool:
+    module = Path(str(item.path)).name
+    return any(
+        entry == module if isinstance(entry, str) else (module, item.originalname) == entry  # type: ignore[attr-defined]
+        for entry in REAL_PROCESSES
+    )
+
+
+def _group(module: str, loads: dict[str, float]) -> str:
+    if module in REAL_TIME_GROUPS:
+        return REAL_TIME_GROUPS[module][0]
+    return min(loads, key=lambda g: loads[g])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that run real processes on real time (etcd clusters) share one xdist worker, one after
-    another, so they never compete with each other for the two cores; the simulated-time tests
-    spread over the other worker(s)."""
+    loads: dict[str, float] = {}
+    for group, seconds in REAL_TIME_GROUPS.values():
+        loads[group] = loads.get(group, 0.0) + seconds
     for item in items:
+        module = Path(str(item.path)).name
         if "/tests/e2e/" in str(item.path):
-            item.add_marker(pytest.mark.xdist_group("real-time"))
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.xdist_group(_group(module, loads)))
+        elif _is_real_process(item):
+            item.add_marker(pytest.mark.e2e)
+
+    def first(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if _node(item).startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=first)  # stable: the rest keep their order
+
+
+def _node(item: pytest.Item) -> str:
+    """``module.py::test_name[...]`` whatever folder the module is in."""
+    return Path(str(item.path)).name + "::" + item.nodeid.split("::", 1)[-1]

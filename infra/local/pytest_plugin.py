@@ -1,4 +1,4 @@
-"""pytest fixtures for the emulated AWS: ``sim_clock``, ``local_aws``, ``hosted_zone``.
+"""pytest fixtures for the emulated AWS: ``sim_clock``, ``local_aws``, ``hosted_zone``, ``launch_template``.
 
 Enable with ``pytest_plugins = ["infra.local.pytest_plugin"]`` in ``tests/conftest.py``.
 Constructor arguments for ``local_aws`` come from the ``local_aws`` marker:
@@ -21,6 +21,7 @@ from infra.local.clock import SimClock
 
 DEFAULTS: dict[str, Any] = {"propagation": 30.0}
 ZONE_NAME = "example.com."
+LAUNCH_TEMPLATE = "etcd-node"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,3 +50,12 @@ def local_aws(request: pytest.FixtureRequest, sim_clock: SimClock) -> Iterator[L
 def hosted_zone(local_aws: LocalAWS) -> str:
     """The bare id of a public hosted zone ``example.com.`` (created directly: no call, no rate token)."""
     return local_aws.create_zone(ZONE_NAME)
+
+
+@pytest.fixture
+def launch_template(local_aws: LocalAWS) -> str:
+    """The name of a launch template ``etcd-node`` (``ami-12c6146b``, ``t3.micro``), for groups a test creates."""
+    local_aws.client("ec2").create_launch_template(
+        LaunchTemplateName=LAUNCH_TEMPLATE, LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
+    )
+    return LAUNCH_TEMPLATE

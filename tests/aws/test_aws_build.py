@@ -6,12 +6,16 @@ import hashlib
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from aws_helpers import AWS_DIR, ROOT
 
 sys.path.insert(0, str(AWS_DIR))
 from build_zip import runtime_python
+
+# Both tests on one worker and one shared build: two builds in all, not three (each is pip runs and a compile).
+pytestmark = pytest.mark.xdist_group("zip-build")
 
 
 def _build(output) -> str:
@@ -22,9 +26,16 @@ def _build(output) -> str:
     return hashlib.sha256(output.read_bytes()).hexdigest()
 
 
-def test_two_builds_give_the_same_bytes_and_the_zip_holds_the_runtime_dependencies(tmp_path):
-    first, second = tmp_path / "a" / "coordinator.zip", tmp_path / "b" / "coordinator.zip"
-    assert _build(first) == _build(second)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """``make build``'s zip, built once for this module's tests: (path, sha256). Tests only read it."""
+    output = tmp_path_factory.mktemp("build") / "coordinator.zip"
+    return output, _build(output)
+
+
+def test_two_builds_give_the_same_bytes_and_the_zip_holds_the_runtime_dependencies(tmp_path, built):
+    (first, digest), second = built, tmp_path / "b" / "coordinator.zip"
+    assert digest == _build(second)
     with zipfile.ZipFile(first) as zf:
         names = zf.namelist()
         infos = zf.infolist()
@@ -46,12 +57,11 @@ def test_two_builds_give_the_same_bytes_and_the_zip_holds_the_runtime_dependenci
 
 
 @pytest.mark.skipif(runtime_python() is None, reason="no Python 3.12 here: the zip is built without bytecode")
-def test_the_runtime_imports_the_zip_s_bytecode_without_compiling(tmp_path):
+def test_the_runtime_imports_the_zip_s_bytecode_without_compiling(tmp_path, built):
     """Issue 12 (cold start): Lambda's /var/task is read-only, so a zip without bytecode compiles every module at
     every cold start. The zip's unchecked-hash .pyc are what Python 3.12 loads: with a source made unparsable
     after the build, the module still imports (from its .pyc), with no .pyc written."""
-    output = tmp_path / "coordinator.zip"
-    _build(output)
+    output, _ = built
     task = tmp_path / "task"
     with zipfile.ZipFile(output) as zf:
         zf.extractall(task)

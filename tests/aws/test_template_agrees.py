@@ -170,6 +170,7 @@ def test_cluster_admits_the_coordinator_on_the_client_port_and_peers_on_the_peer
 ON_BEHALF = {"kms:Decrypt", "kms:GenerateDataKey", "secretsmanager:TagResource"}
 
 
+@pytest.mark.xdist_group("recorded-calls")  # one recording (tests/aws/conftest.py, ~8 CPU-s) for both tests
 def test_role_allows_exactly_the_operations_the_code_calls(coordinator_template, operations):
     allowed = {a for st in _statements(_policy(coordinator_template, "coordinator-api")) for a in _actions(st)}
     allowed -= ON_BEHALF
@@ -319,6 +320,7 @@ def test_cluster_group_has_its_hooks_from_the_start(cluster_template):
     assert {"Project", "Environment"} <= tags
 
 
+@pytest.mark.xdist_group("recorded-calls")
 def test_the_role_may_write_exactly_the_tag_keys_the_coordinator_writes(coordinator_template, tag_keys):
     """Every tag key the coordinator writes on an instance (recorded while it runs with membership on) is one
     the role allows, and the role allows no other; the keys are the ones the code defines."""

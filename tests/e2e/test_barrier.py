@@ -31,8 +31,10 @@ def staggered_bootstrap(workdir: str, barrier: bool) -> dict[str, Any]:
     """Inside: grow a new group 1 → 2 → 3, 2.5 s apart; report the records written and what etcd made of them."""
     from infra.local.demo import PEER_SRV, Cluster, Reporter, quiet_logs
     from infra.local.etcd_client import endpoint_health, member_list
+    from tests.e2e.e2e_helpers import reuse_stack_clients
 
     quiet_logs(Path(workdir))
+    reuse_stack_clients()
     settings = {
         "bootstrap_barrier": str(barrier).lower(),
         "cluster_size": "3",  # the founding size, as an operator declares it (desired capacity grows here)

@@ -26,8 +26,10 @@ pytestmark = [
 def scenario_inside(workdir: str) -> dict[str, Any]:
     """Inside: the demo's scenario with the demo's checks, logs to files, the result as JSON."""
     from infra.local.demo import quiet_logs, run_scenario
+    from tests.e2e.e2e_helpers import reuse_stack_clients
 
     quiet_logs(Path(workdir))
+    reuse_stack_clients()
     return run_scenario(workdir)
 
 
@@ -110,8 +112,10 @@ def refusals_inside(workdir: str) -> dict[str, Any]:
     from infra.local.demo import Cluster, Reporter, quiet_logs
     from infra.local.etcd_client import ClientCertificate, gateway, member_list
     from infra.local.pki import CertificateAuthority
+    from tests.e2e.e2e_helpers import reuse_stack_clients
 
     quiet_logs(Path(workdir))
+    reuse_stack_clients()
     out: dict[str, Any] = {}
     with Cluster(Path(workdir), Reporter()) as cluster:
         cluster.scale(1)

@@ -20,6 +20,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 from moto import mock_aws
 
 from infra.local.dns import DNSHandle, parse_txt, serve
+from tests.e2e.e2e_helpers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -165,16 +166,10 @@ def test_parse_txt_splits_quoted_strings_and_unescapes() -> None:
 
 
 # -- the command line against a moto server (the emulator's shape) -----------------------------------
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_command_line_serves_a_zone_of_a_moto_server_and_dig_shows_the_srv_record() -> None:
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = dict(
@@ -203,7 +198,7 @@ def test_command_line_serves_a_zone_of_a_moto_server_and_dig_shows_the_srv_recor
         route53.change_resource_record_sets(
             HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": record}]}
         )
-        dns_port = _free_port(socket.SOCK_DGRAM)
+        dns_port = free_port(socket.SOCK_DGRAM)
         argv = [sys.executable, "-m", "infra.local.dns", "--zone-id", zone_id, "--address", "127.0.0.1"]
         dns = subprocess.Popen([*argv, "--port", str(dns_port)], env=env, stdout=subprocess.PIPE, text=True)
         assert dns.stdout is not None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,12 +60,6 @@ class World:
         self.ec2.create_tags(Resources=[t["id"] for t in targets], Tags=[{"Key": "etcd-cluster-state", "Value": state}])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def emulated_world(count: int) -> Iterator[World]:
     """A moto server, a VPC on 127.0.0.0/16, a group of ``count`` instances and a zone served on 127.0.0.53:53."""
@@ -76,7 +69,9 @@ def emulated_world(count: int) -> Iterator[World]:
     from infra.local.dns import serve
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
-    port = _free_port()
+    from tests.e2e.e2e_helpers import free_port
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     os.environ.update(

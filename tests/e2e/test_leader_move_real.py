@@ -33,8 +33,10 @@ def leader_leaves(workdir: str, move: bool) -> dict[str, Any]:
     from infra.local.demo import GROUP, NAMESERVER, Cluster, Reporter, quiet_logs
     from infra.local.etcd_client import gateway, member_list
     from infra.local.traffic import ContinuousClient, srv_endpoints
+    from tests.e2e.e2e_helpers import reuse_stack_clients
 
     quiet_logs(Path(workdir))
+    reuse_stack_clients()
     if not move:  # the coordinator without its leadership transfer: the member is removed while it leads
         coordinator_module.leader_target = lambda view, leaving: None
     out: dict[str, Any] = {"move": move}

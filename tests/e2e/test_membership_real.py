@@ -25,7 +25,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,20 +151,35 @@ def problems(seen: dict[str, Any], expect: set[str], *, states: dict[str, str] |
     return out
 
 
+def group_or_record_differ(cluster: Any, expect: set[str], states: dict[str, str] | None = None) -> bool:
+    """The first two of ``problems``' checks, on two describes and no etcd request: the group's states and the
+    record. While either differs a whole ``look`` (every member, every key, DNS) would find a problem too."""
+    current = cluster.stack.instances()
+    if current != {iid: (states or {}).get(iid, "InService") for iid in expect}:
+        return True
+    names = cluster.stack.private_dns(sorted(current))
+    return sorted(cluster.stack.targets()) != sorted(names.get(iid, iid) for iid in expect)
+
+
 def wait_settled(
     cluster: Any, expect: Callable[[], set[str]], timeout: float, *, states: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], list[str], float]:
-    """Watch until ``problems`` finds nothing for ``expect()`` (re-evaluated each look): (look, problems, s)."""
+    """Watch until ``problems`` finds nothing for ``expect()`` (re-evaluated each look): (look, problems, s).
+    A whole look is taken once the group and the record are as expected, and at the end when they never were."""
     started = time.monotonic()
     seen: dict[str, Any] = {}
-    found: list[str] = ["not looked yet"]
+    found: list[str] = ["the group or the record never was as expected"]
     while time.monotonic() - started < timeout:
         cluster.watch()
-        seen = look(cluster)
-        found = problems(seen, expect(), states=states)
-        if not found:
-            break
+        if not group_or_record_differ(cluster, expect(), states):
+            seen = look(cluster)
+            found = problems(seen, expect(), states=states)
+            if not found:
+                break
         time.sleep(0.3)
+    if found:  # timed out: the evidence is a whole look as things are now
+        seen = look(cluster)
+        found = problems(seen, expect(), states=states) or found
     cluster.watch()
     return seen, found, round(time.monotonic() - started, 1)
 
@@ -329,14 +344,11 @@ class Monitor:
         return {mid: self.names.get(mid, "") for mid, t in self.last.items() if t >= since and mid not in self.latest}
 
 
-@contextlib.contextmanager
-def cluster_of(workdir: str, **kwargs: Any) -> Iterator[Any]:
-    from infra.local.demo import Cluster, Reporter, quiet_logs
+def cluster_of(workdir: str, **kwargs: Any) -> Any:
+    """Plaintext: these are the membership proofs (issue 10); the TLS cluster's are tests/e2e/test_cluster.py's."""
+    from tests.e2e.e2e_helpers import plaintext_cluster
 
-    quiet_logs(Path(workdir))
-    # Plaintext: these are the membership proofs (issue 10); the TLS cluster's are tests/e2e/test_cluster.py's.
-    with Cluster(Path(workdir), Reporter(), **{"tls": False, **kwargs}) as cluster:
-        yield cluster
+    return plaintext_cluster(workdir, **kwargs)
 
 
 def bootstrap(cluster: Any, count: int = 3, timeout: float = 45.0) -> list[str]:

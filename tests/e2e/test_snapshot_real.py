@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from infra.local.instances import default_etcd_binary
 
 from hook_handler.backup.errors import SnapshotStreamBroken
 from hook_handler.backup.grpc import GrpcSnapshot
@@ -33,6 +32,7 @@ from hook_handler.etcd import EtcdTlsError, HttpTransport
 from hook_handler.retry import RetryPolicy
 from infra.local.aws import LocalAWS
 from infra.local.clock import SimClock
+from infra.local.launcher import default_etcd_binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,6 @@ pytestmark = [
     pytest.mark.skipif(not ok, reason=f"sandbox unavailable: {reason}"),
     pytest.mark.timeout(200),
 ]
-
-
-@contextlib.contextmanager
-def cluster_of(workdir: str) -> Iterator[Any]:
-    from infra.local.demo import Cluster, Reporter, quiet_logs
-
-    quiet_logs(Path(workdir))
-    with Cluster(Path(workdir), Reporter(), tls=False) as cluster:
-        yield cluster
 
 
 def wait_for(check: Any, timeout: float, what: str) -> Any:
@@ -55,7 +45,9 @@ def scale_in_with_members_down(workdir: str) -> dict[str, Any]:
     from infra.local.etcd_client import endpoint_health
 
     out: dict[str, Any] = {"answers": []}
-    with cluster_of(workdir) as c:
+    from tests.e2e.e2e_helpers import plaintext_cluster
+
+    with plaintext_cluster(workdir) as c:
         c.scale(5)
 
         def in_service() -> set[str]:
@@ -124,7 +116,9 @@ def scale_in_with_members_down(workdir: str) -> dict[str, Any]:
         time.sleep(3.0)
         asked = len(out["answers"])
         c.scale(3)
-        time.sleep(25.0)  # the group asks again every 5-15 s
+        # The group asks again every 5-15 s: watched until it has asked twice (at most 40 s).
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: len(out["answers"]) - asked >= 2, 40, "second question")
         out["two_down"] = {
             "crashed": crashed,
             "answers": out["answers"][asked:],

@@ -9,7 +9,7 @@ import pytest
 
 from hook_handler.app import InvocationFailed, Runtime
 from hook_handler.settings import load_settings
-from infra.local import LocalAWS, SimClock
+from infra.local import LocalAWS
 from infra.local.delivery import LambdaContext
 from infra.local.stack import Stack, deploy
 
@@ -18,10 +18,7 @@ TERMINATE = "autoscaling:EC2_INSTANCE_TERMINATING"
 PENDING = 5.5  # s: a launch spends up to 5 s in Pending before its lifecycle action and event begin
 
 
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=30.0) as emulated:
-        yield emulated
+pytestmark = pytest.mark.local_aws(propagation=30.0)  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 def invoke(stack: Stack, event: dict[str, Any], *, runtime: Runtime | None = None, remaining: float = 300.0) -> Any:

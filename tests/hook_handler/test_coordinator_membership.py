@@ -85,10 +85,7 @@ def make_world(
     return World(aws, stack, model, fleet)
 
 
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
-        yield local
+pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 def grow(world: World, n: int, wait: float = 300.0) -> None:

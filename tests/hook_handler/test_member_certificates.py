@@ -16,7 +16,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hook_handler.certs import CertificateError, MemberCertificates, load_ca, member_identity, resource_policy
 from infra.local import LocalAWS
-from infra.local.clock import SimClock
 from infra.local.etcd_model import EtcdModel
 from infra.local.pki import CertificateAuthority
 from infra.local.sim_fleet import SimFleet
@@ -26,10 +25,7 @@ DOMAIN = "example.com"
 PREFIX = f"etcd-asg/{DOMAIN}/member/"
 
 
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
-        yield local
+pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 
 from hook_handler.plan import RecordSet, peer_targets
-from infra.local import LocalAWS
-from infra.local.clock import SimClock
 from infra.local.stack import deploy
 
 KEPT = ("_etcd-server-ssl._tcp", "_etcd-server._tcp", "_etcd-client._tcp", "_etcd-client-ssl._tcp")
 
 
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=(2.0, 6.0)) as local:
-        yield local
+pytestmark = pytest.mark.local_aws(propagation=(2.0, 6.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 def test_every_kept_set_is_found_through_scale_out_and_in_with_pagination(aws):

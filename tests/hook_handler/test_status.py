@@ -24,7 +24,6 @@ from hook_handler.plan import Observation, RecordSet
 from hook_handler.settings import load_settings
 from hook_handler.status import EXIT_ETCD_UNREACHABLE, Row, StatusReport, build, collect, render
 from infra.local import LocalAWS
-from infra.local.clock import SimClock
 from infra.local.etcd_model import EtcdModel
 from infra.local.sim_fleet import SimFleet
 from infra.local.stack import Stack, deploy
@@ -34,10 +33,7 @@ ETCD_READS = {"/v3/cluster/member/list", "/v3/maintenance/status", "/version"}
 AWS_READS = ("Describe", "List", "Get")
 
 
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
-        yield local
+pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 class Recording:

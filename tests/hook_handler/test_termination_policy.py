@@ -9,16 +9,11 @@ import pytest
 from hook_handler.app import Clients, PolicyRuntime
 from hook_handler.settings import load_settings
 from infra.local import LocalAWS
-from infra.local.clock import SimClock
 from infra.local.etcd_model import EtcdModel
 from infra.local.sim_fleet import SimFleet
 from infra.local.stack import deploy
 
-
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
-        yield local
+pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 class World:

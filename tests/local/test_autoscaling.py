@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from local_helpers import error_of
 
 from infra.local.aws import LocalAWS
 from infra.local.clock import EPOCH, SimClock
@@ -103,12 +104,6 @@ class Env:
 def env() -> Iterator[Env]:
     with LocalAWS(clock=SimClock()) as aws:
         yield Env(aws)
-
-
-def error_of(call: Any, **kwargs: Any) -> tuple[str, str]:
-    with pytest.raises(ClientError) as caught:
-        call(**kwargs)
-    return caught.value.response["Error"]["Code"], caught.value.response["Error"]["Message"]
 
 
 # -- wait states ------------------------------------------------------------------------

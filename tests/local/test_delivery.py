@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from local_helpers import group_with_hook, queue, rule_to, t
 
 from infra.local.aws import LocalAWS
 from infra.local.clock import EPOCH, SimClock
@@ -16,49 +16,19 @@ LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
 ROLE = "arn:aws:iam::123456789012:role/asg-notify"
 
 
+pytestmark = pytest.mark.local_aws(propagation=(20.0, 60.0))  # LocalAWS's own default
+
+
 @pytest.fixture
-def aws() -> Iterator[LocalAWS]:
-    with LocalAWS(clock=SimClock()) as emulator:
-        emulator.client("ec2").create_launch_template(
-            LaunchTemplateName="etcd-node", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
-        )
-        yield emulator
-
-
-def t(aws: LocalAWS) -> float:
-    return aws.clock.now() - EPOCH
+def aws(local_aws: LocalAWS, launch_template: str) -> LocalAWS:
+    """The plugin's ``local_aws`` with its ``etcd-node`` launch template."""
+    return local_aws
 
 
 def waited(aws: LocalAWS, n: int = 0) -> float:
     """When the ``n``-th lifecycle action began (its notification was sent): the launch spends 1-5 s in
     ``Pending`` first, as on AWS, so delivery times are read from here."""
     return aws.lifecycle_actions[n].started_at - EPOCH
-
-
-def group_with_hook(aws: LocalAWS, **hook: Any) -> None:
-    asg = aws.client("autoscaling")
-    asg.create_auto_scaling_group(
-        AutoScalingGroupName="etcd",
-        LaunchTemplate={"LaunchTemplateName": "etcd-node"},
-        MinSize=0,
-        MaxSize=10,
-        DesiredCapacity=0,
-        AvailabilityZones=["us-east-1a"],
-    )
-    asg.put_lifecycle_hook(AutoScalingGroupName="etcd", LifecycleHookName="launch", LifecycleTransition=LAUNCH, **hook)
-
-
-def rule_to(aws: LocalAWS, arn: str) -> None:
-    events = aws.client("events")
-    events.put_rule(Name="lifecycle", EventPattern=json.dumps({"source": ["aws.autoscaling"]}))
-    events.put_targets(Rule="lifecycle", Targets=[{"Id": "fn", "Arn": arn}])
-
-
-def queue(aws: LocalAWS, name: str, **attributes: str) -> tuple[str, str]:
-    sqs = aws.client("sqs")
-    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return url, arn
 
 
 # -- EventBridge ------------------------------------------------------------------------

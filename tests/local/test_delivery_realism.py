@@ -8,12 +8,11 @@ Sources are cited in ``infra/local/delivery.py`` and ``infra/local/faults.py``.
 from __future__ import annotations
 
 import itertools
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
+from local_helpers import group_with_hook, queue, rule_to, t
 
 from infra.local.aws import KINDER_WORLD, LocalAWS
 from infra.local.clock import EPOCH, SimClock
@@ -32,41 +31,13 @@ def world(**options: Any) -> LocalAWS:
     return aws
 
 
+pytestmark = pytest.mark.local_aws(**{"propagation": (20.0, 60.0), **KINDER_WORLD})  # as world() makes it
+
+
 @pytest.fixture
-def aws() -> Iterator[LocalAWS]:
-    emulator = world()
-    yield emulator
-    emulator.stop()
-
-
-def t(aws: LocalAWS) -> float:
-    return aws.clock.now() - EPOCH
-
-
-def group_with_hook(aws: LocalAWS, **hook: Any) -> None:
-    asg = aws.client("autoscaling")
-    asg.create_auto_scaling_group(
-        AutoScalingGroupName="etcd",
-        LaunchTemplate={"LaunchTemplateName": "etcd-node"},
-        MinSize=0,
-        MaxSize=10,
-        DesiredCapacity=0,
-        AvailabilityZones=["us-east-1a"],
-    )
-    asg.put_lifecycle_hook(AutoScalingGroupName="etcd", LifecycleHookName="launch", LifecycleTransition=LAUNCH, **hook)
-
-
-def rule_to(aws: LocalAWS, arn: str) -> None:
-    events = aws.client("events")
-    events.put_rule(Name="lifecycle", EventPattern=json.dumps({"source": ["aws.autoscaling"]}))
-    events.put_targets(Rule="lifecycle", Targets=[{"Id": "fn", "Arn": arn}])
-
-
-def queue(aws: LocalAWS, name: str, **attributes: str) -> tuple[str, str]:
-    sqs = aws.client("sqs")
-    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return url, arn
+def aws(local_aws: LocalAWS, launch_template: str) -> LocalAWS:
+    """``world()`` as the plugin's ``local_aws``: KINDER_WORLD, LocalAWS's own propagation, the launch template."""
+    return local_aws
 
 
 def scale(aws: LocalAWS, n: int) -> None:

@@ -14,6 +14,7 @@ from infra.local.stack import deploy
 
 HOSTS = {f"n{i}.example.com": f"10.0.0.{i}" for i in range(1, 10)}
 TOKEN = "tok1"
+pytestmark = pytest.mark.local_aws(propagation=1.0)  # the SimFleet tests' ``aws`` (tests/conftest.py)
 
 
 class World:
@@ -401,12 +402,6 @@ def test_membership_client_runs_against_the_model():
 
 
 # -- SimFleet on a LocalAWS ------------------------------------------------------------------------------
-@pytest.fixture
-def aws():
-    with LocalAWS(SimClock(), propagation=1.0) as aws:
-        yield aws
-
-
 def _publish(aws: LocalAWS, stack, ids: list[str], state: str) -> None:
     dns = stack.private_dns(ids)
     aws.set_records(stack.zone_id, stack.srv_name, "SRV", 5, [f"0 0 2380 {dns[i]}" for i in ids])

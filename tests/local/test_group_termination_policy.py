@@ -10,16 +10,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.local import LocalAWS, SimClock
 from infra.local.termination import MAX_RUN_SECONDS, REFRESH_PATIENCE
 
 GROUP = "etcd"
 
 
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
-        yield local
+pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 class Policy:

@@ -9,14 +9,9 @@ import itertools
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.local import LocalAWS, SimClock
 from infra.local.stack import deploy
 
-
-@pytest.fixture
-def aws():
-    with LocalAWS(clock=SimClock(), propagation=(5.0, 15.0)) as local:
-        yield local
+pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 def in_service_over_time(aws, stack, seconds: float, step: float = 1.0) -> list[int]:

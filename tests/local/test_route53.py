@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
+from local_helpers import change, error_of
 
 from infra.local.clock import EPOCH
 from infra.local.route53 import record_change
@@ -15,21 +16,6 @@ SRV = "_etcd-server._tcp.example.com."
 A = "0 0 2380 a.example.com."
 B = "0 0 2380 b.example.com."
 C = "0 0 2380 c.example.com."
-
-
-def change(r53, zone, *changes):
-    return r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": list(changes)})["ChangeInfo"]
-
-
-def error_of(call):
-    with pytest.raises(ClientError) as info:
-        call()
-    return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
-
-
-@pytest.fixture
-def r53(local_aws):
-    return local_aws.client("route53")
 
 
 def test_delete_plus_create_swaps_the_record_when_delete_names_current_values(local_aws, r53, hosted_zone):

@@ -12,6 +12,7 @@ import statistics
 
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
+from local_helpers import change, error_of
 
 from infra.local.aws import LocalAWS
 from infra.local.clock import EPOCH, SimClock
@@ -21,21 +22,6 @@ SRV = "_etcd-server._tcp.example.com."
 HOST = "n1.example.com."
 A = "0 0 2380 a.example.com."
 B = "0 0 2380 b.example.com."
-
-
-def change(r53, zone, *changes):
-    return r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": list(changes)})["ChangeInfo"]
-
-
-def error_of(call):
-    with pytest.raises(ClientError) as info:
-        call()
-    return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
-
-
-@pytest.fixture
-def r53(local_aws):
-    return local_aws.client("route53")
 
 
 # -- malformed values ---------------------------------------------------------------------

@@ -11,9 +11,9 @@ in AWS's world as the emulator now has it by default (transitional states, stale
 check's terminate hook on a killed instance, throttle backoff, several SQS pollers);
 ``schedules.run_schedule`` applies them on simulated time and checks
 ``invariants`` after each step and at quiescence. A schedule that ever broke an invariant is kept below
-in ``REGRESSIONS`` and replayed as an ``@example``.
+in ``REGRESSIONS``: replayed once by ``test_regression_schedules`` (and as ``@example``s in the soak's first chunk).
 
-``make test`` runs ``SCHEDULES`` (default 1000) schedules split over two worker processes;
+``make test`` runs ``SCHEDULES`` (default 1000) random schedules split over two worker processes;
 ``make soak`` runs 20,000 (``SOAK_SCHEDULES``) and writes the counts to ``soak-results.json``.
 """
 
@@ -445,7 +445,8 @@ def run_parallel(total: int, workers: int, base_seed: int = 6) -> tuple[Counter[
     """``total`` schedules over ``workers`` processes; returns totals, failures and wall seconds."""
     start = time.monotonic()
     share = [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
-    jobs = [(n, base_seed * 1000 + i) for i, n in enumerate(share) if n]
+    # REGRESSIONS are replayed once, by test_regression_schedules, not again in every worker here.
+    jobs = [(n, base_seed * 1000 + i, False) for i, n in enumerate(share) if n]
     if workers == 1:
         outputs = [_worker(job) for job in jobs]
     else:
