@@ -4,7 +4,11 @@ time). Each test is a scenario that lost every acknowledged key before the hold.
 
 from __future__ import annotations
 
-from tests.hook_handler.test_coordinator_membership import TERMINATE, aws, grow, make_world  # noqa: F401
+import pytest
+
+from tests.hook_handler.test_coordinator_membership import TERMINATE, grow, make_world
+
+pytestmark = pytest.mark.local_aws(propagation=(5.0, 15.0))  # the shared ``aws`` fixture (tests/conftest.py)
 
 
 def _write(world, key: str, value: str) -> None:
@@ -16,7 +20,7 @@ def _write(world, key: str, value: str) -> None:
     world.model.transport().post(endpoint, "/v3/kv/put", body, 5.0)
 
 
-def test_terminations_while_every_etcd_is_silent_are_held_until_etcd_answers(aws):  # noqa: F811
+def test_terminations_while_every_etcd_is_silent_are_held_until_etcd_answers(aws):
     """Every member's etcd stops for 30 minutes (the instances stay InService); two instances are terminated by name
     meanwhile. Each pass failed at its etcd read before it held anything, nothing heartbeated the terminations, and
     their hooks expired after 300 s: when etcd came back, 3 members, 1 running, quorum lost for good. Now every pass
@@ -49,7 +53,7 @@ def test_terminations_while_every_etcd_is_silent_are_held_until_etcd_answers(aws
     world.assert_in_step()
 
 
-def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):  # noqa: F811
+def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):
     """Two of three instances die at the EC2 level; minutes later the survivor's own termination begins (a
     terminate by name without decrement). The pass failed removing a dead member without quorum, so the survivor
     was never recorded as held; the action-timeout fallback completed its termination with CONTINUE and the last
