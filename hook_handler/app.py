@@ -102,6 +102,36 @@ class Runtime:
         for warning in settings.warnings:
             logger.warning(warning)
 
+    def take_snapshots(self, environ: Mapping[str, str], s3: Any | None = None) -> None:
+        """With ``snapshot_bucket`` set (and etcd membership on), every scheduled reconcile ends with a snapshot round
+        (``hook_handler.backup``: imported only then). Bad snapshot settings raise ``SettingsError``."""
+        from hook_handler.backup.config import SnapshotConfig
+
+        config = SnapshotConfig.load(environ)
+        membership = self.coordinator.membership
+        if not config.enabled or membership is None:
+            return
+        from hook_handler.backup.store import SnapshotStore
+        from hook_handler.backup.take import SnapshotTaker
+
+        store = SnapshotStore(
+            s3 or boto3.client("s3", config=CLIENT_CONFIG),
+            config.bucket,
+            config.prefix,
+            RetryPolicy(self.clock),
+            self.clock,
+            kms_key=config.kms_key,
+        )
+        self.coordinator.snapshots = SnapshotTaker(
+            store,
+            membership.transport,
+            self.clock,
+            interval=config.interval_seconds,
+            tiers=config.tiers,
+            logger=logger,
+            metrics=metrics,
+        )
+
     @staticmethod
     def _membership(
         settings: Settings, clients: Clients, clock: Clock, transport: Any | None, *, timeout: float = 5.0
@@ -138,7 +168,9 @@ class Runtime:
         settings = load_settings(os.environ if environ is None else environ)
         logger.setLevel(settings.log_level)
         tls = (settings.membership_enabled and bool(settings.etcd_tls_secret)) or bool(settings.etcd_ca_secret)
-        return cls(settings, Clients.create(tls=tls), clock or SystemClock())
+        runtime = cls(settings, Clients.create(tls=tls), clock or SystemClock())
+        runtime.take_snapshots(os.environ if environ is None else environ)
+        return runtime
 
     def deadline(self, context: Any) -> float:
         """When this invocation must stop working: Lambda's deadline less the safety margin."""

@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from hook_handler.backup.errors import SnapshotError
 from hook_handler.certs import CertificateError, MemberCertificates
 from hook_handler.clock import Clock
 from hook_handler.coordinator.actions import Actions
@@ -34,7 +35,7 @@ from hook_handler.decide import (
     parse_time,
     refusal,
 )
-from hook_handler.etcd import Membership, MembershipError
+from hook_handler.etcd import EtcdTlsError, Membership, MembershipError
 from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.heartbeat import Keeper
@@ -69,8 +70,10 @@ class Coordinator:
         region: str | None = None,
         membership: Membership | None = None,
         certificates: MemberCertificates | None = None,
+        snapshots: Any = None,
     ) -> None:
         self.settings = settings
+        self.snapshots = snapshots  # ``backup.take.SnapshotTaker`` (snapshot_bucket): a round per scheduled reconcile
         self.route53 = route53
         self.asg = autoscaling
         self.clock = clock
@@ -123,7 +126,21 @@ class Coordinator:
             pending, rounds = self._round(p, pending, rounds)
         if not dry_run:
             keeper.beat(force=True)  # held terminations and launches outlive this pass
+            if not events or all(e.kind is Kind.RECONCILE for e in events):
+                self._snapshot(p)
         return report
+
+    def _snapshot(self, p: Pass) -> None:
+        """A snapshot round after a reconcile (``backup.take``: taken when due, skipped while the revision has not
+        moved, then retention). Best effort: a failure is logged and counted, and the next reconcile tries again;
+        the ``SnapshotAgeSeconds`` alarm says when they keep failing."""
+        if self.snapshots is None:
+            return
+        try:
+            self.snapshots.run(self.look.endpoints(p.obs), p.deadline)
+        except (SnapshotError, MembershipError, EtcdTlsError, ClientError, BotoCoreError, DeadlineReached) as exc:
+            self.services.log.warning("snapshot round failed", extra={"error": str(exc)[:300]})
+            self.services.count("SnapshotFailures")
 
     def _round(self, p: Pass, pending: list[LifecycleEvent], rounds: int) -> tuple[list[LifecycleEvent] | None, int]:
         """One round; returns the events of the next round (None: the pass ends) and the extra rounds taken."""

@@ -79,3 +79,60 @@ def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):
     assert world.model.kv(cid).get("acked") == "1"
     running = [c for c, ms in world.model.clusters().items() if any(m.running for m in ms)]
     assert running == [cid]  # no second cluster founded beside it
+
+
+class _Rounds:
+    """Stands in for ``backup.take.SnapshotTaker`` (its real rounds run on real etcd in
+    tests/e2e/test_snapshot_real.py): records each round's endpoints, and fails when told to."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def run(self, endpoints, deadline, *, force=False):
+        self.calls.append(list(endpoints))
+        if self.fail is not None:
+            raise self.fail
+
+
+def test_every_scheduled_reconcile_ends_with_a_snapshot_round_and_event_passes_take_none(aws):
+    from hook_handler.backup.errors import SnapshotStoreError
+
+    world = make_world(aws)
+    grow(world, 3)
+    rounds = _Rounds()
+    world.stack.runtime.coordinator.snapshots = rounds
+    world.stack.scale(4)  # event passes: launches
+    aws.clock.advance(300)
+    assert rounds.calls == []
+    world.stack.reconcile()
+    aws.clock.advance(30)
+    assert len(rounds.calls) == 1 and len(rounds.calls[0]) == 4  # every member's client URL
+    failing = _Rounds(SnapshotStoreError("PutObject", "my-snapshots", "AccessDenied", "denied", "grant s3:PutObject"))
+    world.stack.runtime.coordinator.snapshots = failing
+    world.stack.reconcile()
+    aws.clock.advance(30)
+    assert len(failing.calls) == 1  # tried; the failure is logged and counted, the reconcile itself succeeded
+    world.assert_in_step()
+
+
+def test_a_runtime_takes_snapshots_only_with_a_bucket_and_refuses_bad_snapshot_settings():
+    import pytest as _pytest
+
+    from hook_handler.app import Clients, Runtime
+    from hook_handler.clock import SystemClock
+    from hook_handler.exceptions import SettingsError
+    from hook_handler.settings import load_settings
+
+    class _Transport:
+        def post(self, *a, **k):
+            raise AssertionError("no etcd call at construction")
+
+    env = {"r53_zone_id": "Z1", "domain_name": "example.com", "asg_names": "etcd", "AWS_DEFAULT_REGION": "us-east-1"}
+    runtime = Runtime(load_settings(env), Clients(None, None, None), SystemClock(), etcd_transport=_Transport())
+    runtime.take_snapshots(env, s3=object())
+    assert runtime.coordinator.snapshots is None
+    runtime.take_snapshots({**env, "snapshot_bucket": "my-snapshots"}, s3=object())
+    assert runtime.coordinator.snapshots is not None
+    with _pytest.raises(SettingsError, match="snapshot_interval_seconds"):
+        runtime.take_snapshots({**env, "snapshot_bucket": "b-1", "snapshot_interval_seconds": "1"}, s3=object())
