@@ -44,6 +44,7 @@ help:
 	@echo "make lint      ruff, cfn-lint, checkov, shellcheck, the embedded start script"
 	@echo "make soak      20,000 randomized schedules (SOAK_SCHEDULES=, SOAK_SEED=); resumes where it stopped"
 	@echo "make bench     benchmarks on emulated AWS; writes bench-results/ and docs/benchmarks.md (SEED=)"
+	@echo "make bench-snapshot  the snapshot benchmark alone (real etcd filled to SNAPSHOT_SIZES MiB)"
 	@echo "make docs      rewrite the generated tables in docs/ (settings, template parameters)"
 	@echo "make build     build/coordinator.zip, the Lambda code (needs only a virtualenv with pip)"
 	@echo "make package   make build, then upload it: BUCKET=<S3 bucket> (writes build/packaged.yaml)"
