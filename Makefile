@@ -56,10 +56,10 @@ help:
 test: setup
 	$(PY) -m pytest -n 3 --dist loadgroup
 
-# The edit loop: simulated time only — no real etcd, no sandbox, no subprocess (-m "not e2e"), and 100 random
-# schedules of tests/reliability instead of make test's 1000.
+# The edit loop: simulated time only — no real etcd, no sandbox, no subprocess (e2e) — and without the
+# simulated-time tests that take a second or more each (tests/slow.txt). make test runs them all.
 test-fast: setup
-	SCHEDULES=100 $(PY) -m pytest -n 2 -m "not e2e"
+	$(PY) -m pytest -n 2 -m "not e2e and not slow"
 
 # The newcomer's command: a real etcd cluster scaled 0 -> 3 -> 5 -> 3, healed and rolled by the coordinator on
 # emulated AWS, inside a private sandbox (loopback only; the host's resolv.conf is never touched). About 2.5 min.

@@ -32,6 +32,20 @@ REAL_PROCESSES: tuple[str | tuple[str, str], ...] = (
     ("test_status.py", "test_the_status_command_runs_against_the_emulator_server_and_only_reads"),
 )
 
+# -- which simulated-time tests are too slow for the edit loop ---------------------------------------------------
+# tests/slow.txt lists them (``module.py::test_function``, with how they were measured); they get the ``slow``
+# marker, and ``make test-fast`` (``-m "not e2e and not slow"``) leaves them out. ``make test`` runs everything.
+SLOW = frozenset(
+    line.strip()
+    for line in (Path(__file__).parent / "slow.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a simulated-time test listed in tests/slow.txt (not in make test-fast)")
+
+
 # -- how they split over the workers -----------------------------------------------------------------------------
 # ``make test`` runs three xdist workers on two cores with ``--dist loadgroup``. The real-time tests of tests/e2e
 # mostly wait on the wall clock (a third of a core each): they run in two groups, each group one after another on
@@ -88,6 +102,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(_group(module, loads)))
         elif _is_real_process(item):
             item.add_marker(pytest.mark.e2e)
+        elif f"{module}::{item.originalname}" in SLOW:  # type: ignore[attr-defined]
+            item.add_marker(pytest.mark.slow)
 
     def first(item: pytest.Item) -> int:
         return next((i for i, prefix in enumerate(LONGEST_FIRST) if _node(item).startswith(prefix)), len(LONGEST_FIRST))
