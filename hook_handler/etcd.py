@@ -115,7 +115,7 @@ class HttpTransport:
             # from the environment (requests merges the environment over session attributes).
             response = self.session.request(method, url, timeout=timeout, verify=self.verify, cert=self.cert, **kwargs)
         except requests.exceptions.SSLError as exc:
-            reason = _certificate_problem(exc)
+            reason = certificate_problem(exc)
             if reason is not None:
                 raise EtcdTlsError(endpoint, reason) from None
             # e.g. an EOF mid-handshake: a member going away looks the same
@@ -156,7 +156,7 @@ _TLS_REASONS = frozenset(
 )
 
 
-def _certificate_problem(exc: BaseException) -> str | None:
+def certificate_problem(exc: BaseException) -> str | None:
     """The ``ssl.SSLError`` inside requests' wrapping (urllib3's MaxRetryError → SSLError → ssl.SSLError), when
     its reason is a certificate or a setting: ``"REASON: message"``; None otherwise."""
     import ssl

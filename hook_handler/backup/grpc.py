@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from hook_handler.backup.errors import SnapshotCorrupt, SnapshotStreamBroken
 from hook_handler.backup.stream import SnapshotStream
-from hook_handler.etcd import EtcdRefused, EtcdTlsError, EtcdUnavailable, HttpTransport, _certificate_problem
+from hook_handler.etcd import EtcdRefused, EtcdTlsError, EtcdUnavailable, HttpTransport, certificate_problem
 
 PATH = "/etcdserverpb.Maintenance/Snapshot"
 WINDOW = 16 * 1024 * 1024  # HTTP/2 flow-control window offered: etcd never waits for the reader's updates
@@ -115,7 +115,7 @@ class GrpcSnapshot:
             sock.sendall(conn.data_to_send())
         except ssl.SSLError as exc:
             sock.close()
-            reason = _certificate_problem(exc)
+            reason = certificate_problem(exc)
             if reason is not None:
                 raise EtcdTlsError(self.endpoint, reason) from None
             raise EtcdUnavailable(self.endpoint, f"SSLError: {exc}") from None
@@ -152,7 +152,7 @@ class GrpcSnapshot:
             try:
                 data = sock.recv(RECV)
             except ssl.SSLError as exc:
-                reason = _certificate_problem(exc)
+                reason = certificate_problem(exc)
                 if reason is not None:  # TLS 1.3: a refused client certificate shows at the first read
                     raise EtcdTlsError(self.endpoint, reason) from None
                 raise SnapshotStreamBroken(self.endpoint, f"the stream broke off (SSLError: {exc})") from None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hook_handler.backup.errors import SnapshotCorrupt, SnapshotStreamBroken
-from hook_handler.etcd import EtcdTlsError, EtcdUnavailable, HttpTransport, Transport, _certificate_problem
+from hook_handler.etcd import EtcdTlsError, EtcdUnavailable, HttpTransport, Transport, certificate_problem
 
 SHA_SIZE = 32
 READ_CHUNK = 1 << 16  # bytes per socket read; a gateway line is ~44 KB
@@ -180,7 +180,7 @@ class GatewaySnapshot:
         try:
             response = t.session.post(url, json={}, stream=True, timeout=self.timeouts, verify=t.verify, cert=t.cert)
         except requests.exceptions.SSLError as exc:
-            reason = _certificate_problem(exc)
+            reason = certificate_problem(exc)
             if reason is not None:
                 raise EtcdTlsError(self.endpoint, reason) from None
             raise EtcdUnavailable(self.endpoint, f"SSLError: {str(exc)[:200]}") from None

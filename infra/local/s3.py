@@ -30,15 +30,13 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 from xml.sax.saxutils import escape
 
 from infra.local import state
+from infra.local.account import Account
 from infra.local.faults import CallRecord
-
-if TYPE_CHECKING:
-    from infra.local.aws import LocalAWS
 
 MAX_PART_NUMBER = 10_000
 MAX_DELETE_KEYS = 1_000
@@ -69,13 +67,13 @@ _RULES: weakref.WeakKeyDictionary[Any, _Rules] = weakref.WeakKeyDictionary()
 _ORIGINAL: dict[str, Callable[..., Any]] = {}
 
 
-def deny(aws: LocalAWS, bucket: str, operations: Iterable[str] | None = None) -> None:
+def deny(aws: Account, bucket: str, operations: Iterable[str] | None = None) -> None:
     """Answer ``403 AccessDenied`` to requests on ``bucket`` (only ``operations``, API names, when given)."""
     with aws.lock:
         _RULES.setdefault(aws, _Rules()).denied[bucket] = frozenset(operations) if operations is not None else None
 
 
-def allow(aws: LocalAWS, bucket: str) -> None:
+def allow(aws: Account, bucket: str) -> None:
     """Undo ``deny`` for ``bucket``."""
     with aws.lock:
         _RULES.setdefault(aws, _Rules()).denied.pop(bucket, None)
@@ -150,7 +148,7 @@ def _error(code: str, message: str, status: int, **extra: str) -> tuple[int, dic
     return status, {"content-type": "application/xml", "x-amz-request-id": request_id}, body.encode()
 
 
-def _kms_refusal(aws: LocalAWS, headers: Any) -> tuple[int, dict[str, str], bytes] | None:
+def _kms_refusal(aws: Account, headers: Any) -> tuple[int, dict[str, str], bytes] | None:
     if str(headers.get("x-amz-server-side-encryption", "")).lower() != "aws:kms":
         return None
     key_id = headers.get("x-amz-server-side-encryption-aws-kms-key-id")
@@ -177,7 +175,7 @@ def _kms_refusal(aws: LocalAWS, headers: Any) -> tuple[int, dict[str, str], byte
 
 
 def _refusal(
-    aws: LocalAWS, operation: str, bucket: str, query: dict[str, list[str]], headers: Any, body: Any
+    aws: Account, operation: str, bucket: str, query: dict[str, list[str]], headers: Any, body: Any
 ) -> tuple[int, dict[str, str], bytes] | None:
     rules = _RULES.get(aws)
     if rules is not None and bucket in rules.denied:
