@@ -15,7 +15,8 @@ killed anywhere resumes where it stopped.
   LEAVING    leadership moved off it (best effort) → ``member remove`` once the quorum guard allows (else held,
              see ``HeldBy``) → the record without it → INSYNC → CONTINUE
 
-Every step enum is a ``StrEnum``: its value is the word logs, ``status`` and tests use.
+Every step enum is a ``StrEnum``: its value is the word logs, ``status`` and tests use. Restoring and recovering
+members (seeded from a snapshot, replacing a member that lost its data) become phases of their own here.
 """
 
 from __future__ import annotations
@@ -26,16 +27,6 @@ from enum import StrEnum
 from hook_handler.etcd import Member
 from hook_handler.members import STATE_TAG, Instance, tag_seconds
 from hook_handler.membership import ADDED, ADDING, PHASE_TAG, SINCE_TAG, EtcdView, member_id_of
-
-
-class Phase(StrEnum):
-    """Where an instance stands in its membership (room for RESTORING and RECOVERING next)."""
-
-    FOUNDING = "founding"
-    JOINING = "joining"
-    PROMOTING = "promoting"
-    MEMBER = "member"
-    LEAVING = "leaving"
 
 
 class JoinAction(StrEnum):
