@@ -29,7 +29,7 @@ pytestmark = [
 
 def leader_leaves(workdir: str, move: bool) -> dict[str, Any]:
     """Inside: terminate the leader's instance once; what the client saw and what the coordinator did."""
-    import hook_handler.coordinator as coordinator_module
+    import hook_handler.coordinator.etcd_steps as coordinator_module
     from infra.local.demo import GROUP, NAMESERVER, Cluster, Reporter, quiet_logs
     from infra.local.etcd_client import gateway, member_list
     from infra.local.traffic import ContinuousClient, srv_endpoints
