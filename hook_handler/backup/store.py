@@ -51,9 +51,10 @@ DOWNLOAD_CHUNK = 1 * MiB
 # Codes that mean a setting or a permission is wrong (retrying cannot help), and what to change.
 _FIX = {
     "NoSuchBucket": "create the bucket, or set snapshot_bucket to the stack's snapshot bucket",
-    "AccessDenied": "give the function's role s3:PutObject, s3:GetObject, s3:ListBucket, s3:DeleteObject, "
-    "s3:AbortMultipartUpload, s3:PutObjectTagging and s3:GetObjectTagging on the bucket and its snapshot prefix "
-    "(and kms:GenerateDataKey and kms:Decrypt on snapshot_kms_key), or check the bucket policy",
+    "AccessDenied": "taking snapshots needs s3:ListBucket on the bucket and s3:PutObject, s3:AbortMultipartUpload, "
+    "s3:PutObjectTagging and s3:DeleteObject under snapshot_prefix (restoring: s3:GetObject and "
+    "s3:GetObjectTagging), and kms:GenerateDataKey and kms:Decrypt on snapshot_kms_key; check the role and the "
+    "bucket policy",
     "AllAccessDisabled": "the bucket is disabled: set snapshot_bucket to a bucket this account can use",
     "PermanentRedirect": "the bucket is in another region: use a bucket in the function's region",
     "AuthorizationHeaderMalformed": "the bucket is in another region: use a bucket in the function's region",
