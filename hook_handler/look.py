@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hook_handler.clock import Clock
 from hook_handler.decide import supports_learners, tagged_owners
-from hook_handler.etcd import EtcdTlsError, EtcdUnavailable, Membership, MembershipError
+from hook_handler.etcd import EtcdTlsError, EtcdUnavailable, Member, Membership, MembershipError
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.lifecycle import TARGET_TAG, AutoScaling
 from hook_handler.members import IN_SERVICE_STATES, STATE_TAG, Instance
@@ -236,7 +236,7 @@ class Looker:
         by_ip = [f"{s.etcd_client_scheme}://{i.private_ip}:{s.etcd_client_port}" for i in running]
         return list(dict.fromkeys([*self._client_record_urls(), *by_ip]))  # the record first; IPs if it is stale
 
-    def member_endpoints(self, view: EtcdView, obs: Observation, *, exclude: Any = None) -> list[str]:
+    def member_endpoints(self, view: EtcdView, obs: Observation, *, exclude: Member | None = None) -> list[str]:
         """Where to send a membership change: the leader, then the other healthy members (longest in the cluster
         first: a member that has just joined refuses changes for its first 5 s), then the rest."""
         by_id = {m.id: m for m in view.members}

@@ -48,8 +48,8 @@ class EtcdSteps:
     def reconfigure(self, p: Pass, view: EtcdView) -> tuple[EtcdView, set[str]]:
         """Remove, one at a time, the members whose instances the APIs say are gone or leaving, each only when the
         voters left keep a healthy quorum; hold the others (their terminations heartbeated). Returns etcd's view
-        after, and the member IDs the record no longer keeps (removed, or the last voter a dismantle ends with)."""
-        p.obs = self.s.look.owners(p.obs, view, p.deadline)
+        after, and the member IDs the record no longer keeps (removed, or the last voter a dismantle ends with).
+        ``p.obs`` already holds the owners of the view's members (``Looker.owners``)."""
         done: set[str] = set()
         ending_dismantle = dismantling(p.obs)
         while True:
