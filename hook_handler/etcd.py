@@ -212,6 +212,7 @@ class Status:
     raft_index: int
     learner: bool
     errors: tuple[str, ...] = ()
+    cluster_id: str = ""  # decimal, as the gateway writes it
 
     @property
     def has_leader(self) -> bool:
@@ -288,6 +289,7 @@ class Membership:
             raft_index=int(out.get("raftIndex", 0) or 0),
             learner=bool(out.get("isLearner", False)),
             errors=tuple(out.get("errors", []) or ()),
+            cluster_id=str(header.get("cluster_id", "") or ""),
         )
 
     def version(self, endpoints: Sequence[str], deadline: float) -> str:
@@ -307,11 +309,15 @@ class Membership:
         out = self._call(endpoints, deadline, "/v3/cluster/member/add", body)
         return _member(out.get("member", {}) or {})
 
-    def remove(self, member_id: str, endpoints: Sequence[str], deadline: float) -> None:
-        self._call(endpoints, deadline, "/v3/cluster/member/remove", {"ID": member_id})
+    def remove(self, member_id: str, endpoints: Sequence[str], deadline: float) -> tuple[Member, ...]:
+        """Returns the member list after the removal, as the member that applied it answered (may be empty)."""
+        out = self._call(endpoints, deadline, "/v3/cluster/member/remove", {"ID": member_id})
+        return tuple(_member(m) for m in out.get("members", []) or [])
 
-    def promote(self, member_id: str, endpoints: Sequence[str], deadline: float) -> None:
-        self._call(endpoints, deadline, "/v3/cluster/member/promote", {"ID": member_id})
+    def promote(self, member_id: str, endpoints: Sequence[str], deadline: float) -> tuple[Member, ...]:
+        """Returns the member list after the promotion, as the member that applied it answered (may be empty)."""
+        out = self._call(endpoints, deadline, "/v3/cluster/member/promote", {"ID": member_id})
+        return tuple(_member(m) for m in out.get("members", []) or [])
 
     def move_leader(self, leader_endpoint: str, target_id: str, deadline: float) -> None:
         """Hand leadership to ``target_id``; sent to the leader itself, as etcd requires."""

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,6 +23,8 @@ from hook_handler.clock import Clock
 from hook_handler.decide import supports_learners, tagged_owners
 from hook_handler.etcd import EtcdTlsError, EtcdUnavailable, Member, Membership, MembershipError
 from hook_handler.exceptions import DeadlineReached
+from hook_handler.identity import ClusterIdentity, Loss, identity_name, lost_for_good, voter_instances
+from hook_handler.identity import parse as parse_identity
 from hook_handler.lifecycle import TARGET_TAG, AutoScaling
 from hook_handler.members import IN_SERVICE_STATES, STATE_TAG, Instance
 from hook_handler.membership import MEMBER_ID_TAG, EtcdView, departure, is_instance_id
@@ -45,6 +47,8 @@ class Look:
     view: EtcdView | None
     records: Mapping[Key, RecordSet]
     etcd_error: str | None = None
+    identity: ClusterIdentity | None = None  # the cluster identity record (``hook_handler.identity``)
+    loss: Loss | None = None  # etcd showed no leader and EC2 proves its quorum lost for good
 
 
 class Looker:
@@ -85,7 +89,27 @@ class Looker:
             if view is not None:
                 obs = self.owners(obs, view, deadline)
         obs, records = self.records(obs, deadline)
-        return Look(obs, view, records, error)
+        identity = self.identity(records)
+        leaderless = view is None or view.leader is None
+        loss = self.loss(identity, obs, deadline) if leaderless and self.membership is not None else None
+        return Look(obs, view, records, error, identity, loss)
+
+    def identity(self, records: Mapping[Key, RecordSet]) -> ClusterIdentity | None:
+        """The cluster identity a read of the zone holds (``records`` reads its key with the record)."""
+        found = records.get((identity_name(self.settings.srv_fqdn), "TXT"))
+        return None if found is None else parse_identity(found.values, self.clock.now())
+
+    def loss(self, identity: ClusterIdentity | None, obs: Observation, deadline: float) -> Loss | None:
+        """Whether the identity's cluster has lost quorum for good, from EC2: its voters' instances as ``obs`` has
+        them, the others described (one call; an instance EC2 no longer describes ended long ago)."""
+        ids = voter_instances(identity)
+        if not ids:
+            return None
+        states = {i: obs.instances[i].ec2_state for i in ids if i in obs.instances}
+        missing = ids - set(states)
+        if missing:
+            states.update({i: inst.ec2_state for i, inst in self.asg.describe_instances(missing, deadline).items()})
+        return lost_for_good(identity, states)
 
     # -- Auto Scaling and EC2 ------------------------------------------------------------------------------------
     def observe(self, ids: Iterable[str], deadline: float) -> Observation:
@@ -116,7 +140,8 @@ class Looker:
         assert self.route53 is not None
         s = self.settings
         targets = {t for i in obs.instances.values() if (t := target_of(i, s))}
-        current = self.route53.read(record_keys(s, targets), deadline)
+        # The cluster identity record sits beside the peer record in Route 53's order: the same page holds it.
+        current = self.route53.read(record_keys(s, targets) | {(identity_name(s.srv_fqdn), "TXT")}, deadline)
         if s.etcd_client_srv:  # the plan's read includes the client record: no second read while it is fresh
             self._remember_client_record(current.get((fqdn(s.etcd_client_srv, s.domain_name), "SRV")))
         obs = self._resolve_unknown_targets(obs, current, deadline)
@@ -188,7 +213,7 @@ class Looker:
         view = self._statuses(members, deadline)
         if self.learners is None and view.healthy and self.budget is None:
             self.learners = supports_learners(self.membership.version(endpoints, deadline))
-        return EtcdView(view.members, view.healthy, view.leader, view.raft_index, learners=bool(self.learners))
+        return replace(view, learners=bool(self.learners))
 
     def _statuses(self, members: list[Any], deadline: float) -> EtcdView:
         """Each member's own status: healthy when it answers with a leader and no alarm; the leader most name. A
@@ -197,6 +222,7 @@ class Looker:
         healthy: set[str] = set()
         votes: dict[str, int] = {}
         index: dict[str, int] = {}
+        clusters: dict[str, int] = {}
         for member in members:
             if not member.client_urls:
                 continue
@@ -212,8 +238,16 @@ class Looker:
             if status.has_leader and not status.errors:
                 healthy.add(member.id)
                 votes[status.leader] = votes.get(status.leader, 0) + 1
+                clusters[status.cluster_id] = clusters.get(status.cluster_id, 0) + 1
         leader = max(votes, key=lambda k: votes[k]) if votes else None
-        return EtcdView(members=tuple(members), healthy=frozenset(healthy), leader=leader, raft_index=index)
+        cluster = max(clusters, key=lambda k: clusters[k]) if clusters else ""
+        return EtcdView(
+            members=tuple(members),
+            healthy=frozenset(healthy),
+            leader=leader,
+            raft_index=index,
+            cluster_id=f"{int(cluster):x}" if cluster.isdigit() else cluster,
+        )
 
     def endpoints(self, obs: Observation) -> list[str]:
         """Client URLs to reach etcd: configured ones, else the client record's and every running served

@@ -91,6 +91,7 @@ class EtcdView:
     leader: str | None = None
     raft_index: Mapping[str, int] = field(default_factory=dict)
     learners: bool = True  # the cluster version supports learners (3.4+)
+    cluster_id: str = ""  # hex, as the healthy members report it ("" when none answered with a leader)
 
     def voters(self) -> list[Member]:
         return [m for m in self.members if not m.learner]

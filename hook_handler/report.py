@@ -52,6 +52,7 @@ class Report:
     quorum_held: list[str] = field(default_factory=list)  # instance ids whose member removal is held
     members_removed: list[str] = field(default_factory=list)  # hex member ids
     members_added: list[str] = field(default_factory=list)
+    cluster_lost: str = ""  # why etcd's quorum is lost for good (``identity.lost_for_good``), when it is
     dry_run: bool = False
     plan: Plan | None = None
 
@@ -73,6 +74,7 @@ class Report:
             "quorum_held": list(self.quorum_held),
             "members_removed": list(self.members_removed),
             "members_added": list(self.members_added),
+            "cluster_lost": self.cluster_lost,
             "dry_run": self.dry_run,
             "outcomes": [
                 {"instance": o.event.instance_id, "kind": o.event.kind.value, "status": o.status, "detail": o.detail}

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hook_handler.coordinator.record import ORPHAN_GRACE_SECONDS
@@ -28,6 +28,7 @@ from hook_handler.decide import (
     tagged_owners,
 )
 from hook_handler.etcd import Member
+from hook_handler.identity import ClusterIdentity, Loss
 from hook_handler.look import Look, Looker
 from hook_handler.members import IN_SERVICE_STATES, STATE_TAG, Instance, tags_match
 from hook_handler.membership import EtcdView, HeldBy, Identity, Removal, departure, identify, leader_target, removals
@@ -87,6 +88,9 @@ class StatusReport:
     healthy_voters: int
     leader: str | None  # hex
     rows: tuple[Row, ...]
+    # The cluster identity record (``hook_handler.identity``): state, cluster ID, voter configurations; and, when
+    # etcd gave no view, whether EC2 proves its quorum lost for good (``lost``: why; ``survivors``: instance ids).
+    cluster: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def quorum(self) -> int:
@@ -429,7 +433,21 @@ def collect(source: Looker | Any, deadline: float) -> StatusReport:
 
 
 def from_look(settings: Settings, look: Look) -> StatusReport:
-    return build(settings, look.obs, look.view, look.records, etcd_error=look.etcd_error)
+    report = build(settings, look.obs, look.view, look.records, etcd_error=look.etcd_error)
+    return replace(report, cluster=_cluster(look.identity, look.loss))
+
+
+def _cluster(identity: ClusterIdentity | None, loss: Loss | None) -> dict[str, Any]:
+    if identity is None:
+        return {}
+    return {
+        "state": identity.state.value,
+        "cluster_id": identity.cluster_id,
+        "voters": [sorted(c) for c in identity.configs],
+        "readable": identity.readable,
+        "lost": loss.why if loss is not None else "",
+        "survivors": list(loss.alive) if loss is not None else [],
+    }
 
 
 # -- rendering (plain text: the Lambda zip carries no table library) -----------------------------------------
@@ -449,6 +467,7 @@ def render(report: StatusReport) -> str:
         lines.append(f"etcd: UNREACHABLE: {report.etcd_detail}")
     else:
         lines.append({"off": "etcd: membership off (DNS only)", "none": "etcd: no cluster yet"}[report.etcd])
+    lines += _cluster_lines(report.cluster)
     groups = {r.group for r in report.rows if r.group}
     header = ("GROUP", *COLUMNS) if len(groups) > 1 else COLUMNS
     table = [(*header, "REASON")]
@@ -467,6 +486,20 @@ def render(report: StatusReport) -> str:
     for r in table:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cluster_lines(cluster: Mapping[str, Any]) -> list[str]:
+    if not cluster:
+        return []
+    name = f" {cluster['cluster_id']}" if cluster.get("cluster_id") else ""
+    voters = " or ".join(",".join(c) for c in cluster.get("voters", [])) or "unknown"
+    lines = [f"cluster{name}: {cluster['state']}; voters {voters}"]
+    if not cluster.get("readable", True):
+        lines[0] += " (identity record unreadable: counted as a cluster that existed, voters unknown)"
+    if cluster.get("lost"):
+        survivors = ", ".join(cluster.get("survivors", [])) or "none"
+        lines.append(f"QUORUM LOST FOR GOOD: {cluster['lost']} (survivors: {survivors})")
+    return lines
 
 
 def _label(row: Row) -> str:

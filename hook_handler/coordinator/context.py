@@ -12,9 +12,11 @@ from hook_handler.etcd import Membership
 from hook_handler.events import LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.heartbeat import Keeper
+from hook_handler.identity import ClusterIdentity
 from hook_handler.lifecycle import AutoScaling
 from hook_handler.look import Looker
-from hook_handler.plan import Observation
+from hook_handler.membership import EtcdView
+from hook_handler.plan import Observation, RecordSet
 from hook_handler.report import Outcome, Report, Status
 from hook_handler.route53 import Route53
 from hook_handler.settings import Settings
@@ -61,6 +63,11 @@ class Pass:
     keeper: Keeper
     obs: Observation
     events: dict[str | None, LifecycleEvent] = field(default_factory=dict)
+    view: EtcdView | None = None  # etcd as the pass last saw it (after its removals)
+    identity: ClusterIdentity | None = None  # the cluster identity record (``coordinator.cluster``) ...
+    identity_set: RecordSet | None = None  # ... as stored ...
+    identity_read: bool = False  # ... once read in this pass
+    proven: frozenset[str] | None = None  # etcd's voters as its answer to the pass's last voter change said
 
     def pause(self, clock: Clock, why: str) -> None:
         """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""

@@ -22,6 +22,7 @@ from hook_handler.certs import CertificateError, MemberCertificates
 from hook_handler.clock import Clock
 from hook_handler.coordinator.actions import Actions
 from hook_handler.coordinator.certificates import Issuer
+from hook_handler.coordinator.cluster import ClusterRecord
 from hook_handler.coordinator.context import Pass, Services
 from hook_handler.coordinator.etcd_steps import EtcdSteps
 from hook_handler.coordinator.record import Publisher
@@ -87,8 +88,9 @@ class Coordinator:
         )
         self.issuer = Issuer(self.services)
         self.actions = Actions(self.services, self.issuer)
-        self.record = Publisher(self.services)
-        self.steps = EtcdSteps(self.services, self.actions, self.issuer)
+        self.cluster = ClusterRecord(self.services)
+        self.record = Publisher(self.services, self.cluster)
+        self.steps = EtcdSteps(self.services, self.actions, self.issuer, self.cluster)
         self._warned: set[tuple[str, str]] = set()  # hooks whose heartbeat timeout was checked (once per sandbox)
 
     # -- the pass ---------------------------------------------------------------------------------------------------
@@ -125,10 +127,19 @@ class Coordinator:
         while pending is not None:
             pending, rounds = self._round(p, pending, rounds)
         if not dry_run:
+            self._confirm(p)
             keeper.beat(force=True)  # held terminations and launches outlive this pass
             if not events or all(e.kind is Kind.RECONCILE for e in events):
                 self._snapshot(p)
         return report
+
+    def _confirm(self, p: Pass) -> None:
+        """The identity names the cluster this pass saw with a leader, and its voters — written here when no record
+        change of the pass carried it. Best effort: the next pass confirms it."""
+        try:
+            self.cluster.confirm(p, p.view)
+        except _PASS_ERRORS as exc:
+            self.services.log.warning("cluster identity not confirmed", extra={"error": _why(exc)})
 
     def _snapshot(self, p: Pass) -> None:
         """A snapshot round after a reconcile (``backup.take``: taken when due, skipped while the revision has not
@@ -236,13 +247,32 @@ class Coordinator:
         """Look at etcd, remove departed members where quorum allows; what etcd then tells the record."""
         if self.membership is None:
             return RecordInputs()
-        view = self.look.etcd(p.obs, p.deadline)
+        try:
+            view = self.look.etcd(p.obs, p.deadline)
+        except MembershipError:
+            self._judge_loss(p)
+            raise
+        if view is None or view.leader is None:
+            self._judge_loss(p)
         if view is None:
             return RecordInputs()
         p.obs = self.look.owners(p.obs, view, p.deadline)
         owners = member_owners(view, p.obs)  # before any member goes
         view, gone = self.steps.reconfigure(p, view)
+        p.view = view
         return RecordInputs.of(view, gone, owners, p.obs)
+
+    def _judge_loss(self, p: Pass) -> None:
+        """etcd gave no view, or one without a leader: when the identity says a cluster existed and EC2 proves its
+        quorum lost for good, say so (log, ``ClusterLost`` metric and alarm, ``status``)."""
+        identity = self.cluster.read(p)
+        loss = self.look.loss(identity, p.obs, p.deadline)
+        if identity is None or loss is None:
+            return
+        extra = {"cluster": identity.cluster_id, "survivors": loss.alive, "why": loss.why}
+        self.services.log.error("etcd quorum lost for good", extra=extra)
+        self.services.count("ClusterLost")
+        p.report.cluster_lost = loss.why
 
     # -- 4-5. wait, complete, admit ---------------------------------------------------------------------------------
     def _hold_unsettled(

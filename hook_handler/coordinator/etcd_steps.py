@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from hook_handler.coordinator.actions import ADMISSION_TAGS, Actions
 from hook_handler.coordinator.certificates import Issuer
+from hook_handler.coordinator.cluster import ClusterRecord
 from hook_handler.coordinator.context import Pass, Services
 from hook_handler.decide import dismantling, joiners_pending, waitable
 from hook_handler.etcd import EtcdRefused, EtcdUnavailable, Member, Membership, MembershipError, peer_url
@@ -36,10 +37,11 @@ LEADER_MOVE_SECONDS = 10.0
 
 
 class EtcdSteps:
-    def __init__(self, services: Services, actions: Actions, issuer: Issuer) -> None:
+    def __init__(self, services: Services, actions: Actions, issuer: Issuer, cluster: ClusterRecord) -> None:
         self.s = services
         self.actions = actions
         self.issuer = issuer
+        self.cluster = cluster
 
     def _view(self, p: Pass) -> EtcdView | None:
         return self.s.look.etcd(p.obs, p.deadline)
@@ -100,6 +102,8 @@ class EtcdSteps:
 
     def remove_member(self, member: Member, instance_id: str | None, why: str, view: EtcdView, p: Pass) -> None:
         """``member remove``, leadership handed to a healthy voter first when the member leads."""
+        if not member.learner:  # the identity lists the voters with and without it first
+            self.cluster.cover(p, view, self.cluster.voters(view, p, without=member))
         self._move_leader(member, view, p)
         while True:
             # etcd judges a reconfiguration on the member that receives it ("unhealthy cluster" from a member not
@@ -107,7 +111,9 @@ class EtcdSteps:
             # last: the only member left (scale to zero) removes itself.
             endpoints = [*self.s.look.member_endpoints(view, p.obs, exclude=member), *member.client_urls[:1]]
             try:
-                self._membership.remove(member.id, endpoints, p.call_deadline(self.s.clock))
+                self.cluster.answered(
+                    p, view, self._membership.remove(member.id, endpoints, p.call_deadline(self.s.clock))
+                )
                 break
             except EtcdUnavailable as exc:
                 p.pause(self.s.clock, f"no etcd member answers the removal of {member.hex_id}: {exc}")
@@ -190,6 +196,7 @@ class EtcdSteps:
             for iid in sorted(left):
                 step = found_step(founders[iid], by_name.get(iid), view, now=self.s.clock.now(), start_timeout=timeout)
                 if step.step is FoundAction.COMPLETE:
+                    self.cluster.confirm(p, view)  # the founding's identity names the cluster now
                     self.actions.complete({iid: left.pop(iid)}, "CONTINUE", p)
                 elif step.step is FoundAction.ABANDON:
                     self.actions.abandon(left.pop(iid), "founding member did not start in time", p)
@@ -277,6 +284,8 @@ class EtcdSteps:
         settings = self.s.settings
         url = peer_url(target_of(instance, settings) or "", settings.etcd_port, settings.etcd_peer_scheme)
         endpoints = self.s.look.member_endpoints(view, p.obs)
+        if not view.learners:  # a voter from the start: the identity lists the voters with it first
+            self.cluster.cover(p, view, self.cluster.voters(view, p) | {iid})
         try:
             added = self._membership.add([url], endpoints, p.call_deadline(self.s.clock), learner=view.learners)
         except EtcdUnavailable as exc:  # the add may have landed: the next look adopts it (phase adding)
@@ -296,9 +305,12 @@ class EtcdSteps:
         write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED, STATE_TAG: "existing", **certificate})
 
     def _promote(self, member: Member, iid: str, view: EtcdView, p: Pass) -> None:
+        self.cluster.cover(p, view, self.cluster.voters(view, p) | {iid})  # the voters with it, listed first
         try:
             endpoints = self.s.look.member_endpoints(view, p.obs)
-            self._membership.promote(member.id, endpoints, p.call_deadline(self.s.clock))
+            self.cluster.answered(
+                p, view, self._membership.promote(member.id, endpoints, p.call_deadline(self.s.clock))
+            )
             self.s.log.info("learner promoted", extra={"instance": iid, "member": member.hex_id})
         except EtcdUnavailable as exc:
             p.pause(self.s.clock, f"no etcd member answers the promotion: {exc}")

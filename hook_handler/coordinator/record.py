@@ -4,8 +4,10 @@ settles, and wait for the changes that prove the record's state to be INSYNC (``
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from hook_handler.coordinator.cluster import ClusterRecord
 from hook_handler.coordinator.context import Pass, Services
 from hook_handler.decide import (
     Proof,
@@ -19,6 +21,7 @@ from hook_handler.decide import (
 )
 from hook_handler.events import LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
+from hook_handler.identity import ClusterIdentity, ClusterState, founding_allowed
 from hook_handler.lifecycle import CHANGE_TAG, TARGET_TAG
 from hook_handler.members import LEAVE_CHANGE_TAG, never_older
 from hook_handler.plan import Key, Plan, RecordSet, absolute, peer_targets, target_of
@@ -36,8 +39,9 @@ ORPHAN_GRACE_SECONDS = 60.0
 
 
 class Publisher:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, cluster: ClusterRecord) -> None:
         self.s = services
+        self.cluster = cluster
         # Record targets no instance was found for and no etcd member advertises → when first found so (after the
         # record read). Sandbox memory: a cold start only delays their drop by one more look.
         self.orphans: dict[str, float] = {}
@@ -46,9 +50,15 @@ class Publisher:
         """Plan and write with compare-and-swap; on a conflict, observe and read again (``p.obs`` follows)."""
         for attempt in range(1, MAX_CAS_ATTEMPTS + 1):
             p.obs, current = self.s.look.records(p.obs, p.deadline)
+            self.cluster.take(p, current)
             plan = self._plan(p, current, inputs, pending)
             if p.report.dry_run or not plan.changes:
                 return plan, None
+            # The cluster identity rides in the record's change: a founding's, or the cluster seen with a leader.
+            joining = plan.launches if self.s.membership is not None and not plan.bootstrap else ()
+            identity = self._founding(p, plan) or self.cluster.seen(p, p.view, joining)
+            if identity is not None:
+                plan = replace(plan, changes=(*plan.changes, *self.cluster.changes(p, identity)))
             marks = write_marks(plan, p.obs, self.s.settings)
             if marks:  # write before mutate
                 self.s.asg.tag(marks, p.deadline)
@@ -69,10 +79,24 @@ class Publisher:
                 "after": plan.targets,
                 "changes": len(plan.changes),
             }
+            if identity is not None:
+                self.cluster.wrote(p, identity)
             self.s.log.info("record changed", extra=extra)
             p.report.change_id = change.id
             return plan, change.id
         raise DeadlineReached(f"record kept changing under us ({MAX_CAS_ATTEMPTS} conflicts)")
+
+    def _founding(self, p: Pass, plan: Plan) -> ClusterIdentity | None:
+        """A founding record's identity (``founding``), written in the same change. Founding where the identity says
+        a cluster has existed is logged and counted (``FoundedOverExisting``): a new, empty cluster over one whose
+        members are all gone."""
+        if not plan.bootstrap or not plan.targets or self.s.membership is None:
+            return None  # not a founding (a deletion), or DNS only: etcd unseen, nothing to name
+        if not founding_allowed(p.identity):
+            assert p.identity is not None
+            self.s.log.error("founding where a cluster existed", extra={"identity": p.identity.value()})
+            self.s.count("FoundedOverExisting")
+        return ClusterIdentity(ClusterState.FOUNDING, self.s.clock.now())
 
     def _plan(
         self, p: Pass, current: Mapping[Key, RecordSet], inputs: RecordInputs, pending: Sequence[LifecycleEvent]

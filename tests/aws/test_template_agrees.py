@@ -92,7 +92,9 @@ def test_metrics_namespace_is_the_one_the_alarms_watch(coordinator_template):
     custom = {
         a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == "EtcdAsgCoordinator"
     }
-    assert custom == {"AbandonedActions", "GuardRefused", "QuorumHold", "MemberStartTimeouts", "SnapshotAgeSeconds"}
+    assert custom == {
+        "AbandonedActions", "GuardRefused", "QuorumHold", "MemberStartTimeouts", "SnapshotAgeSeconds", "ClusterLost"
+    }  # fmt: skip
     for alarm in alarms.values():
         if alarm["Properties"]["Namespace"] == "EtcdAsgCoordinator":
             # powertools Metrics adds exactly one dimension: service = POWERTOOLS_SERVICE_NAME

@@ -53,7 +53,7 @@ def test_terminations_while_every_etcd_is_silent_are_held_until_etcd_answers(aws
     world.assert_in_step()
 
 
-def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):
+def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws, caplog):
     """Two of three instances die at the EC2 level; minutes later the survivor's own termination begins (a
     terminate by name without decrement). The pass failed removing a dead member without quorum, so the survivor
     was never recorded as held; the action-timeout fallback completed its termination with CONTINUE and the last
@@ -77,6 +77,9 @@ def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws):
     assert action.active and action.heartbeats > 0, (action.ended_by, action.result)
     assert world.model.process(survivor).running  # its etcd, with the data, is still there
     assert world.model.kv(cid).get("acked") == "1"
+    # The passes say the cluster's quorum is lost for good (ClusterLost), from EC2: 1 of its 3 voters still runs.
+    lost = [r for r in caplog.records if r.getMessage() == "etcd quorum lost for good"]
+    assert lost and lost[-1].survivors == (survivor,) and lost[-1].cluster == f"{cid:x}"
     running = [c for c, ms in world.model.clusters().items() if any(m.running for m in ms)]
     assert running == [cid]  # no second cluster founded beside it
 
@@ -136,3 +139,63 @@ def test_a_runtime_takes_snapshots_only_with_a_bucket_and_refuses_bad_snapshot_s
     assert runtime.coordinator.snapshots is not None
     with _pytest.raises(SettingsError, match="snapshot_interval_seconds"):
         runtime.take_snapshots({**env, "snapshot_bucket": "b-1", "snapshot_interval_seconds": "1"}, s3=object())
+
+
+def _identity(world):
+    from hook_handler.identity import identity_name, parse
+
+    found = world.aws.records(world.stack.zone_id).get((identity_name(world.stack.srv_name), "TXT"))
+    return None if found is None else parse(found[1], 0.0)
+
+
+def test_the_identity_record_names_the_cluster_and_its_voters_through_founding_growth_and_scale_in(aws):
+    """The durable fact that a cluster existed (``hook_handler.identity``): written in the founding change itself,
+    then naming etcd's cluster ID and its voters' instances, and updated around every voter change so that etcd's
+    voters are always a listed configuration."""
+    from hook_handler.identity import ClusterState, identity_name
+
+    world = make_world(aws)
+    grow(world, 3)
+    world.assert_in_step()
+    founding = next(c for c in aws.route53_changes if any(x["ResourceRecordSet"]["Type"] == "SRV" for x in c.changes))
+    kinds = {(x["Action"], x["ResourceRecordSet"]["Type"]) for x in founding.changes}
+    assert kinds == {("CREATE", "SRV"), ("CREATE", "TXT")}  # the founding record and its identity, one change
+    assert founding.records_after[(identity_name(world.stack.srv_name), "TXT")]
+    (cid,) = world.clusters()
+    identity = _identity(world)
+    assert identity.state is ClusterState.RUNNING and identity.cluster_id == f"{cid:x}"
+    assert identity.configs == (frozenset(world.member_names()),)
+    grow(world, 5)
+    world.assert_in_step()
+    identity = _identity(world)
+    assert frozenset(world.member_names()) in identity.configs and identity.cluster_id == f"{cid:x}"
+    world.stack.scale(2)
+    aws.clock.advance(900)
+    world.assert_in_step()
+    identity = _identity(world)
+    members = frozenset(world.member_names())
+    assert len(members) == 2 and members in identity.configs
+    assert identity.configs[-1] == members  # the newest step's target is what etcd has
+
+
+def test_a_cluster_from_before_identities_is_named_by_the_next_pass(aws):
+    """A cluster running before this version has no identity record: the first pass that sees it with a leader
+    names it (one write), whatever else the pass does."""
+    from hook_handler.identity import ClusterState, identity_name
+
+    world = make_world(aws)
+    grow(world, 3)
+    world.assert_in_step()
+    name = identity_name(world.stack.srv_name)
+    (ttl, values) = aws.records(world.stack.zone_id)[(name, "TXT")]
+    aws.client("route53").change_resource_record_sets(
+        HostedZoneId=world.stack.zone_id,
+        ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": {
+            "Name": name, "Type": "TXT", "TTL": ttl, "ResourceRecords": [{"Value": v} for v in values]}}]},
+    )  # fmt: skip
+    assert _identity(world) is None
+    world.stack.reconcile()
+    aws.clock.advance(60)
+    identity = _identity(world)
+    assert identity is not None and identity.state is ClusterState.RUNNING
+    assert identity.configs == (frozenset(world.member_names()),)

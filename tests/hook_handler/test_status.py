@@ -67,9 +67,11 @@ class World:
         (members,) = [ms for ms in self.model.clusters().values() if any(m.running for m in ms)]
         return {m.id: m for m in members}
 
-    def look(self) -> StatusReport:
+    def look(self, *, etcd_silent: bool = False) -> StatusReport:
         """The status command's look, through its own runtime (same settings, own clients and etcd transport),
-        asserting it wrote nothing: every AWS call a read, every etcd request a read, etcd's history unchanged."""
+        asserting it wrote nothing: every AWS call a read, every etcd request a read, etcd's history unchanged.
+        ``etcd_silent``: its reads time out on the simulated clock, while the world goes on (the coordinator's own
+        passes call AWS meanwhile): only etcd's side is checked."""
         aws, transport = self.aws, Recording(self.model.transport())
         clients = Clients(
             route53=aws.client("route53"),
@@ -82,10 +84,10 @@ class World:
         )
         first, history, now = len(aws.calls), len(self.model.history), aws.clock.now()
         report = collect(runtime.coordinator, now + 30)
-        assert aws.clock.now() == now  # no simulated time passed: every call logged since `first` is the look's
+        assert etcd_silent or aws.clock.now() == now  # no simulated time passed: every call since `first` is the look's
         operations = [c.operation for c in aws.calls[first:]]
         assert "DescribeAutoScalingGroups" in operations and "ListResourceRecordSets" in operations
-        assert all(op.startswith(AWS_READS) for op in operations), operations
+        assert etcd_silent or all(op.startswith(AWS_READS) for op in operations), operations
         assert transport.requests and set(transport.requests) <= ETCD_READS, transport.requests
         assert len(self.model.history) == history
         return report
@@ -461,3 +463,26 @@ def test_the_status_command_runs_against_the_emulator_server_and_only_reads(serv
         "DescribeInstances",
         "ListResourceRecordSets",
     }
+
+
+def test_status_names_the_cluster_and_says_when_ec2_proves_its_quorum_lost_for_good(aws):
+    """The identity record in ``status``: the cluster and its voters; with etcd silent and every instance still
+    running, not lost (the members come back with their data); with two of three instances terminated at the EC2
+    level, lost for good, naming the survivor."""
+    world = three(aws)
+    report = world.look()
+    (cid,) = [c for c, ms in world.model.clusters().items() if any(m.running for m in ms)]
+    assert report.cluster["state"] == "running" and report.cluster["cluster_id"] == f"{cid:x}"
+    assert report.cluster["voters"] == [sorted(world.stack.in_service())] and not report.cluster["lost"]
+    old = sorted(world.stack.in_service())
+    for iid in old:
+        world.model.stop(iid)  # etcd silent, the instances running
+    report = world.look(etcd_silent=True)
+    assert report.etcd == "unreachable" and not report.cluster["lost"]
+    for iid in old[:2]:
+        aws.kill_instance(iid)
+    aws.clock.advance(120)  # EC2 reports them shutting down, then terminated (its describes lag a little)
+    report = world.look(etcd_silent=True)
+    assert report.cluster["lost"] == "1 of 3 voters' instances still run"
+    assert report.cluster["survivors"] == [old[2]]
+    assert f"QUORUM LOST FOR GOOD: 1 of 3 voters' instances still run (survivors: {old[2]})" in render(report)
