@@ -7,6 +7,7 @@ restart (``wal_exists``), and how it reads the running cluster's member list bef
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hook_handler.certs import CERT_TAG as TAG_MEMBER_CERT
@@ -74,6 +75,37 @@ def member_seen(members: list[dict[str, object]], *, peer_url: str, member_id: s
     return "absent"
 
 
+def data_lost_stamp(epoch: float) -> str:
+    """The value of the tag etcd-data-lost: UTC ISO-8601 to the second, as the script's ``date -u`` writes it.
+
+    >>> data_lost_stamp(1767323045.7)
+    '2026-01-02T03:04:05Z'
+    """
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def restore_problem(
+    tags: dict[str, str], *, bucket: str, prefix: str, founding_token: str, data_dir_empty: bool
+) -> str:
+    """Why the start script refuses a restore go signal (``check_restore``), or "" when it can go on.
+
+    >>> restore_problem({}, bucket="", prefix="p/", founding_token="t", data_dir_empty=True)[:40]
+    'SNAPSHOT_BUCKET is not set: this instance'
+    """
+    key, token = tags.get(TAG_RESTORE_SNAPSHOT, ""), tags.get(TAG_RESTORE_TOKEN, "")
+    if not bucket:
+        return "SNAPSHOT_BUCKET is not set: this instance cannot restore"
+    if not key or not token:
+        return f"etcd-cluster-state=restore needs the instance tags {TAG_RESTORE_SNAPSHOT} and {TAG_RESTORE_TOKEN}"
+    if not (key.startswith(prefix) and key.endswith(".db")):
+        return f"{TAG_RESTORE_SNAPSHOT}={key!r} is not a snapshot key under SNAPSHOT_PREFIX={prefix!r}"
+    if token == founding_token:
+        return f"{TAG_RESTORE_TOKEN}={token!r} is the founding token: a restored cluster needs a new one"
+    if not data_dir_empty:
+        return "the data dir is not empty: a restore never replaces a member's data"
+    return ""
+
+
 __all__ = [
     "CLUSTER_STATES",
     "EC2_GONE",
@@ -89,6 +121,8 @@ __all__ = [
     "TAG_RESTORE_TOKEN",
     "TARGET_IN_SERVICE",
     "TLS_FILES",
+    "data_lost_stamp",
     "member_seen",
+    "restore_problem",
     "wal_exists",
 ]
