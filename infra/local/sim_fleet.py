@@ -112,6 +112,7 @@ class SimInstance:
     boots: int = 0
     revoked: bool = False  # a WAL but no admission tag: clear the data dir once the target is InService
     check_until: float = 0.0  # a joiner asks the running cluster about its member until then (tag_timeout)
+    refusals: int = 0  # times the script refused (exit 1 saying why; systemd runs it again)
     restart_delay: float | None = None  # this instance's next restart only (``crash(..., restart_delay=)``)
     log: list[tuple[float, str]] = field(default_factory=list)
 
@@ -168,6 +169,9 @@ class SimFleet:
         self.peer_port = peer_port
         self.client_port = client_port
         self.instances: dict[str, SimInstance] = {}
+        # Instances whose data dir holds files etcd did not write (an operator's): a restore refuses such a data dir;
+        # etcd itself starts beside them.
+        self.occupied: set[str] = set()
         self._ec2_objects: dict[str, Any] = {}  # instance id -> moto's instance (no scan of every reservation)
         self._running = False
 
@@ -323,7 +327,8 @@ class SimFleet:
                     proc = self.model.processes.get(inst.instance_id)
                     problem = restore_problem(
                         tags, bucket=self.snapshot_bucket, prefix=self.snapshot_prefix, founding_token=self.token,
-                        data_dir_empty=proc is None or proc.data.state == "empty",
+                        data_dir_empty=(proc is None or proc.data.state == "empty")
+                        and inst.instance_id not in self.occupied,
                     )  # fmt: skip
                     if problem:
                         self._refuse(inst, now, f"{problem}; nothing was started or changed")
@@ -376,6 +381,7 @@ class SimFleet:
     def _refuse(self, inst: SimInstance, now: float, why: str) -> None:
         """The script exits 1 saying why; systemd runs it again after ``restart_delay``."""
         inst.phase, inst.next_check = "refused", now + self.restart_delay
+        inst.refusals += 1
         self._note(inst, f"refused: {why}")
 
     def _check_not_lost(self, inst: SimInstance, ec2: Any, now: float) -> bool:
