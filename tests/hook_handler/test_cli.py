@@ -200,7 +200,7 @@ def test_an_sqs_batch_whose_every_record_is_bad_reports_each_as_a_failure_withou
 
 
 # -- check-hooks (make deploy) -------------------------------------------------------------------------------------
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS::CloudFormation::WaitConditionHandle")  # moto: no resource
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS")  # moto has no WaitConditionHandle (nothing needs one)
 def test_check_hooks_warns_about_a_launch_hook_that_continues_and_changes_nothing(world, capsys):
     """What make deploy runs after the coordinator stack: the stack's served groups and launch hook name, each
     group's hooks; a launch hook whose DefaultResult is CONTINUE is a warning saying what to do, not a failure."""
