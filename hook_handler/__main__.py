@@ -133,9 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--ca-secret", default="etcd-asg/ca", help="secret for the CA (etcd_ca_secret)")
     init.add_argument("--client-secret", default="etcd-asg/coordinator", help="secret for etcd_tls_secret")
     init.add_argument("--name", default="etcd", help="cluster name in the CA's subject")
+    _check_hooks_parser(sub)
+    return parser
+
+
+def _check_hooks_parser(sub: Any) -> None:
     hooks = sub.add_parser(
         "check-hooks",
-        formatter_class=raw,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="warn when a served group's launch hook would let an unanswered launch go InService (make deploy)",
         description="Read the coordinator stack (its AsgNames and LaunchHookName) and each served group's lifecycle\n"
         "hooks; warn, on stderr, about a launch hook whose DefaultResult is CONTINUE: a launch the coordinator does\n"
@@ -143,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"{AWS_ENV_HELP}\n\n{EXIT_STATUS_HELP}",
     )
     hooks.add_argument("--stack", required=True, help="the coordinator stack (coordinator.yaml) to check")
-    return parser
 
 
 def _version() -> str:
