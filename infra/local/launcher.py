@@ -24,6 +24,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -525,15 +526,18 @@ class Launcher:
         deadline = time.monotonic() + self.settings.tag_timeout
         outcome: list[bool | None] = []
 
+        def ask(endpoint: str) -> str:
+            try:
+                members = transport.post(endpoint, "/v3/cluster/member/list", {}, 3.0).get("members", [])
+            except MembershipError:
+                return "none"
+            return member_seen(members, peer_url=str(self.peer_url), member_id=member_id, name=self.instance_id)
+
         def check() -> bool | None:
-            seen = "none"
-            for endpoint in self._check_endpoints():
-                try:
-                    members = transport.post(endpoint, "/v3/cluster/member/list", {}, 3.0).get("members", [])
-                except MembershipError:
-                    continue
-                found = member_seen(members, peer_url=str(self.peer_url), member_id=member_id, name=self.instance_id)
-                seen = max(seen, found, key=SEEN_ORDER.index)
+            endpoints = self._check_endpoints()
+            # all at once, as the script asks: a member still starting may hold a request for the whole timeout
+            with ThreadPoolExecutor(max_workers=max(1, len(endpoints))) as pool:
+                seen = max(["none", *pool.map(ask, endpoints)], key=SEEN_ORDER.index)
             if seen == "started":
                 self._data_lost()
                 return None

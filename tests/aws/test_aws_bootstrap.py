@@ -167,9 +167,10 @@ class FakeCluster:
     """etcd's JSON gateway as a running cluster answers ``POST /v3/cluster/member/list``: ``members`` (a member of
     another instance always beside them); the first ``unready`` requests get a 503 (no usable answer)."""
 
-    def __init__(self, members: list[dict]) -> None:
+    def __init__(self, members: list[dict], *, hang: float = 0.0) -> None:
         self.members = members
         self.unready = 0
+        self.hang = hang  # seconds before each answer (a member still starting holds the request)
         self.requests: list[str] = []
         cluster = self
 
@@ -180,6 +181,7 @@ class FakeCluster:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 cluster.requests.append(self.path)
+                time.sleep(cluster.hang)
                 if self.path != "/v3/cluster/member/list" or len(cluster.requests) <= cluster.unready:
                     code, body = 503, b"not ready"
                 else:
@@ -859,6 +861,27 @@ def test_a_member_the_cluster_lists_as_started_with_no_wal_is_lost_tagged_and_ne
     stamp = dt.datetime.strptime(_tag_value(call), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert before <= stamp <= dt.datetime.now(dt.UTC)
     assert "instance tag etcd-data-lost=" in result.stderr and "written" in result.stderr
+
+
+def test_a_member_that_holds_the_request_does_not_hide_the_others_answer(imds, fake_etcd, tmp_path):
+    """Every endpoint is asked at once, each for ETCD_CHECK_TIMEOUT at most: a member still starting (it holds the
+    request) neither delays the check past that nor hides what another member says."""
+    etcd, out = fake_etcd
+    imds.tags["etcd-cluster-state"] = ["existing"]
+    slow = [FakeCluster([member()], hang=5.0) for _ in range(3)]
+    lister = FakeCluster([member(name="i-0abc123", published=True)])
+    aws = _fake_aws_cli(tmp_path)
+    try:
+        started = time.monotonic()
+        urls = ",".join([*(c.url for c in slow), lister.url])
+        result = run(imds, etcd, tmp_path, ETCD_CHECK_ENDPOINTS=urls, ETCD_CHECK_TIMEOUT="1", AWS_BIN=str(aws))
+        elapsed = time.monotonic() - started
+    finally:
+        for fake in [*slow, lister]:
+            fake.close()
+    assert result.returncode == 1 and "this member's data is lost" in result.stderr
+    assert all(c.requests for c in slow) and not out.exists()
+    assert elapsed < 3.0, f"{elapsed:.1f} s: the three held requests were not asked at once"
 
 
 def test_a_lost_member_whose_tag_cannot_be_written_still_does_not_start(imds, fake_etcd, tmp_path):

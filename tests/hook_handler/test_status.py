@@ -481,6 +481,7 @@ def test_the_status_command_runs_against_the_emulator_server_and_only_reads(serv
     assert {c["operation"] for c in calls} == {
         "DescribeAutoScalingGroups",
         "DescribeInstances",
+        "DescribeLifecycleHooks",  # the launch hook's DefaultResult (the warnings)
         "ListResourceRecordSets",
     }
 

@@ -446,19 +446,27 @@ check_endpoints() {
 }
 
 # member_seen ID PEER HOST SCHEME: SEEN = what the running cluster's member list says of this member: started,
-# unstarted, absent, or none (no member answered).
+# unstarted, absent, or none (no member answered). Every endpoint is asked at once (a member still starting may
+# hold a request until ETCD_CHECK_TIMEOUT).
 SEEN=""
 member_seen() {
-  local id=$1 peer=$2 host=$3 scheme=$4 mid url out said
+  local id=$1 peer=$2 host=$3 scheme=$4 mid url out said asked n=0
   local -a tls=()
   ((ETCD_TLS)) && tls=(--cacert "$ETCD_TLS_CA" --cert "$ETCD_TLS_CERT" --key "$ETCD_TLS_KEY")
   mid=$(imds_get tags/instance/etcd-member-id) || mid=""
   [[ $mid =~ ^[0-9a-fA-F]{1,16}$ ]] || mid=""
   SEEN=none
+  asked=$(mktemp -d)
   while read -r url; do
     [[ -n $url ]] || continue
-    out=$(curl -sS --connect-timeout "$ETCD_CHECK_TIMEOUT" --max-time "$ETCD_CHECK_TIMEOUT" "${tls[@]}" \
-      -X POST -d '{}' "${url%/}/v3/cluster/member/list" 2>/dev/null) || continue
+    n=$((n + 1))
+    printf '%s' "$url" >"$asked/$n.url"
+    curl -sS --connect-timeout "$ETCD_CHECK_TIMEOUT" --max-time "$ETCD_CHECK_TIMEOUT" "${tls[@]}" \
+      -X POST -d '{}' "${url%/}/v3/cluster/member/list" >"$asked/$n.out" 2>/dev/null &
+  done < <(check_endpoints "$host" "$scheme")
+  wait
+  for ((; n > 0; n--)); do
+    url=$(<"$asked/$n.url") out=$(<"$asked/$n.out")
     said=$("$PYTHON_BIN" -c '
 import json, sys
 peer, mid, name = sys.argv[1].lower().rstrip("/"), sys.argv[2], sys.argv[3]
@@ -476,11 +484,12 @@ for m in members:
 else:
     print("absent")' "$peer" "$mid" "$id" <<<"$out") || continue
     case $said in
-      started) SEEN=started; log "$url lists this member ($peer${mid:+, id $mid}) as started"; return 0 ;;
+      started) SEEN=started; log "$url lists this member ($peer${mid:+, id $mid}) as started"; break ;;
       unstarted) SEEN=unstarted ;;
       absent) [[ $SEEN == unstarted ]] || SEEN=absent ;;
     esac
-  done < <(check_endpoints "$host" "$scheme")
+  done
+  rm -rf -- "$asked"
 }
 
 # lost_data ID: etcd-data-lost=<now> on this instance (the coordinator's cue), then exit 1.
