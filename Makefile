@@ -139,6 +139,9 @@ deploy: package $(RUNTIME_STAMP)
 	  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
 	  --parameter-overrides HostedZoneId=$(ZONE_ID) DomainName=$(DOMAIN) AsgNames=$(GROUP) \
 	    GroupName=$(HOOK_GROUP) NotificationPath=$(NOTIFY) $$tls $(PARAMS)
+	@# A launch hook whose DefaultResult is CONTINUE would let an unanswered launch go InService unadmitted: warn.
+	@$(PY) -m hook_handler check-hooks --stack $(STACK) || \
+	  echo "note: the groups' lifecycle hooks were not checked (above); run: $(PY) -m hook_handler check-hooks --stack $(STACK)" >&2
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache .demo bench-results

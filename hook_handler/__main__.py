@@ -1,4 +1,5 @@
-"""Command line: python -m hook_handler reconcile | status | pki init (see --help, and docs/operations.md).
+"""Command line: python -m hook_handler reconcile | status | pki init | check-hooks (see --help, and
+docs/operations.md).
 
 Runs the coordinator's pass, or its read-only look, from a shell with the same settings (environment
 variables) and AWS credentials the Lambda function has. Every failure a user can fix (a setting, the region,
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=settings_epilog,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{reconcile,status,pki}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{reconcile,status,pki,check-hooks}")
     rec = sub.add_parser(
         "reconcile",
         formatter_class=raw,
@@ -132,7 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--ca-secret", default="etcd-asg/ca", help="secret for the CA (etcd_ca_secret)")
     init.add_argument("--client-secret", default="etcd-asg/coordinator", help="secret for etcd_tls_secret")
     init.add_argument("--name", default="etcd", help="cluster name in the CA's subject")
+    _check_hooks_parser(sub)
     return parser
+
+
+def _check_hooks_parser(sub: Any) -> None:
+    hooks = sub.add_parser(
+        "check-hooks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="warn when a served group's launch hook would let an unanswered launch go InService (make deploy)",
+        description="Read the coordinator stack (its AsgNames and LaunchHookName) and each served group's lifecycle\n"
+        "hooks; warn, on stderr, about a launch hook whose DefaultResult is CONTINUE: a launch the coordinator does\n"
+        "not answer in time would go InService unadmitted. Changes nothing; warnings do not fail it.",
+        epilog=f"{AWS_ENV_HELP}\n\n{EXIT_STATUS_HELP}",
+    )
+    hooks.add_argument("--stack", required=True, help="the coordinator stack (coordinator.yaml) to check")
 
 
 def _version() -> str:
@@ -151,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pki":
             return _pki_init(args)
+        if args.command == "check-hooks":
+            return _check_hooks(args)
         settings = load_settings(os.environ)
         with _logs_on_stderr(settings):
             runtime, clients = _runtime(settings)
@@ -265,6 +282,35 @@ def _pki_init(args: argparse.Namespace) -> int:
 
     arns = init_pki(boto3.client("secretsmanager"), args.ca_secret, args.client_secret, name=args.name)
     print(json.dumps(arns, indent=2))
+    return EXIT_OK
+
+
+def _check_hooks(args: argparse.Namespace) -> int:
+    """The served groups' launch hooks against the coordinator stack's: ``lifecycle.launch_default_warnings``."""
+    import boto3
+
+    from hook_handler.lifecycle import launch_default_warnings
+
+    (stack,) = boto3.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+    params = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
+    groups = [g.strip() for g in params.get("AsgNames", "").split(",") if g.strip()]
+    hook = outputs.get("LaunchHookName") or params.get("LaunchHookName", "")
+    autoscaling = boto3.client("autoscaling")
+    found = {g["AutoScalingGroupName"] for g in autoscaling.describe_auto_scaling_groups(
+        AutoScalingGroupNames=groups)["AutoScalingGroups"]} if groups else set()  # fmt: skip
+    for group in groups:
+        if group not in found:
+            print(f"{group}: no such group yet; its hooks are checked by {PROG} status once it exists")
+            continue
+        described = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
+        warnings = launch_default_warnings(group, described, hook)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not warnings and any(h["LifecycleHookName"] == hook for h in described):
+            print(f"{group}: launch hook {hook} abandons a launch left unanswered (DefaultResult ABANDON)")
+        elif not warnings:
+            print(f"{group}: no launch hook {hook} yet (the coordinator stack's GroupName, or the group's own hooks)")
     return EXIT_OK
 
 

@@ -142,6 +142,10 @@ class AutoScaling:
                 return float(h["HeartbeatTimeout"])
         return None
 
+    def lifecycle_hooks(self, group: str, deadline: float) -> list[dict[str, Any]]:
+        """The group's lifecycle hooks as DescribeLifecycleHooks answers them (described once per sandbox)."""
+        return list(self._lifecycle_hooks(group, deadline))
+
     def _lifecycle_hooks(self, group: str, deadline: float) -> list[dict[str, Any]]:
         """The group's lifecycle hooks, described once per sandbox."""
         if group not in self._hooks:
@@ -241,6 +245,33 @@ class AutoScaling:
 
     def _call(self, fn: Any, deadline: float, what: str, **kwargs: Any) -> Any:
         return self.retry.call(fn, deadline=deadline, what=what, **kwargs)
+
+
+def launch_default_warnings(group: str, hooks: Iterable[Mapping[str, Any]], configured: str) -> list[str]:
+    """A warning for the coordinator's launch hook on ``group`` (``configured``, or the group's only launching hook)
+    when its ``DefaultResult`` is CONTINUE: a launch the coordinator does not answer before the hook times out then
+    goes InService unadmitted — no etcd member while the record may list it. A terminating hook's default does not
+    matter (CONTINUE and ABANDON both let the termination go on).
+
+    >>> hook = {"LifecycleHookName": "h", "LifecycleTransition": LAUNCHING, "DefaultResult": "CONTINUE"}
+    >>> launch_default_warnings("etcd", [hook], "")[0][:60]
+    'group etcd: launch hook h has DefaultResult CONTINUE: a laun'
+    >>> launch_default_warnings("etcd", [{**hook, "DefaultResult": "ABANDON"}], "h")
+    []
+    """
+    launching = [h for h in hooks if h.get("LifecycleTransition") == LAUNCHING]
+    if configured:
+        ours = [h for h in launching if h.get("LifecycleHookName") == configured]
+    else:
+        ours = launching if len(launching) == 1 else []
+    return [
+        f"group {group}: launch hook {h['LifecycleHookName']} has DefaultResult CONTINUE: a launch the coordinator "
+        "does not answer before the hook times out goes InService unadmitted (not an etcd member, while the record "
+        "may list it); set its DefaultResult to ABANDON (put-lifecycle-hook, or the group's "
+        "LifecycleHookSpecificationList)"
+        for h in ours
+        if str(h.get("DefaultResult", "ABANDON")).upper() == "CONTINUE"
+    ]
 
 
 def _action_params(action: Action) -> dict[str, str]:

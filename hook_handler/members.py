@@ -22,6 +22,16 @@ MEMBER_STATES = JOINING_STATES | SERVING_STATES
 # The go signal (``etcd-cluster-state``): an instance that carries it was admitted. On its way into and out of
 # Standby it passes EnteringStandby and, on ExitStandby, Pending (no hooks): still a member.
 STATE_TAG = "etcd-cluster-state"
+# The go signal's values (the start script refuses any other): found a cluster, join one (after its member add), or
+# seed this member's data from a snapshot in S3 and start a one-member cluster the others then join.
+CLUSTER_STATES = ("new", "existing", "restore")
+# Written with ``etcd-cluster-state=restore`` in the same CreateTags: the snapshot's full S3 object key (as
+# ``hook_handler.backup.naming`` makes them) and the restored cluster's new ``--initial-cluster-token``.
+RESTORE_SNAPSHOT_TAG = "etcd-restore-snapshot"
+RESTORE_TOKEN_TAG = "etcd-restore-token"
+# Written by the instance (UTC ISO-8601 time): it carries the go signal, its data dir has no WAL, and the running
+# cluster lists its member as started — its data is lost. It never starts etcd while the tag is there.
+DATA_LOST_TAG = "etcd-data-lost"
 # Written ``pending`` before the change that drops a leaver is sent, then its change id (see coordinator).
 LEAVE_CHANGE_TAG = "etcd-leave-change"
 ADMITTED_PASSING_STATES = frozenset({"EnteringStandby", "Pending"})

@@ -29,6 +29,7 @@ from hook_handler.decide import (
 )
 from hook_handler.etcd import Member
 from hook_handler.identity import ClusterIdentity, Loss
+from hook_handler.lifecycle import launch_default_warnings
 from hook_handler.look import Look, Looker
 from hook_handler.members import IN_SERVICE_STATES, STATE_TAG, Instance, tags_match
 from hook_handler.membership import EtcdView, HeldBy, Identity, Removal, departure, identify, leader_target, removals
@@ -76,7 +77,8 @@ class Row:
 @dataclass(frozen=True)
 class StatusReport:
     """The whole picture at ``now``. ``etcd``: ``ok``, ``off`` (DNS-only), ``none`` (no cluster yet) or
-    ``unreachable`` (``etcd_detail`` says why)."""
+    ``unreachable`` (``etcd_detail`` says why). ``warnings``: what is set up so that the coordinator cannot keep
+    its promises (a launch hook whose DefaultResult is CONTINUE), each saying what to do."""
 
     now: float
     record: str
@@ -88,6 +90,7 @@ class StatusReport:
     healthy_voters: int
     leader: str | None  # hex
     rows: tuple[Row, ...]
+    warnings: tuple[str, ...] = ()
     # The cluster identity record (``hook_handler.identity``): state, cluster ID, voter configurations; and, when
     # etcd gave no view, whether EC2 proves its quorum lost for good (``lost``: why; ``survivors``: instance ids).
     cluster: Mapping[str, Any] = field(default_factory=dict)
@@ -124,9 +127,11 @@ def build(
     current: Mapping[Key, RecordSet],
     *,
     etcd_error: str | None = None,
+    hooks: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
 ) -> StatusReport:
     """The status from one look: ``observation`` with the owners of etcd's members added (as a pass adds them),
-    etcd's ``view`` (None: DNS-only, no cluster yet, or ``etcd_error``), the zone's ``current`` record sets.
+    etcd's ``view`` (None: DNS-only, no cluster yet, or ``etcd_error``), the zone's ``current`` record sets, and
+    each served group's lifecycle ``hooks`` (DescribeLifecycleHooks; for the warnings).
 
     The record plan is built as a pass builds it after its member removals: members whose removal the quorum
     guard allows are out, held ones stay listed."""
@@ -165,6 +170,11 @@ def build(
         healthy_voters=sum(1 for m in voters if view is not None and m.id in view.healthy),
         leader=_hex(view.leader) if view is not None and view.leader else None,
         rows=tuple(rows),
+        warnings=tuple(
+            w
+            for group, group_hooks in sorted((hooks or {}).items())
+            for w in launch_default_warnings(group, group_hooks, settings.launch_hook_name)
+        ),
     )
 
 
@@ -429,11 +439,15 @@ def collect(source: Looker | Any, deadline: float) -> StatusReport:
     record change, no etcd change, no lifecycle heartbeat or completion. etcd not answering is reported
     (``etcd == "unreachable"``), not raised; AWS errors raise."""
     looker = source if isinstance(source, Looker) else source.look
-    return from_look(looker.settings, looker.look(deadline))
+    look = looker.look(deadline)
+    hooks = {group: looker.asg.lifecycle_hooks(group, deadline) for group in sorted(look.obs.served)}
+    return from_look(looker.settings, look, hooks)
 
 
-def from_look(settings: Settings, look: Look) -> StatusReport:
-    report = build(settings, look.obs, look.view, look.records, etcd_error=look.etcd_error)
+def from_look(
+    settings: Settings, look: Look, hooks: Mapping[str, Iterable[Mapping[str, Any]]] | None = None
+) -> StatusReport:
+    report = build(settings, look.obs, look.view, look.records, etcd_error=look.etcd_error, hooks=hooks)
     return replace(report, cluster=_cluster(look.identity, look.loss))
 
 
@@ -468,6 +482,7 @@ def render(report: StatusReport) -> str:
     else:
         lines.append({"off": "etcd: membership off (DNS only)", "none": "etcd: no cluster yet"}[report.etcd])
     lines += _cluster_lines(report.cluster)
+    lines += [f"warning: {w}" for w in report.warnings]
     groups = {r.group for r in report.rows if r.group}
     header = ("GROUP", *COLUMNS) if len(groups) > 1 else COLUMNS
     table = [(*header, "REASON")]

@@ -57,6 +57,7 @@ REAL_TIME_GROUPS: dict[str, tuple[str, float]] = {
     "test_termination_policy_real.py": ("real-time-1", 62),
     "test_sandbox.py": ("real-time-1", 41),
     "test_dns.py": ("real-time-1", 33),
+    "test_restore_real.py": ("real-time-1", 30),
     "test_cluster.py": ("real-time-2", 163),
     "test_leader_move_real.py": ("real-time-2", 85),
     "test_barrier.py": ("real-time-2", 83),

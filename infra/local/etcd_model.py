@@ -110,8 +110,21 @@ Reconfiguration (``--strict-reconfig-check`` on by default)
       (``v3rpc/interceptor.go: isRPCSupportedForLearner``, ``rpctypes.ErrGPRCNotSupportedForLearner``);
       HTTP ``/version`` and ``/health`` are not gRPC and answer.
 
+Snapshots and restore
+  R24 ``POST /v3/maintenance/snapshot`` streams the member's backend as etcd does (``v3rpc/maintenance.go``): the
+      database in messages of up to 32 KiB, each with ``remaining_bytes`` (left out when zero), then one message
+      whose blob is the SHA-256 of the database; one JSON object a line through the gateway. A learner refuses it
+      (R23). The model's database is its own format (``encode_snapshot``: the keyspace, its revision, the cluster
+      and member it came from), so what is stored is the database then its 32-byte digest, as ``etcdctl
+      snapshot save`` writes a real one. Through ``ModelTransport.session`` (a ``requests``-like session), the
+      stream reads as ``hook_handler.backup.stream.GatewaySnapshot`` reads the real gateway.
+  R25 ``restore`` is ``etcdutl snapshot restore`` into an empty data dir: the digest is checked, the member gets
+      the ID of a bootstrap member (R1, ``--initial-cluster`` of this member alone with the new token), the
+      cluster the ID of that one member (R3), the snapshot's keys and revision; the process then starts on it as
+      a restart (R11), a one-member cluster with a leader after an election.
+
 Simplifications: one shared replicated state per cluster ID (followers that are running and connected see
-it at once; a stopped member keeps the view it had), no network partitions, no snapshots/compaction,
+it at once; a stopped member keeps the view it had), no network partitions, no compaction,
 leader steps down the moment quorum is lost (real: after an election timeout), member names of unstarted
 founders are those of the first founder's view.
 """
@@ -120,9 +133,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import random
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -159,6 +173,11 @@ ERRORS: dict[str, tuple[int, int]] = {
     "context deadline exceeded": (2, 500),
 }
 
+SNAPSHOT_MAGIC = b"etcd-model snapshot 1\n"  # the first bytes of a model snapshot's database
+SNAPSHOT_CHUNK = 32 * 1024  # bytes of database per snapshot message (v3rpc/maintenance.go: snapshotSendBufferSize)
+SHA_SIZE = 32
+_dumps = json.dumps  # ModelSession.post takes a parameter named json, as requests does
+
 DirState = Literal["empty", "partial", "wal"]
 Status = Literal["stopped", "starting", "running", "exited"]
 
@@ -182,6 +201,45 @@ def cluster_id(member_ids: Sequence[int]) -> int:
     """
     data = b"".join(struct.pack(">Q", i) for i in sorted(member_ids))
     return int(struct.unpack(">Q", hashlib.sha1(data).digest()[:8])[0])
+
+
+def encode_snapshot(cluster: int, member: int, revision: int, kv: Mapping[bytes, KeyValue]) -> bytes:
+    """The model's snapshot database (R24): a magic line, then JSON of the keyspace at ``revision`` and where it came
+    from. Without the trailing digest, which ``snapshot_bytes`` and the stream add.
+
+    >>> db = encode_snapshot(7, 9, 3, {b"k": KeyValue(b"v", 2, 3, 2)})
+    >>> decode_snapshot(db + hashlib.sha256(db).digest())[1:]
+    (3, {b'k': KeyValue(value=b'v', create_revision=2, mod_revision=3, version=2)})
+    """
+    body = {
+        "cluster_id": format(cluster, "x"),
+        "member_id": format(member, "x"),
+        "revision": revision,
+        "kvs": [
+            [base64.b64encode(k).decode(), base64.b64encode(v.value).decode(), v.create_revision, v.mod_revision,
+             v.version]
+            for k, v in sorted(kv.items())
+        ],
+    }  # fmt: skip
+    return SNAPSHOT_MAGIC + json.dumps(body, sort_keys=True).encode()
+
+
+def decode_snapshot(snapshot: bytes) -> tuple[str, int, dict[bytes, KeyValue]]:
+    """(source cluster id hex, revision, keyspace) of a model snapshot as stored (database then its SHA-256), or
+    ``ValueError`` saying what is wrong with it (what ``etcdutl snapshot restore`` refuses)."""
+    db, digest = snapshot[:-SHA_SIZE], snapshot[-SHA_SIZE:]
+    if len(snapshot) <= SHA_SIZE or hashlib.sha256(db).digest() != digest:
+        raise ValueError("snapshot file integrity check failed: the SHA-256 at its end does not match its database")
+    if not db.startswith(SNAPSHOT_MAGIC):
+        raise ValueError("not a snapshot of the etcd model (its database does not begin with the model's magic)")
+    try:
+        body = json.loads(db[len(SNAPSHOT_MAGIC) :])
+        kv = {
+            base64.b64decode(k): KeyValue(base64.b64decode(v), int(c), int(m), int(n)) for k, v, c, m, n in body["kvs"]
+        }
+        return str(body["cluster_id"]), int(body["revision"]), kv
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"the model snapshot's database does not decode ({exc})") from None
 
 
 # -- state -----------------------------------------------------------------------------------------------
@@ -436,6 +494,45 @@ class EtcdModel:
 
     def process(self, instance_id: str) -> Process:
         return self.processes[instance_id]
+
+    # -- snapshots (R24, R25) ------------------------------------------------------------------------
+    def snapshot_bytes(self, instance_id: str) -> bytes:
+        """What ``etcdctl snapshot save`` writes from this member now: its database, then the database's SHA-256."""
+        proc = self.processes[instance_id]
+        db = encode_snapshot(proc.cluster_id, proc.member_id, proc.view_revision, proc.view_kv)
+        return db + hashlib.sha256(db).digest()
+
+    def restore(
+        self, instance_id: str, snapshot: bytes, *, name: str, ip: str, peer_url: str, token: str,
+        client_url: str | None = None,
+    ) -> Process:  # fmt: skip
+        """``etcdutl snapshot restore`` into this instance's data dir (absent or empty), as the one member of a new
+        cluster (R25): ``ValueError`` when the snapshot fails its check, the data dir is not empty, or the cluster
+        it would make exists in this model already (the same token and peer URL restored twice: the start script
+        never does it, see its lost-data check). Start the process after it (``start`` without discovery)."""
+        proc = self.processes.get(instance_id)
+        if proc is not None and proc.status in ("starting", "running"):
+            raise RuntimeError(f"etcd of {instance_id} is {proc.status}")
+        if proc is not None and proc.data.state != "empty":
+            raise ValueError(
+                f"data dir of {instance_id} is not empty ({proc.data.state}): a restore needs an empty one"
+            )
+        _, revision, kv = decode_snapshot(snapshot)
+        mid = member_id([peer_url], token)
+        cid = cluster_id([mid])
+        if cid in self.cluster_states:
+            raise ValueError(f"cluster {cid:x} exists already: restored twice with token {token!r} and {peer_url}")
+        if proc is None:
+            proc = Process(instance_id, name, ip, peer_url, client_url or f"http://{ip}:2379")
+            self.processes[instance_id] = proc
+        self.cluster_states[cid] = ClusterState(
+            cid, {mid: Member(mid, name, (peer_url,))}, index=1, revision=revision, kv=kv
+        )
+        self.history.append(Reconfiguration(self.clock.now(), cid, "bootstrap", mid, (peer_url,)))
+        proc.data = DataDir("wal", cid, mid)
+        proc.view, proc.view_kv, proc.view_revision, proc.view_term = {}, {}, revision, 0
+        self._log(proc, f"restored from a snapshot at revision {revision}: member {mid:x} of cluster {cid:x}")
+        return proc
 
     # -- introspection -------------------------------------------------------------------------------
     def clusters(self) -> dict[int, list[MemberInfo]]:
@@ -739,10 +836,16 @@ class EtcdModel:
 
 
 class ModelTransport:
-    """``hook_handler.etcd.Transport`` over an ``EtcdModel``: endpoint = a process's client URL."""
+    """``hook_handler.etcd.Transport`` over an ``EtcdModel``: endpoint = a process's client URL. ``session``,
+    ``verify`` and ``cert`` are what ``hook_handler.backup.stream.GatewaySnapshot`` reads of an ``HttpTransport``:
+    the snapshot stream (R24) streams through them."""
+
+    verify: bool | str = True
+    cert: tuple[str, str] | None = None
 
     def __init__(self, model: EtcdModel) -> None:
         self.model = model
+        self.session = ModelSession(self)
 
     # -- Transport ---------------------------------------------------------------------------------
     def post(self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
@@ -1034,6 +1137,66 @@ class ModelTransport:
         return out
 
 
+class ModelResponse:
+    """The part of a ``requests.Response`` the snapshot reader uses: status, text, lines, close."""
+
+    def __init__(self, status_code: int, lines: list[bytes]) -> None:
+        self.status_code = status_code
+        self._lines = lines
+
+    @property
+    def text(self) -> str:
+        return b"\n".join(self._lines).decode()
+
+    def iter_lines(self, chunk_size: int = 512) -> Iterator[bytes]:
+        yield from self._lines
+
+    def close(self) -> None:
+        self._lines = []
+
+
+class ModelSession:
+    """``requests.Session.post`` onto the model's gateway: ``/v3/maintenance/snapshot`` streams (R24); any other path
+    answers as ``ModelTransport.post``, an error as the gateway writes one. A stopped member refuses the connection
+    (``requests.ConnectionError``), as a closed port does."""
+
+    def __init__(self, transport: ModelTransport) -> None:
+        self.transport = transport
+
+    def post(self, url: str, json: Mapping[str, Any] | None = None, **_: Any) -> ModelResponse:
+        import requests
+
+        parts = urlsplit(url)
+        endpoint, path = f"{parts.scheme}://{parts.netloc}", parts.path
+        try:
+            if path != "/v3/maintenance/snapshot":
+                return ModelResponse(200, [_dumps(self.transport.post(endpoint, path, json or {}, 30.0)).encode()])
+            proc = self.transport._process(endpoint)
+            self.transport._learner_refuses(proc, endpoint)
+            return ModelResponse(200, self._snapshot(proc))
+        except EtcdUnavailable as exc:
+            raise requests.exceptions.ConnectionError(str(exc)) from None
+        except EtcdRefused as exc:
+            status = ERRORS.get(exc.message, (exc.code, 500))[1]
+            body = {"error": exc.message, "code": exc.code, "message": exc.message}
+            return ModelResponse(status, [_dumps(body).encode()])
+
+    def _snapshot(self, proc: Process) -> list[bytes]:
+        snapshot = self.transport.model.snapshot_bytes(proc.instance_id)
+        db, digest = snapshot[:-SHA_SIZE], snapshot[-SHA_SIZE:]
+        header = self.transport._header(proc, revision=True)
+        lines: list[bytes] = []
+        for start in range(0, len(db), SNAPSHOT_CHUNK):
+            blob = db[start : start + SNAPSHOT_CHUNK]
+            result: dict[str, Any] = {"header": header}
+            if len(db) - start - len(blob):
+                result["remaining_bytes"] = str(len(db) - start - len(blob))
+            result["blob"] = base64.b64encode(blob).decode()
+            lines.append(_dumps({"result": result}).encode())
+        lines.append(_dumps({"result": {"header": header, "blob": base64.b64encode(digest).decode()}}).encode())
+        return lines
+
+
 __all__ = [
     "CLUSTER_VERSION",
     "HEALTH_INTERVAL",
@@ -1046,9 +1209,13 @@ __all__ = [
     "KeyValue",
     "Member",
     "MemberInfo",
+    "ModelResponse",
+    "ModelSession",
     "ModelTransport",
     "Process",
     "Reconfiguration",
     "cluster_id",
+    "decode_snapshot",
+    "encode_snapshot",
     "member_id",
 ]

@@ -64,9 +64,11 @@ class Fleet:
         options: Callable[[str], dict[str, Any]] | None = None,
         observer: Callable[[], Any] | None = None,
         secretsmanager: Any = None,
+        s3: Any = None,
     ) -> None:
         self.group_name = group_name
         self.secretsmanager = secretsmanager
+        self.s3 = s3  # each launcher's S3 client (a restore reads the snapshot)
         self.options = options
         self.observer = observer
         self.settings = settings
@@ -155,6 +157,7 @@ class Fleet:
                     poll=self.poll,
                     restart=self.restart,
                     secretsmanager=self.secretsmanager,
+                    s3=self.s3,
                     **(self.options(iid) if self.options is not None else {}),
                 )
                 with self._lock:

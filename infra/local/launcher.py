@@ -1,10 +1,13 @@
 """An instance that behaves like a real one: a ``Launcher`` runs one instance's real etcd on its loopback IP,
 following the protocol of ``infra/aws/bootstrap/etcd-bootstrap.sh`` with the local stand-ins for IMDS.
 
-Wait until the instance is ``InService`` (DescribeAutoScalingInstances instead of
-``autoscaling/target-lifecycle-state``), wait for its tag ``etcd-cluster-state`` (DescribeTags instead of
-``tags/instance/``), wait until the SRV record as the resolver answers it lists the instance, then start
-``etcd --discovery-srv``. ``fleet.Fleet`` runs one launcher per boot of each instance of a group. Run it inside
+Refuse while the instance carries the tag ``etcd-data-lost``; wait until the instance is ``InService``
+(DescribeAutoScalingInstances instead of ``autoscaling/target-lifecycle-state``), wait for its tag
+``etcd-cluster-state`` (DescribeTags instead of ``tags/instance/``), ask the running cluster whether this member
+already ran (lost data), then either wait until the SRV record as the resolver answers it lists the instance and
+start ``etcd --discovery-srv``, or (``restore``) seed the data dir from the snapshot in S3
+(``hook_handler.backup.restore``: download, verify, ``etcdutl snapshot restore``) and start etcd on it as a
+restart. ``fleet.Fleet`` runs one launcher per boot of each instance of a group. Run it inside
 ``infra.local.sandbox`` so that etcd's resolver asks ``infra.local.dns``.
 """
 
@@ -21,6 +24,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +32,22 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from hook_handler.backup.config import DEFAULT_PREFIX
 from infra.local.bootstrap import (
     CLUSTER_STATES,
     NOT_JOINING,
+    SEEN_ORDER,
     TAG_CLUSTER_STATE,
+    TAG_DATA_LOST,
     TAG_MEMBER_CERT,
+    TAG_MEMBER_ID,
+    TAG_RESTORE_SNAPSHOT,
+    TAG_RESTORE_TOKEN,
     TARGET_IN_SERVICE,
     TLS_FILES,
+    data_lost_stamp,
+    member_seen,
+    restore_problem,
     wal_exists,
 )
 from infra.local.resolver import srv_targets
@@ -75,6 +88,9 @@ class EtcdSettings:
     srv_check: bool = True
     extra_args: tuple[str, ...] = ()
     tls: bool = False  # the script's ETCD_TLS=1: https, mutual TLS, the member certificate from its secret
+    snapshot_bucket: str = ""  # the script's SNAPSHOT_BUCKET (empty: a restore go signal is refused)
+    snapshot_prefix: str = DEFAULT_PREFIX  # SNAPSHOT_PREFIX
+    tag_timeout: float = 600.0  # BOOTSTRAP_TAG_TIMEOUT: how long a joiner asks a cluster that does not answer
 
     @property
     def scheme(self) -> str:
@@ -107,8 +123,12 @@ class Launcher:
     """Runs one instance's etcd the way the bootstrap script would; ``kill()`` is the instance dying.
 
     ``state`` moves through ``describing`` → (``checking-tag``) → ``waiting-in-service`` → ``waiting-tag`` →
-    ``waiting-srv`` → ``running``, and ends in ``exited`` (etcd stopped by itself), ``not-joining`` (the
-    instance left, or is in the warm pool, before etcd started), ``failed`` (the instance cannot run etcd here),
+    ``checking`` → ``waiting-srv`` (or ``restoring``) → ``running``, and ends in ``exited`` (etcd stopped by
+    itself), ``not-joining`` (the instance left, or is in the warm pool, before etcd started), ``data-lost`` (the
+    instance carries the tag ``etcd-data-lost``, or the running cluster lists its member as started while its data
+    dir has no WAL: the tag written, etcd never started), ``refused`` (a restore it cannot do, a restore that
+    failed, or a joiner no member answered: the script's exit 1, nothing started; systemd would run it again and it
+    would refuse again while nothing changed), ``failed`` (the instance cannot run etcd here),
     ``stopped`` (EC2 stopped the instance: ``power_off()``, data dir kept; the ``Fleet`` starts a new launcher
     on the next boot) or ``killed``. ``restart=True`` restarts an exited etcd after ``restart_delay`` seconds, as
     a systemd unit with ``Restart=on-failure`` would. Each start decides as the script does, by the WAL (etcd's
@@ -150,9 +170,11 @@ class Launcher:
         initial_cluster: str | None = None,
         advertise_ip: bool = False,
         secretsmanager: Any = None,
+        s3: Any = None,
     ) -> None:
         self.instance_id = instance_id
         self.secretsmanager = secretsmanager  # TLS: reads the member certificate secret (instance role)
+        self.s3 = s3  # a restore reads the snapshot (instance role)
         self.pki_dir = Path(workdir) / "pki" / instance_id
         self.start_etcd = start_etcd
         self.initial_cluster = initial_cluster
@@ -265,6 +287,11 @@ class Launcher:
             return None
         if self.crashed:
             return None
+        lost = self._tag(TAG_DATA_LOST)
+        if lost:
+            self.log(f"this member's data is lost (tag {TAG_DATA_LOST}={lost}): etcd not started")
+            self._set_state("data-lost")
+            return None
         if self.initial_cluster is not None and not wal_exists(self.data_dir):
             return self._static_start(self.initial_cluster)
         revoked = False
@@ -299,7 +326,15 @@ class Launcher:
                 "data dir and starting as a first start (a new member)"
             )
             shutil.rmtree(self.data_dir)
-        if not self._wait_cluster_state() or not self._fetch_tls() or not self._wait_srv_lists():
+        if not self._wait_cluster_state():
+            return None
+        if self.cluster_state == "restore" and not self._restore_possible():
+            return None
+        if not self._fetch_tls() or not self._check_not_lost():
+            return None
+        if self.cluster_state == "restore":
+            return self._restore_and_start()
+        if not self._wait_srv_lists():
             return None
         if not self.start_etcd:
             self.log("told to start, but this instance never starts etcd (start_etcd=False)")
@@ -427,7 +462,7 @@ class Launcher:
                 return False
             value = tags[0]["Value"]
             if value not in CLUSTER_STATES:
-                self.log(f"tag {TAG_CLUSTER_STATE}={value!r} is neither 'new' nor 'existing'")
+                self.log(f"tag {TAG_CLUSTER_STATE}={value!r} is not new, existing or restore")
                 self._set_state("failed")
                 return None
             self.cluster_state = value
@@ -435,6 +470,124 @@ class Launcher:
             return True
 
         return self._wait("waiting-tag", tagged)
+
+    def _tags(self) -> dict[str, str]:
+        """The instance's tags, read until DescribeTags answers ({} when stopped meanwhile)."""
+        found: list[dict[str, str]] = []
+
+        def read() -> bool:
+            tags = self.ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [self.instance_id]}])["Tags"]
+            found.append({t["Key"]: t["Value"] for t in tags})
+            return True
+
+        self._wait(self.state, read)
+        return found[-1] if found else {}
+
+    def _tag(self, key: str) -> str:
+        return self._tags().get(key, "")
+
+    def _refuse(self, why: str) -> None:
+        """The script's exit 1: nothing started (systemd would run it again; it would refuse again)."""
+        self.log(f"refused: {why}")
+        self._set_state("refused")
+
+    def _restore_possible(self) -> bool:
+        """The script's ``check_restore``: the tags, the bucket, an empty data dir, before anything changes."""
+        empty = not self.data_dir.exists() or not any(self.data_dir.iterdir())
+        problem = restore_problem(
+            self._tags(), bucket=self.settings.snapshot_bucket, prefix=self.settings.snapshot_prefix,
+            founding_token=self.settings.token, data_dir_empty=empty,
+        )  # fmt: skip
+        if problem:
+            self._refuse(f"{problem}; nothing was started or changed")
+            return False
+        return True
+
+    def _check_endpoints(self) -> list[str]:
+        """Client URLs the script asks: the peers the SRV record names (client port), this one's own left out, and
+        the targets of the client SRV record."""
+        s = self.settings
+        own = str(self.peer_url).split("//", 1)[1].rsplit(":", 1)[0].lower()
+        urls = [f"{s.scheme}://{host}:{s.client_port}" for host, _ in srv_targets(s.srv_record()) if host != own]
+        client = ("_etcd-client-ssl" if s.tls else "_etcd-client") + f"._tcp.{s.domain.rstrip('.')}"
+        return urls + [f"{s.scheme}://{host}:{port}" for host, port in srv_targets(client)]
+
+    def _check_not_lost(self) -> bool:
+        """The script's ``check_not_lost``: this member listed as started by the running cluster with no WAL here →
+        the tag etcd-data-lost, never started; listed unstarted or not at all → go on; no answer → ``new`` and
+        ``restore`` go on, ``existing`` asks again until ``tag_timeout``."""
+        from hook_handler.etcd import HttpTransport, MembershipError
+
+        tls = self.settings.tls
+        ca, cert, key = (str(self.pki_dir / f) for f in TLS_FILES)
+        transport = HttpTransport(verify=ca, cert=(cert, key)) if tls else HttpTransport()
+        member_id = self._tag(TAG_MEMBER_ID)
+        member_id = member_id if member_id and all(c in "0123456789abcdefABCDEF" for c in member_id) else ""
+        deadline = time.monotonic() + self.settings.tag_timeout
+        outcome: list[bool | None] = []
+
+        def ask(endpoint: str) -> str:
+            try:
+                members = transport.post(endpoint, "/v3/cluster/member/list", {}, 3.0).get("members", [])
+            except MembershipError:
+                return "none"
+            return member_seen(members, peer_url=str(self.peer_url), member_id=member_id, name=self.instance_id)
+
+        def check() -> bool | None:
+            endpoints = self._check_endpoints()
+            # all at once, as the script asks: a member still starting may hold a request for the whole timeout
+            with ThreadPoolExecutor(max_workers=max(1, len(endpoints))) as pool:
+                seen = max(["none", *pool.map(ask, endpoints)], key=SEEN_ORDER.index)
+            if seen == "started":
+                self._data_lost()
+                return None
+            if seen == "none" and self.cluster_state == "existing":
+                if time.monotonic() < deadline:
+                    return False
+                self._refuse("no member of the running cluster answered its member list: never started blind")
+                return None
+            self.log(f"the running cluster's member list: {seen}: a first start")
+            outcome.append(True)
+            return True
+
+        return self._wait("checking", check) and bool(outcome)
+
+    def _data_lost(self) -> None:
+        stamp = data_lost_stamp(time.time())
+        self.log(
+            "the running cluster lists this member as started, but its data dir holds no WAL: its data is lost; "
+            f"writing {TAG_DATA_LOST}={stamp}, etcd not started"
+        )
+        self.ec2.create_tags(Resources=[self.instance_id], Tags=[{"Key": TAG_DATA_LOST, "Value": stamp}])
+        self._set_state("data-lost")
+
+    def _restore_and_start(self) -> int | None:
+        """The script's ``restore_data`` (download, verify, etcdutl, renamed into place), then etcd as a restart."""
+        from hook_handler.backup.errors import SnapshotError
+        from hook_handler.backup.restore import restore
+        from hook_handler.backup.store import SnapshotStore
+        from hook_handler.clock import SystemClock
+        from hook_handler.retry import RetryPolicy
+
+        if self.s3 is None:
+            self._refuse("no S3 client for the restore (Launcher(s3=...))")
+            return None
+        tags = self._tags()
+        key, token = tags[TAG_RESTORE_SNAPSHOT], tags[TAG_RESTORE_TOKEN]
+        self._set_state("restoring")
+        clock = SystemClock()
+        s = self.settings
+        store = SnapshotStore(self.s3, s.snapshot_bucket, s.snapshot_prefix, RetryPolicy(clock), clock)
+        try:
+            done = restore(
+                store, key, str(self.data_dir), name=self.instance_id, peer_url=str(self.peer_url), token=token,
+                deadline=clock.now() + 600,
+            )  # fmt: skip
+        except SnapshotError as exc:
+            self._refuse(f"the restore of s3://{s.snapshot_bucket}/{key} failed: {exc}; no data dir was made")
+            return None
+        self.log(f"restored {done.key} (revision {done.revision}, {done.total_keys} keys) as a one-member cluster")
+        return self._exec([])
 
     def _wait_srv_lists(self) -> bool:
         if not self.settings.srv_check:

@@ -5,6 +5,8 @@ reads moto's backends directly (no API calls, so no call log, throttling or faul
 and lifecycle states (and its warm pool's), each instance's EC2 state and its tag ``etcd-cluster-state``,
 and the SRV record as DNS answers it (``LocalAWS.records``). Per instance, on every boot, it runs the script:
 
+0. the tag ``etcd-data-lost`` on the instance → exit 1, etcd not started (phase ``data-lost``; systemd runs the
+   script again after ``restart_delay``, which refuses again while the tag is there);
 1. data-dir rule (the fixed protocol): ``member/wal`` present and the tag ``etcd-cluster-state`` present →
    restart without discovery; ``member/wal`` present and the tag absent → the membership was revoked (the
    coordinator deletes the admission tags of a member it sent back to the warm pool): steps 2-5, the data
@@ -12,9 +14,20 @@ and the SRV record as DNS answers it (``LocalAWS.records``). Per instance, on ev
    start: clear it and do the first start; empty → first start;
 2. wait until ``autoscaling/target-lifecycle-state`` is InService — IMDS reports the *target*, so Pending,
    Pending:Wait and Pending:Proceed read InService too; Warmed:*/Terminat*/Detach* → not joining, exit;
-3. wait for the tag ``etcd-cluster-state`` (new | existing);
-4. wait until the SRV record lists its peer host on the peer port;
-5. start etcd with ``--discovery-srv`` on the model (targets and resolver read at that moment).
+3. wait for the tag ``etcd-cluster-state`` (new | existing | restore); a restore it cannot do (no
+   ``snapshot_bucket``, the tags ``etcd-restore-snapshot``/``etcd-restore-token`` missing, a key outside
+   ``snapshot_prefix``, the founding token, a data dir that is not empty) is refused: phase ``refused``, nothing
+   changed, the script runs again after ``restart_delay``;
+4. lost data (phase ``checking``): ask the running cluster's member list (``ModelTransport``) at the peers the SRV
+   record names (client port) and the targets of ``_etcd-client[-ssl]._tcp``: this member listed as started
+   (``bootstrap.member_seen``) → the tag ``etcd-data-lost`` written (moto's EC2 backend), phase ``data-lost``;
+   listed unstarted or not listed → go on; no answer → ``new``/``restore`` go on, ``existing`` asks again until
+   ``tag_timeout``, then ``refused``;
+5. ``new``/``existing``: wait until the SRV record lists its peer host on the peer port, then start etcd with
+   ``--discovery-srv`` on the model (targets and resolver read at that moment); ``restore``: the snapshot read
+   from moto's S3 backend and checked as ``etcd-restore.sh`` checks it (size, the SHA-256 at its end, its
+   ``sha256`` tag), ``EtcdModel.restore``, then etcd started without discovery (a restart); a failed restore
+   makes nothing and is ``refused``.
 With ``tls=True`` (the script's ``ETCD_TLS=1``): the record is ``_etcd-server-ssl._tcp``, URLs are ``https``, and
 between steps 3 and 4 the instance reads its member certificate from the secret its tag ``etcd-member-cert``
 names (moto's Secrets Manager backend); until that secret holds a certificate for this instance whose SANs
@@ -43,28 +56,42 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hook_handler.backup.config import DEFAULT_PREFIX
+from hook_handler.etcd import MembershipError
 from infra.local.aws import LocalAWS
 from infra.local.bootstrap import (
+    CLUSTER_STATES,
     EC2_GONE,
     EC2_OFF,
     NOT_JOINING,
+    SEEN_ORDER,
     STOPPED_STATES,
     TAG_CLUSTER_STATE,
+    TAG_DATA_LOST,
     TAG_MEMBER_CERT,
+    TAG_MEMBER_ID,
+    TAG_RESTORE_SNAPSHOT,
+    TAG_RESTORE_TOKEN,
     TARGET_IN_SERVICE,
+    data_lost_stamp,
+    member_seen,
+    restore_problem,
 )
-from infra.local.etcd_model import Discovery, EtcdModel
+from infra.local.etcd_model import SHA_SIZE, Discovery, EtcdModel
 
 _LIVE = {"pending", "running", "stopping", "stopped", "shutting-down"}
 
 Phase = Literal[
     "waiting-in-service",
     "waiting-tag",
+    "checking",
     "waiting-srv",
     "running",
     "restart-wait",
     "not-joining",
     "broken",
+    "refused",
+    "data-lost",
     "stopped",
     "killed",
 ]
@@ -84,13 +111,17 @@ class SimInstance:
     starts: int = 0
     boots: int = 0
     revoked: bool = False  # a WAL but no admission tag: clear the data dir once the target is InService
+    check_until: float = 0.0  # a joiner asks the running cluster about its member until then (tag_timeout)
+    refusals: int = 0  # times the script refused (exit 1 saying why; systemd runs it again)
     restart_delay: float | None = None  # this instance's next restart only (``crash(..., restart_delay=)``)
     log: list[tuple[float, str]] = field(default_factory=list)
 
 
 class SimFleet:
     """See the module docstring. ``peer_host``: ``"dns"`` advertises ``http://<private dns>:2380`` (default),
-    ``"ip"`` advertises ``http://<private ip>:2380``; ``never_start``: instances whose etcd never starts."""
+    ``"ip"`` advertises ``http://<private ip>:2380``; ``never_start``: instances whose etcd never starts;
+    ``snapshot_bucket``/``snapshot_prefix``: the script's ``SNAPSHOT_BUCKET``/``SNAPSHOT_PREFIX`` (empty bucket: a
+    restore is refused); ``tag_timeout``: its ``BOOTSTRAP_TAG_TIMEOUT``."""
 
     def __init__(
         self,
@@ -111,8 +142,14 @@ class SimFleet:
         peer_port: int = 2380,
         client_port: int = 2379,
         tls: bool = False,
+        snapshot_bucket: str = "",
+        snapshot_prefix: str = DEFAULT_PREFIX,
+        tag_timeout: float = 600.0,
     ) -> None:
         self.aws = aws
+        self.snapshot_bucket = snapshot_bucket
+        self.snapshot_prefix = snapshot_prefix
+        self.tag_timeout = tag_timeout
         self.tls = tls
         self.scheme = "https" if tls else "http"
         self.model = model
@@ -132,6 +169,9 @@ class SimFleet:
         self.peer_port = peer_port
         self.client_port = client_port
         self.instances: dict[str, SimInstance] = {}
+        # Instances whose data dir holds files etcd did not write (an operator's): a restore refuses such a data dir;
+        # etcd itself starts beside them.
+        self.occupied: set[str] = set()
         self._ec2_objects: dict[str, Any] = {}  # instance id -> moto's instance (no scan of every reservation)
         self._running = False
 
@@ -232,12 +272,18 @@ class SimFleet:
         self._begin(inst, now)
 
     def _begin(self, inst: SimInstance, now: float) -> None:
-        """The script starts (boot, or systemd's restart): the data-dir rule first."""
+        """The script starts (boot, or systemd's restart): the tag etcd-data-lost, then the data-dir rule."""
         proc = self.model.processes.get(inst.instance_id)
         state = proc.data.state if proc is not None else "empty"
         inst.revoked = False
+        _, ec2 = self._backends()
+        lost = ec2.tags.get(inst.instance_id, {}).get(TAG_DATA_LOST)
+        if lost:
+            if inst.phase != "data-lost":
+                self._note(inst, f"this member's data is lost (tag {TAG_DATA_LOST}={lost}): etcd not started")
+            inst.phase, inst.next_check = "data-lost", now + self.restart_delay
+            return
         if state == "wal":
-            _, ec2 = self._backends()
             if ec2.tags.get(inst.instance_id, {}).get(TAG_CLUSTER_STATE):
                 self._note(inst, "member/wal present: restart without discovery")
                 self._exec(inst, None)
@@ -274,24 +320,38 @@ class SimFleet:
                 self._wait(inst, now)
                 return
         if inst.phase == "waiting-tag":
-            value = ec2.tags.get(inst.instance_id, {}).get(TAG_CLUSTER_STATE)
-            if value in ("new", "existing"):
+            tags = dict(ec2.tags.get(inst.instance_id, {}))
+            value = tags.get(TAG_CLUSTER_STATE)
+            if value in CLUSTER_STATES:
+                if value == "restore":
+                    proc = self.model.processes.get(inst.instance_id)
+                    problem = restore_problem(
+                        tags, bucket=self.snapshot_bucket, prefix=self.snapshot_prefix, founding_token=self.token,
+                        data_dir_empty=(proc is None or proc.data.state == "empty")
+                        and inst.instance_id not in self.occupied,
+                    )  # fmt: skip
+                    if problem:
+                        self._refuse(inst, now, f"{problem}; nothing was started or changed")
+                        return
                 if self.tls:
-                    problem = self._certificate_problem(inst, ec2.tags.get(inst.instance_id, {}).get(TAG_MEMBER_CERT))
+                    problem = self._certificate_problem(inst, tags.get(TAG_MEMBER_CERT))
                     if problem:
                         self._note(inst, f"no usable member certificate: {problem}")
                         self._wait(inst, now)
                         return
                 inst.cluster_state = value
                 self._note(inst, f"{TAG_CLUSTER_STATE}: {value}")
-                self._advance(inst, "waiting-srv", now)
+                self._advance(inst, "checking", now)
+                inst.check_until = now + self.tag_timeout
             elif value:
                 inst.phase = "broken"
-                self._note(inst, f"tag {TAG_CLUSTER_STATE}={value!r} is neither 'new' nor 'existing'")
+                self._note(inst, f"tag {TAG_CLUSTER_STATE}={value!r} is not new, existing or restore")
                 return
             else:
                 self._wait(inst, now)
                 return
+        if inst.phase == "checking" and not self._check_not_lost(inst, ec2, now):
+            return
         if inst.phase == "waiting-srv":
             host = (inst.dns if self.peer_host == "dns" else inst.ip).rstrip(".").lower()
             targets = self.srv_targets()
@@ -315,8 +375,101 @@ class SimFleet:
                 delay = self.restart_delay if inst.restart_delay is None else inst.restart_delay
                 inst.phase, inst.next_check, inst.restart_delay = "restart-wait", now + delay, None
             return
-        if inst.phase == "restart-wait":
-            self._begin(inst, now)
+        if inst.phase in ("restart-wait", "refused", "data-lost"):
+            self._begin(inst, now)  # systemd runs the script again (Restart=on-failure)
+
+    def _refuse(self, inst: SimInstance, now: float, why: str) -> None:
+        """The script exits 1 saying why; systemd runs it again after ``restart_delay``."""
+        inst.phase, inst.next_check = "refused", now + self.restart_delay
+        inst.refusals += 1
+        self._note(inst, f"refused: {why}")
+
+    def _check_not_lost(self, inst: SimInstance, ec2: Any, now: float) -> bool:
+        """Step 4 (phase ``checking``); True when the first start goes on (a restore is done by then)."""
+        seen = self._member_seen(inst, ec2)
+        if seen == "started":
+            stamp = data_lost_stamp(now)
+            ec2.create_tags([inst.instance_id], {TAG_DATA_LOST: stamp})
+            inst.phase, inst.next_check = "data-lost", now + self.restart_delay
+            self._note(inst, f"the cluster lists this member as started but it has no WAL: {TAG_DATA_LOST}={stamp}")
+            return False
+        if seen == "none" and inst.cluster_state == "existing":
+            if now < inst.check_until:
+                self._wait(inst, now)
+                return False
+            self._refuse(inst, now, "no member of the running cluster answered its member list: never started blind")
+            return False
+        self._note(inst, f"the running cluster's member list: {seen}: a first start")
+        if inst.cluster_state != "restore":
+            self._advance(inst, "waiting-srv", now)
+            return True
+        problem = self._restore(inst, ec2)
+        if problem:
+            self._refuse(inst, now, f"the restore failed: {problem}; no data dir was made")
+            return False
+        self._exec(inst, None)
+        return False
+
+    def _member_seen(self, inst: SimInstance, ec2: Any) -> str:
+        """What the running cluster says of this member (``bootstrap.SEEN_ORDER``), asked as the script asks."""
+        tags = ec2.tags.get(inst.instance_id, {})
+        member_id = tags.get(TAG_MEMBER_ID, "")
+        member_id = member_id if member_id and all(c in "0123456789abcdefABCDEF" for c in member_id) else ""
+        own = (inst.dns if self.peer_host == "dns" else inst.ip).rstrip(".").lower()
+        endpoints = []
+        for host, _ in self.srv_targets():
+            ip = self.resolve(host) if host != own else None
+            if ip is not None:
+                endpoints.append(f"{self.scheme}://{ip}:{self.client_port}")
+        client = ("_etcd-client-ssl" if self.tls else "_etcd-client") + f"._tcp.{self.domain}."
+        for host, port in self.srv_targets(client):
+            if (ip := self.resolve(host)) is not None:
+                endpoints.append(f"{self.scheme}://{ip}:{port}")
+        best = "none"
+        transport = self.model.transport()
+        for endpoint in endpoints:
+            try:
+                members = transport.post(endpoint, "/v3/cluster/member/list", {}, 3.0).get("members", [])
+            except MembershipError:
+                continue
+            seen = member_seen(members, peer_url=self.peer_url(inst), member_id=member_id, name=inst.instance_id)
+            best = max(best, seen, key=SEEN_ORDER.index)
+        return best
+
+    def _restore(self, inst: SimInstance, ec2: Any) -> str:
+        """The snapshot the tags name, read and checked as etcd-restore.sh does, restored into the model; the
+        problem ('' when restored)."""
+        from moto.s3.models import s3_backends
+
+        tags = ec2.tags.get(inst.instance_id, {})
+        key, token = tags[TAG_RESTORE_SNAPSHOT], tags[TAG_RESTORE_TOKEN]
+        where = f"s3://{self.snapshot_bucket}/{key}"
+        backend = s3_backends[self.aws.account]["aws"]
+        try:
+            found = backend.get_object(self.snapshot_bucket, key)
+        except Exception as exc:  # noqa: BLE001 -- moto's MissingBucket and the like: the script's get-object fails
+            return f"cannot read {where} ({type(exc).__name__})"
+        if found is None:
+            return f"cannot read {where} (no such key)"
+        data = bytes(found.value)
+        size = {k.lower(): v for k, v in (found.metadata or {}).items()}.get("db-size")
+        tagged = {t["Key"]: t["Value"] for t in backend.get_object_tagging(found).get("Tags", [])}.get("sha256")
+        import hashlib
+
+        if len(data) <= SHA_SIZE or (size is not None and str(len(data) - SHA_SIZE) != str(size)):
+            return f"{where} is truncated or padded"
+        computed = hashlib.sha256(data[:-SHA_SIZE]).hexdigest()
+        if computed != data[-SHA_SIZE:].hex() or (tagged and tagged != computed):
+            return f"{where}: SHA-256 mismatch"
+        try:
+            self.model.restore(
+                inst.instance_id, data, name=inst.instance_id, ip=inst.ip, peer_url=self.peer_url(inst), token=token,
+                client_url=f"{self.scheme}://{inst.ip}:{self.client_port}",
+            )  # fmt: skip
+        except ValueError as exc:
+            return f"etcdutl snapshot restore failed: {exc}"
+        self._note(inst, f"restored {where} as the one member of a new cluster (token {token})")
+        return ""
 
     def _exec(self, inst: SimInstance, discovery: Discovery | None) -> None:
         if inst.instance_id in self.never_start:
@@ -336,7 +489,8 @@ class SimFleet:
         )
         inst.phase = "running"
         inst.next_check = self.clock.now()
-        self._note(inst, f"etcd started ({'discovery ' + inst.cluster_state if discovery else 'restart'})")
+        how = "discovery " + inst.cluster_state if discovery else "restart"
+        self._note(inst, f"etcd started ({how}{', restored data' if inst.cluster_state == 'restore' else ''})")
 
     def _certificate_problem(self, inst: SimInstance, secret_id: str | None) -> str:
         """What is wrong with the member certificate the instance would fetch ('' when it will do)."""
@@ -365,9 +519,9 @@ class SimFleet:
         return f"certificate does not name {', '.join(missing)}" if missing else ""
 
     # -- DNS as the instances see it ---------------------------------------------------------------
-    def srv_targets(self) -> list[tuple[str, int]]:
-        """(target, port) of the SRV record as DNS answers it now."""
-        record = self.aws.records(self.zone_id).get((self.srv_fqdn, "SRV"))
+    def srv_targets(self, name: str | None = None) -> list[tuple[str, int]]:
+        """(target, port) of the SRV record (the peer record, or ``name``) as DNS answers it now."""
+        record = self.aws.records(self.zone_id).get(((name or self.srv_fqdn).lower(), "SRV"))
         out = []
         for value in record[1] if record else ():
             parts = value.split()

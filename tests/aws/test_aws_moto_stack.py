@@ -236,9 +236,15 @@ def test_dns_only_deploys_outside_the_vpc_without_a_security_group(aws, template
     assert "coordinator-FunctionSecurityGroupId" not in exports
 
 
-def test_cluster_stack_admits_the_coordinators_security_group_on_the_client_port(aws, template):
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/0f2b5d3e-1111-4222-8333-944445555666"
+
+
+@pytest.mark.parametrize("bucket", ["", "etcd-snapshots-of-coordinator"], ids=["defaults", "restore"])
+def test_cluster_stack_admits_the_coordinators_security_group_on_the_client_port(aws, template, bucket):
     """The default deployment: coordinator.yaml (membership on, in the VPC), then etcd-cluster.yaml with its
-    defaults. The members' group admits the coordinator's own security group on 2379 and itself on 2380."""
+    defaults (or with SnapshotBucket: restore possible). The members' group admits the coordinator's own security
+    group on 2379 and itself on 2380; the members' role may mark their own data lost, and read the snapshots only
+    with a bucket."""
     _, coordinator = _deploy(template, "EventBridge")
     subnet = boto3.client("ec2").describe_subnets()["Subnets"][0]
     params = {
@@ -246,6 +252,7 @@ def test_cluster_stack_admits_the_coordinators_security_group_on_the_client_port
         "SubnetIds": subnet["SubnetId"],
         # moto knows this public parameter, not the template's default al2023 one
         "ImageId": "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2",
+        **({"SnapshotBucket": bucket, "SnapshotKmsKeyArn": KMS_KEY} if bucket else {}),
     }  # fmt: skip
     cfn = boto3.client("cloudformation")
     with warnings.catch_warnings():
@@ -267,3 +274,6 @@ def test_cluster_stack_admits_the_coordinators_security_group_on_the_client_port
     }
     assert (2379, coordinator["FunctionSecurityGroup"]) in sources
     assert {(2379, res["SecurityGroup"]), (2380, res["SecurityGroup"])} <= sources
+    role = boto3.client("iam").list_role_policies(RoleName=res["InstanceRole"])["PolicyNames"]
+    assert {"etcd-member-certificate", "etcd-member-data-lost"} <= set(role)
+    assert ("RestorePolicy" in res) == ("RestoreKeyPolicy" in res) == bool(bucket)

@@ -389,8 +389,9 @@ def test_members_run_tls_when_the_coordinator_issues_certificates_and_read_only_
     assert outputs["EtcdTls"]["Value"] == {"Fn::If": ["HasCaSecret", "1", "0"]}
     assert outputs["MemberSecretPrefix"]["Value"] == _env(coordinator_template)["etcd_member_secret_prefix"]
     res = cluster_template["Resources"]
-    (policy,) = res["InstanceRole"]["Properties"]["Policies"]
-    (statement,) = policy["PolicyDocument"]["Statement"]
+    policies = {p["PolicyName"]: p for p in res["InstanceRole"]["Properties"]["Policies"]}
+    assert sorted(policies) == ["etcd-member-certificate", "etcd-member-data-lost"]
+    (statement,) = policies["etcd-member-certificate"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "secretsmanager:GetSecretValue"
     template, values = statement["Resource"]["Fn::Sub"]
     assert template.endswith(":secret:${Prefix}*")
@@ -444,3 +445,54 @@ def test_the_function_writes_snapshots_only_under_its_prefix_and_is_told_the_buc
     assert (alarm["MetricName"], alarm["Threshold"], alarm["TreatMissingData"]) == (
         "SnapshotAgeSeconds", {"Ref": "SnapshotAgeAlarmSeconds"}, "breaching",
     )  # fmt: skip
+
+
+def test_a_member_may_tag_only_itself_and_only_etcd_data_lost(cluster_template):
+    """The start script's one write: CreateTags of the key etcd-data-lost (members.DATA_LOST_TAG) on the instance
+    the request comes from (ec2:SourceInstanceARN equal to the tagged instance's ARN), never another key or
+    instance, never DeleteTags."""
+    from hook_handler import members
+
+    policies = {p["PolicyName"]: p for p in cluster_template["Resources"]["InstanceRole"]["Properties"]["Policies"]}
+    (statement,) = policies["etcd-member-data-lost"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "ec2:CreateTags")
+    instances = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/"
+    assert statement["Resource"] == {"Fn::Sub": instances + "*"}
+    condition = statement["Condition"]
+    assert condition["ArnEquals"] == {"ec2:SourceInstanceARN": {"Fn::Sub": instances + "${!ec2:InstanceID}"}}
+    assert condition["ForAllValues:StringEquals"] == {"aws:TagKeys": [members.DATA_LOST_TAG]}
+    assert condition["Null"] == {"aws:TagKeys": "false"}
+
+
+def test_members_read_snapshots_only_when_the_stack_names_the_bucket_and_only_under_the_prefix(
+    coordinator_template, cluster_template
+):
+    """SnapshotBucket (default empty: no restore) and SnapshotPrefix (the coordinator's default) reach the start
+    script; with a bucket the members may get the snapshots and their tags under the prefix and list the bucket
+    under it, and decrypt with SnapshotKmsKeyArn through S3 only."""
+    params, res = cluster_template["Parameters"], cluster_template["Resources"]
+    assert params["SnapshotBucket"]["Default"] == ""
+    assert params["SnapshotPrefix"]["Default"] == coordinator_template["Parameters"]["SnapshotPrefix"]["Default"]
+    from hook_handler.backup.config import DEFAULT_PREFIX
+
+    assert params["SnapshotPrefix"]["Default"] == DEFAULT_PREFIX
+    no_bucket = {"Fn::Equals": [{"Ref": "SnapshotBucket"}, ""]}
+    assert cluster_template["Conditions"]["CanRestore"] == {"Fn::Not": [no_bucket]}
+    policy = res["RestorePolicy"]
+    assert policy["Condition"] == "CanRestore" and policy["Properties"]["Roles"] == [{"Ref": "InstanceRole"}]
+    read, listing = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert read["Action"] == ["s3:GetObject", "s3:GetObjectTagging"]
+    assert read["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${SnapshotBucket}/${SnapshotPrefix}*"}
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${SnapshotBucket}"}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${SnapshotPrefix}*"}}}
+    key = res["RestoreKeyPolicy"]
+    assert key["Condition"] == "DecryptSnapshots" and key["Properties"]["Roles"] == [{"Ref": "InstanceRole"}]
+    assert cluster_template["Conditions"]["DecryptSnapshots"]["Fn::And"][0] == {"Condition": "CanRestore"}
+    (statement,) = key["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "kms:Decrypt" and statement["Resource"] == {"Ref": "SnapshotKmsKeyArn"}
+    via = {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {"kms:ViaService": via}}
+    parts = res["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Join"][1]
+    assert {"Fn::Sub": "SNAPSHOT_BUCKET=${SnapshotBucket}\n"} in parts
+    assert {"Fn::Sub": "SNAPSHOT_PREFIX=${SnapshotPrefix}\n"} in parts

@@ -197,3 +197,40 @@ def test_an_sqs_batch_whose_every_record_is_bad_reports_each_as_a_failure_withou
         answer = stack.runtime.handle(batch, None)
         assert answer == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}, {"itemIdentifier": "second"}]}
         assert aws.calls[before:] == []  # nothing read, nothing written
+
+
+# -- check-hooks (make deploy) -------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS")  # moto has no WaitConditionHandle (nothing needs one)
+def test_check_hooks_warns_about_a_launch_hook_that_continues_and_changes_nothing(world, capsys):
+    """What make deploy runs after the coordinator stack: the stack's served groups and launch hook name, each
+    group's hooks; a launch hook whose DefaultResult is CONTINUE is a warning saying what to do, not a failure."""
+    aws, stack, _ = world
+    template = {
+        "Parameters": {"AsgNames": {"Type": "String"}, "LaunchHookName": {"Type": "String"}},
+        "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {"LaunchHookName": {"Value": {"Ref": "LaunchHookName"}}},
+    }
+    aws.client("cloudformation").create_stack(
+        StackName="coordinator",
+        TemplateBody=json.dumps(template),
+        Parameters=[
+            {"ParameterKey": "AsgNames", "ParameterValue": f"{stack.group},not-yet"},
+            {"ParameterKey": "LaunchHookName", "ParameterValue": "etcd-launch"},
+        ],
+    )
+    code, out, err = run(capsys, "check-hooks", "--stack", "coordinator")
+    assert code == 0 and not errors(err) and "warning" not in err
+    assert f"{stack.group}: launch hook etcd-launch abandons a launch left unanswered" in out
+    assert "not-yet: no such group yet" in out
+
+    aws.client("autoscaling").put_lifecycle_hook(
+        AutoScalingGroupName=stack.group, LifecycleHookName="etcd-launch", HeartbeatTimeout=300,
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", DefaultResult="CONTINUE",
+    )  # fmt: skip
+    calls = len(aws.calls)
+    code, out, err = run(capsys, "check-hooks", "--stack", "coordinator")
+    assert code == 0 and not errors(err)
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert warning.startswith(f"warning: group {stack.group}: launch hook etcd-launch has DefaultResult CONTINUE")
+    assert "set its DefaultResult to ABANDON" in warning  # the terminate hook's CONTINUE is no concern
+    assert all(c.operation.startswith(("Describe", "List", "Get")) for c in aws.calls[calls:])

@@ -53,11 +53,15 @@ class Recording:
 
 
 class World:
-    def __init__(self, aws: LocalAWS, **settings: str) -> None:
+    def __init__(self, aws: LocalAWS, *, launch_default_result: str = "ABANDON", **settings: str) -> None:
         self.aws = aws
         self.model = EtcdModel(aws.clock, seed=1, start_seconds=(1.0, 3.0))
         self.stack: Stack = deploy(
-            aws, mode="eventbridge", etcd=self.model.transport(), settings={"poll_interval_seconds": "2", **settings}
+            aws,
+            mode="eventbridge",
+            etcd=self.model.transport(),
+            settings={"poll_interval_seconds": "2", **settings},
+            launch_default_result=launch_default_result,
         )
         self.fleet = SimFleet(aws, self.model, self.stack.group, zone_id=self.stack.zone_id, domain=self.stack.domain)
         self.fleet.start()
@@ -273,6 +277,23 @@ def test_the_status_command_prints_json_and_writes_nothing(aws, monkeypatch, cap
     assert (joiner["next"], joiner["reason"]) == ("add", "member add: not a member yet")
     serving = [r for r in status["rows"] if r["state"] == "InService"]
     assert len(serving) == 3 and all(r["member"]["healthy"] and r["next"] == "nothing" for r in serving)
+    assert status["warnings"] == []  # launch hook ABANDON (the terminate hook's CONTINUE is no concern)
+
+
+def test_a_launch_hook_that_continues_is_warned_about_in_the_table_and_the_json(aws, monkeypatch, capsys):
+    """A launch the coordinator does not answer in time would go InService unadmitted: the status says so and
+    what to do, whatever else it shows (here a healthy cluster)."""
+    world = World(aws, launch_default_result="CONTINUE")
+    world.stack.scale(3)
+    aws.clock.advance(300)
+    code, out, err, calls, _ = cli(world, monkeypatch, capsys, "--json")
+    assert code == 0, err
+    assert "DescribeLifecycleHooks" in [c.operation for c in calls]
+    (warning,) = json.loads(out)["warnings"]
+    assert warning.startswith("group etcd: launch hook etcd-launch has DefaultResult CONTINUE")
+    assert "InService unadmitted" in warning and "set its DefaultResult to ABANDON" in warning
+    code, out, err, _, _ = cli(world, monkeypatch, capsys)
+    assert code == 0 and f"warning: {warning}" in out.splitlines()
 
 
 def test_the_status_command_exits_3_when_etcd_does_not_answer_and_still_prints_the_table(aws, monkeypatch, capsys):
@@ -297,7 +318,8 @@ def test_a_bad_setting_fails_the_status_command_with_exit_2(monkeypatch, capsys)
 
 
 # -- rows no instance of the groups explains (pure) ----------------------------------------------------------------
-SETTINGS = load_settings({"domain_name": "example.com", "r53_zone_id": "Z1", "asg_names": "etcd"})
+SETTINGS_ENV = {"domain_name": "example.com", "r53_zone_id": "Z1", "asg_names": "etcd"}
+SETTINGS = load_settings(SETTINGS_ENV)
 
 
 def _instance(n: int, state: str = "InService", **kw: Any) -> Instance:
@@ -461,6 +483,7 @@ def test_the_status_command_runs_against_the_emulator_server_and_only_reads(serv
     assert {c["operation"] for c in calls} == {
         "DescribeAutoScalingGroups",
         "DescribeInstances",
+        "DescribeLifecycleHooks",  # the launch hook's DefaultResult (the warnings)
         "ListResourceRecordSets",
     }
 
@@ -486,3 +509,27 @@ def test_status_names_the_cluster_and_says_when_ec2_proves_its_quorum_lost_for_g
     assert report.cluster["lost"] == "1 of 3 voters' instances still run"
     assert report.cluster["survivors"] == [old[2]]
     assert f"QUORUM LOST FOR GOOD: 1 of 3 voters' instances still run (survivors: {old[2]})" in render(report)
+
+
+@pytest.mark.parametrize(
+    ("hooks", "configured", "warned"),
+    [
+        ([("launch", "LAUNCHING", "CONTINUE")], "", ["launch"]),  # the group's only launch hook
+        ([("launch", "LAUNCHING", "CONTINUE")], "launch", ["launch"]),
+        ([("launch", "LAUNCHING", "ABANDON")], "", []),
+        ([("launch", "LAUNCHING", None)], "", []),  # AWS's default is ABANDON
+        ([("launch", "LAUNCHING", "ABANDON"), ("drain", "TERMINATING", "CONTINUE")], "", []),  # a termination goes on
+        ([("ours", "LAUNCHING", "ABANDON"), ("theirs", "LAUNCHING", "CONTINUE")], "ours", []),  # not the coordinator's
+        ([("ours", "LAUNCHING", "CONTINUE"), ("theirs", "LAUNCHING", "CONTINUE")], "ours", ["ours"]),
+    ],
+)
+def test_only_the_coordinators_launch_hook_continuing_is_warned_about(hooks, configured, warned):
+    described = [
+        {"LifecycleHookName": name, "LifecycleTransition": f"autoscaling:EC2_INSTANCE_{transition}",
+         **({"DefaultResult": default} if default else {})}
+        for name, transition, default in hooks
+    ]  # fmt: skip
+    settings = load_settings({**SETTINGS_ENV, "launch_hook_name": configured})
+    obs = Observation({"etcd": Group("etcd", 0, ())}, {}, now=0.0)
+    report = build(settings, obs, None, {}, hooks={"etcd": described})
+    assert [w.split(" has ")[0] for w in report.warnings] == [f"group etcd: launch hook {n}" for n in warned]
