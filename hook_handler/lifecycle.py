@@ -194,6 +194,16 @@ class AutoScaling:
                 return False
             raise
 
+    def replace(self, instance_id: str, deadline: float) -> None:
+        """Have the group replace an instance: terminated (through its termination hook), desired capacity kept."""
+        self._call(
+            self.autoscaling.terminate_instance_in_auto_scaling_group,
+            deadline,
+            "TerminateInstanceInAutoScalingGroup",
+            InstanceId=instance_id,
+            ShouldDecrementDesiredCapacity=False,
+        )
+
     def tag(self, tags: Mapping[str, Mapping[str, str]], deadline: float) -> None:
         """Set tags per instance, grouped into one ``CreateTags`` call per distinct tag set."""
         by_set: dict[tuple[tuple[str, str], ...], list[str]] = {}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hook_handler.etcd import Member
-from hook_handler.members import Instance
+from hook_handler.members import DATA_LOST_TAG, Instance
 
 PHASE_TAG = "etcd-member-phase"
 MEMBER_ID_TAG = "etcd-member-id"
@@ -57,6 +57,10 @@ def departure(instance: Instance | None) -> str | None:
     'instance is Terminating:Wait'
     >>> departure(Instance("i-1"))
     'instance is gone (EC2 does not know it)'
+
+    A running instance whose start script found its member's data lost (``etcd-data-lost``: etcd listed the member
+    as started, its data directory holds no WAL) leaves too: etcd's procedure for a member that lost its data is
+    remove, then add as a new member — here, its instance replaced.
     """
     if instance is None or instance.ec2_state is None:
         return "instance is gone (EC2 does not know it)"
@@ -65,6 +69,8 @@ def departure(instance: Instance | None) -> str | None:
     state = instance.lifecycle_state or ""
     if state.startswith("Terminating") or state == "Terminated" or state.startswith("Warmed:"):
         return f"instance is {state}"
+    if DATA_LOST_TAG in instance.tags:
+        return f"its etcd data is lost ({DATA_LOST_TAG}={instance.tags[DATA_LOST_TAG]})"
     return None
 
 

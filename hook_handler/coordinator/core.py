@@ -259,6 +259,7 @@ class Coordinator:
         p.obs = self.look.owners(p.obs, view, p.deadline)
         owners = member_owners(view, p.obs)  # before any member goes
         view, gone = self.steps.reconfigure(p, view)
+        self.steps.replace_lost(p, view)
         p.view = view
         return RecordInputs.of(view, gone, owners, p.obs)
 

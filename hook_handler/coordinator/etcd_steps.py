@@ -14,7 +14,7 @@ from hook_handler.coordinator.context import Pass, Services
 from hook_handler.decide import dismantling, joiners_pending, waitable
 from hook_handler.etcd import EtcdRefused, EtcdUnavailable, Member, Membership, MembershipError, peer_url
 from hook_handler.lifecycle import CHANGE_TAG, TARGET_TAG, TERMINATING, Action
-from hook_handler.members import LEAVE_CHANGE_TAG, STATE_TAG, Instance
+from hook_handler.members import DATA_LOST_TAG, LEAVE_CHANGE_TAG, STATE_TAG, Instance
 from hook_handler.membership import (
     ADDED,
     ADDING,
@@ -74,6 +74,28 @@ class EtcdSteps:
             if not removal.allowed and removal.member.id not in done:
                 ending |= self._held(removal, p)
         return view, done | ending
+
+    def replace_lost(self, p: Pass, view: EtcdView) -> None:
+        """Instances whose member lost its data (``etcd-data-lost``), in service, once etcd no longer has that member
+        (removed just now, or never added): replaced by the group — the new instance joins as a new member."""
+        owners = identify(view, p.obs.instances).owner
+        still = {iid for iid in owners.values() if iid}
+        for inst in p.obs.instances.values():
+            if inst.group not in p.obs.served or DATA_LOST_TAG not in inst.tags or inst.instance_id in still:
+                continue
+            if inst.gone or (inst.lifecycle_state or "").startswith(("Terminat", "Warmed")):
+                continue
+            if p.report.dry_run:
+                self.s.log.info(
+                    "would replace an instance whose etcd data is lost", extra={"instance": inst.instance_id}
+                )
+                continue
+            self.s.asg.replace(inst.instance_id, p.deadline)
+            self.s.count("DataLostReplaced")
+            self.s.log.warning(
+                "instance replaced: its etcd data is lost and its member removed",
+                extra={"instance": inst.instance_id, "since": inst.tags[DATA_LOST_TAG]},
+            )
 
     def _removals(self, view: EtcdView, p: Pass, ending_dismantle: bool) -> list[Removal]:
         identity = identify(view, p.obs.instances)

@@ -47,11 +47,20 @@ def recorded_calls() -> tuple[list[str], list[str]]:
             settings={"launch_hook_name": "", "terminate_hook_name": "", "heartbeat_interval_seconds": "60"},
             etcd=model.transport(),
         )
-        SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain).start()
+        fleet = SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain)
+        fleet.start()
         instrument(stack)
         for size in (3, 5, 4):
             stack.scale(size)
             aws.clock.advance(1200)
+        # A member's data directory lost: its instance tags itself etcd-data-lost; a reconcile removes the member
+        # and has the group replace the instance (TerminateInstanceInAutoScalingGroup).
+        victim = sorted(stack.in_service())[1]
+        fleet.crash(victim, 10.0)
+        model.clear_data(victim)
+        aws.clock.advance(60)
+        aws.clock.spawn(stack.runtime.handle, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
+        aws.clock.advance(1200)
         aws.kill_instance(sorted(stack.in_service())[0])
         aws.clock.spawn(stack.runtime.handle, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
         aws.clock.advance(1200)

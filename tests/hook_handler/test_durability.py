@@ -199,3 +199,33 @@ def test_a_cluster_from_before_identities_is_named_by_the_next_pass(aws):
     identity = _identity(world)
     assert identity is not None and identity.state is ClusterState.RUNNING
     assert identity.configs == (frozenset(world.member_names()),)
+
+
+def test_a_member_whose_data_is_lost_is_removed_and_its_instance_replaced_by_a_new_member(aws):
+    """A joined member's data directory is lost (a replaced disk) and its etcd restarted. Its start script found
+    its member listed as started with no WAL and tagged the instance ``etcd-data-lost`` instead of starting (an
+    empty log under the old member ID can lose acknowledged writes). The coordinator removes that member (the quorum
+    guard allowing) and has the group replace the instance; the new instance joins as a new member: three healthy
+    voters again, the same cluster, every key."""
+    world = make_world(aws)
+    grow(world, 3)
+    world.assert_in_step()
+    _write(world, "acked", "1")
+    (cid,) = world.clusters()
+    victim = sorted(world.in_service())[0]
+    old_member = next(m.id for m in world.model.clusters()[cid] if m.name == victim)
+    world.fleet.crash(victim, 10.0)
+    world.model.clear_data(victim)
+    aws.clock.advance(60)
+    assert "etcd-data-lost" in world.stack.tags(victim)
+    for _ in range(10):
+        aws.clock.advance(110)
+        world.stack.reconcile()
+    (action,) = [a for a in world.actions(TERMINATE) if a.instance_id == victim]
+    assert action.ended_by == "complete" and action.result == "CONTINUE"
+    assert victim not in world.stack.instances()
+    world.assert_in_step()
+    members = world.model.clusters()[cid]
+    assert len(world.member_names()) == 3 and victim not in world.member_names()
+    assert old_member not in {m.id for m in members}
+    assert set(world.clusters()) == {cid} and world.model.kv(cid).get("acked") == "1"
