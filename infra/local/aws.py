@@ -46,6 +46,22 @@ KINDER_WORLD: dict[str, bool] = {
 }
 
 
+_SESSION: boto3.session.Session | None = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _session() -> boto3.session.Session:
+    """One boto3 session for every emulator of this process. moto's mock gives each start a fresh default
+    session, and a fresh session parses botocore's service models (EC2's is megabytes of JSON) again for its
+    first client of each service: most of what a short test cost. The clients are the same: the credentials
+    and region every emulator sets, and moto's request hook, which every session carries."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION
+
+
 class LocalAWS:
     """An emulated AWS account. See the module docstring."""
 
@@ -179,7 +195,7 @@ class LocalAWS:
         real and hide the throttling and faults a test wants to see.
         """
         kwargs.setdefault("config", Config(retries={"total_max_attempts": 1}))
-        return boto3.client(service, region_name=self.region, **kwargs)
+        return _session().client(service, region_name=self.region, **kwargs)
 
     # -- Route 53 -----------------------------------------------------------------------
     def create_zone(self, name: str, records: dict[tuple[str, str], tuple[int, list[str]]] | None = None) -> str:
