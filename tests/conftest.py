@@ -109,6 +109,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return next((i for i, prefix in enumerate(LONGEST_FIRST) if _node(item).startswith(prefix)), len(LONGEST_FIRST))
 
     items.sort(key=first)  # stable: the rest keep their order
+    if getattr(config.option, "loadgroup", False):  # an xdist worker of --dist loadgroup
+        for item in items:
+            _join_group(item)
+
+
+def _join_group(item: pytest.Item) -> None:
+    """Give ``item`` the ``@group`` suffix by which ``--dist loadgroup`` sends a group to one worker, for its
+    ``xdist_group`` marker. pytest-xdist 3.8 does this in its own hook by setting ``item._nodeid``, which under
+    pytest 9.2 no longer changes the node id (it is ``item._id`` now): every test ran as a group of its own,
+    anywhere. Nothing to do where the id has its suffix already (a pytest-xdist that does it again)."""
+    names = sorted(
+        {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    )
+    if not names or "@" in item.nodeid.rsplit("]", 1)[-1]:
+        return
+    nodeid = f"{item.nodeid}@{'_'.join(names)}"
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(nodeid)  # type: ignore[attr-defined]
+    else:
+        item._nodeid = nodeid  # type: ignore[attr-defined]
 
 
 def _node(item: pytest.Item) -> str:
