@@ -51,10 +51,11 @@ help:
 	@echo "make deploy    make package, the TLS secrets, then the coordinator stack: see docs/deploy.md"
 	@echo "make clean     remove build output, caches, demo logs and bench results"
 
-# The whole suite. Three workers on two cores: the real-etcd tests (wall clock, mostly waiting) run in two groups,
-# each on a worker of its own, and the simulated-time tests fill the cores (see tests/conftest.py).
+# The whole suite. Four workers on two cores: the real-etcd tests (wall clock, mostly waiting) run in three groups,
+# each on a worker of its own, and the simulated-time tests fill the cores; work is handed out in the order
+# tests/conftest.py sorts it (groups first, then the longest tests).
 test: setup
-	$(PY) -m pytest -n 3 --dist loadgroup
+	$(PY) -m pytest -n 4 --dist loadgroup --no-loadscope-reorder
 
 # The edit loop: simulated time only — no real etcd, no sandbox, no subprocess (e2e) — and without the
 # simulated-time tests that take a second or more each (tests/slow.txt). make test runs them all.
