@@ -54,13 +54,16 @@ help:
 # The whole suite. Four workers on two cores: the real-etcd tests (wall clock, mostly waiting) run in three groups,
 # each on a worker of its own, and the simulated-time tests fill the cores; work is handed out in the order
 # tests/conftest.py sorts it (groups first, then the longest tests).
+# Bytecode is written even where the environment says PYTHONDONTWRITEBYTECODE: each worker and each sandbox would
+# otherwise compile every module it imports, and pytest would rewrite every test module's asserts, on every run.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest
 test: setup
-	$(PY) -m pytest -n 4 --dist loadgroup --no-loadscope-reorder
+	$(PYTEST) -n 4 --dist loadgroup --no-loadscope-reorder
 
 # The edit loop: simulated time only — no real etcd, no sandbox, no subprocess (e2e) — and without the
 # simulated-time tests that take a second or more each (tests/slow.txt). make test runs them all.
 test-fast: setup
-	$(PY) -m pytest -n 2 -m "not e2e and not slow"
+	$(PYTEST) -n 2 -m "not e2e and not slow"
 
 # The newcomer's command: a real etcd cluster scaled 0 -> 3 -> 5 -> 3, healed and rolled by the coordinator on
 # emulated AWS, inside a private sandbox (loopback only; the host's resolv.conf is never touched). About 2.5 min.

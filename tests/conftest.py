@@ -30,6 +30,11 @@ REAL_PROCESSES: tuple[str | tuple[str, str], ...] = (
     "test_aws_lint.py",  # cfn-lint, checkov, shellcheck
     "test_server.py",  # the emulator's HTTP server in a subprocess, and servers on the wall clock
     ("test_status.py", "test_the_status_command_runs_against_the_emulator_server_and_only_reads"),
+    # the README's commands in a shell: the CLI's help, status and reconcile, and make deploy (pip builds the zip,
+    # the AWS CLI packages and deploys it)
+    ("test_readme_commands.py", "test_the_help_commands_run_and_speak_plain_text"),
+    ("test_readme_commands.py", "test_the_readme_status_and_reconcile_examples_run_against_the_emulator"),
+    ("test_readme_commands.py", "test_the_readme_deploy_runs_as_written_against_the_emulators_endpoints"),
 )
 
 # -- which simulated-time tests are too slow for the edit loop ---------------------------------------------------
