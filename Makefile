@@ -38,8 +38,8 @@ $(RUNTIME_STAMP): pyproject.toml | $(PY)
 # Every target with what it does.
 help:
 	@echo "make demo      a real etcd cluster scaled, healed and rolled by the coordinator on emulated AWS (about 2.5 min)"
-	@echo "make test      the whole test suite (about 10 min on 2 cores)"
-	@echo "make test-fast the simulated-time tests only, no real etcd: the edit loop"
+	@echo "make test      the whole test suite (850 CPU-s: 12 min on 2 busy cores)"
+	@echo "make test-fast the simulated-time tests only, no real etcd, no subprocess: the edit loop (70 CPU-s)"
 	@echo "make setup     .venv with the pinned development dependencies (the other targets run it when needed)"
 	@echo "make lint      ruff, cfn-lint, checkov, shellcheck, the embedded start script"
 	@echo "make soak      20,000 randomized schedules (SOAK_SCHEDULES=, SOAK_SEED=); resumes where it stopped"
@@ -61,7 +61,7 @@ test: setup
 	$(PYTEST) -n 4 --dist loadgroup --no-loadscope-reorder
 
 # The edit loop: simulated time only — no real etcd, no sandbox, no subprocess (e2e) — and without the
-# simulated-time tests that take a second or more each (tests/slow.txt). make test runs them all.
+# simulated-time tests that take a CPU-second or more each (tests/slow.txt). make test runs them all.
 test-fast: setup
 	$(PYTEST) -n 2 -m "not e2e and not slow"
 
