@@ -30,6 +30,11 @@ REAL_PROCESSES: tuple[str | tuple[str, str], ...] = (
     "test_aws_lint.py",  # cfn-lint, checkov, shellcheck
     "test_server.py",  # the emulator's HTTP server in a subprocess, and servers on the wall clock
     ("test_status.py", "test_the_status_command_runs_against_the_emulator_server_and_only_reads"),
+    # the README's commands in a shell: the CLI's help, status and reconcile, and make deploy (pip builds the zip,
+    # the AWS CLI packages and deploys it)
+    ("test_readme_commands.py", "test_the_help_commands_run_and_speak_plain_text"),
+    ("test_readme_commands.py", "test_the_readme_status_and_reconcile_examples_run_against_the_emulator"),
+    ("test_readme_commands.py", "test_the_readme_deploy_runs_as_written_against_the_emulators_endpoints"),
 )
 
 # -- which simulated-time tests are too slow for the edit loop ---------------------------------------------------
@@ -47,26 +52,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # -- how they split over the workers -----------------------------------------------------------------------------
-# ``make test`` runs three xdist workers on two cores with ``--dist loadgroup``. The real-time tests of tests/e2e
-# mostly wait on the wall clock (a third of a core each): they run in two groups, each group one after another on
-# its own worker, so no more than two clusters ever share the cores; the simulated-time tests (CPU-bound) take
-# the third worker, and the other two once their group is done. The groups are balanced on measured wall times
-# (seconds, on a loaded machine); a module not listed joins the lighter group.
+# ``make test`` runs four xdist workers on two cores with ``--dist loadgroup``. The real-time tests of tests/e2e
+# mostly wait on the wall clock (a third of a core each): they run in three groups, each group one after another
+# on a worker of its own, so no more than three clusters ever share the cores; the simulated-time tests
+# (CPU-bound) take the fourth worker, and the other three once their group is done. The groups are balanced on
+# measured wall times (seconds, on a loaded machine, longest first onto the lightest group). An entry is a module
+# (every test in it) or ``module.py::test_name_prefix`` (those tests): the scenarios of test_membership_real.py
+# are independent, and together longer than a third. A module not listed joins the lightest group.
 REAL_TIME_GROUPS: dict[str, tuple[str, float]] = {
-    "test_membership_real.py": ("real-time-1", 300),
-    "test_termination_policy_real.py": ("real-time-1", 62),
-    "test_sandbox.py": ("real-time-1", 41),
-    "test_dns.py": ("real-time-1", 33),
-    "test_restore_real.py": ("real-time-1", 30),
-    "test_cluster.py": ("real-time-2", 163),
-    "test_leader_move_real.py": ("real-time-2", 85),
-    "test_barrier.py": ("real-time-2", 83),
-    "test_etcd_bootstrap.py": ("real-time-2", 48),
-    "test_failed_first_start.py": ("real-time-2", 38),
-    "test_etcd_model_matches_real.py": ("real-time-2", 26),
+    "test_cluster.py": ("real-time-1", 183),
+    "test_etcd_bootstrap.py": ("real-time-1", 54),
+    "test_membership_real.py::test_standby_round_trip": ("real-time-1", 39),
+    "test_etcd_model_matches_real.py": ("real-time-1", 27),
+    "test_dns.py": ("real-time-1", 15),
+    "test_membership_real.py::test_scale_in_while_a_member_is_down": ("real-time-2", 94),
+    "test_barrier.py": ("real-time-2", 73),
+    "test_snapshot_real.py": ("real-time-2", 58),
+    "test_failed_first_start.py": ("real-time-2", 46),
+    "test_sandbox.py": ("real-time-2", 34),
+    "test_restore_real.py": ("real-time-2", 30),
+    "test_leader_move_real.py": ("real-time-3", 83),
+    "test_membership_real.py::test_a_joiner_whose_etcd_never_starts": ("real-time-3", 82),
+    "test_membership_real.py::test_a_replacement_reusing_a_dead_instances_ip": ("real-time-3", 65),
+    "test_membership_real.py::test_attached_cluster_with_ip_peer_urls": ("real-time-3", 39),
+    "test_termination_policy_real.py": ("real-time-3", 38),
 }
-# The longest simulated-time tests start first (xdist hands out work in collection order), so none of them is
-# left to run alone at the end while the other workers idle.
+# The real-time groups start first, one on each of three workers; then the longest other tests, so none of them
+# is left to run alone at the end while the other workers idle. xdist hands out work in collection order (make
+# test passes --no-loadscope-reorder: by default loadgroup sends the groups with the most tests first).
 LONGEST_FIRST: tuple[str, ...] = (
     "test_schedules.py::test_a_thousand_random_schedules_hold_invariants",
     "test_schedules.py::test_regression_schedules_hold_invariants",
@@ -86,9 +99,12 @@ def _is_real_process(item: pytest.Item) -> bool:
     )
 
 
-def _group(module: str, loads: dict[str, float]) -> str:
-    if module in REAL_TIME_GROUPS:
-        return REAL_TIME_GROUPS[module][0]
+def _group(item: pytest.Item, loads: dict[str, float]) -> str:
+    module = Path(str(item.path)).name
+    test = f"{module}::{item.originalname}"  # type: ignore[attr-defined]
+    for key, (group, _) in REAL_TIME_GROUPS.items():
+        if key == module or ("::" in key and test.startswith(key)):
+            return group
     return min(loads, key=lambda g: loads[g])
 
 
@@ -100,16 +116,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = Path(str(item.path)).name
         if "/tests/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group(_group(module, loads)))
+            item.add_marker(pytest.mark.xdist_group(_group(item, loads)))
         elif _is_real_process(item):
             item.add_marker(pytest.mark.e2e)
         elif f"{module}::{item.originalname}" in SLOW:  # type: ignore[attr-defined]
             item.add_marker(pytest.mark.slow)
 
-    def first(item: pytest.Item) -> int:
-        return next((i for i, prefix in enumerate(LONGEST_FIRST) if _node(item).startswith(prefix)), len(LONGEST_FIRST))
+    def first(item: pytest.Item) -> tuple[bool, int]:
+        real_time = any(str(m.args[0]).startswith("real-time-") for m in item.iter_markers("xdist_group"))
+        longest = next(
+            (i for i, prefix in enumerate(LONGEST_FIRST) if _node(item).startswith(prefix)), len(LONGEST_FIRST)
+        )
+        return not real_time, longest
 
     items.sort(key=first)  # stable: the rest keep their order
+    if getattr(config.option, "loadgroup", False):  # an xdist worker of --dist loadgroup
+        for item in items:
+            _join_group(item)
+
+
+def _join_group(item: pytest.Item) -> None:
+    """Give ``item`` the ``@group`` suffix by which ``--dist loadgroup`` sends a group to one worker, for its
+    ``xdist_group`` marker. pytest-xdist 3.8 does this in its own hook by setting ``item._nodeid``, which under
+    pytest 9.2 no longer changes the node id (it is ``item._id`` now): every test ran as a group of its own,
+    anywhere. Nothing to do where the id has its suffix already (a pytest-xdist that does it again)."""
+    names = sorted(
+        {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    )
+    if not names or "@" in item.nodeid.rsplit("]", 1)[-1]:
+        return
+    nodeid = f"{item.nodeid}@{'_'.join(names)}"
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(nodeid)  # type: ignore[attr-defined]
+    else:
+        item._nodeid = nodeid  # type: ignore[attr-defined]
 
 
 def _node(item: pytest.Item) -> str:

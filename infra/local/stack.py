@@ -45,13 +45,18 @@ class Stack:
     queue_url: str | None = None
     topic_arn: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def srv_name(self) -> str:
         return self.runtime.settings.srv_fqdn
 
     def client(self, service: str) -> Any:
-        return self.aws.client(service)
+        """The helpers' client of ``service``, made once (a client costs tens of milliseconds of CPU to make,
+        and tests look through these helpers after every step). The calls and their answers are the same."""
+        if service not in self._clients:
+            self._clients[service] = self.aws.client(service)
+        return self._clients[service]
 
     def scale(self, desired: int) -> None:
         """Set the group's desired capacity (launches or scale-in go through the hooks)."""

@@ -84,6 +84,8 @@ class StaleDescribes:
 
         views: dict[str, dict[str, Any]] = {}
         ec2 = ec2_backends[self.aws.account][self.aws.region]
+        tags = ec2.tags  # resource id -> {key: value}: what ``inst.get_tags()`` filters out of every tag of the
+        # account on each call (a scan of the whole account per instance, per observation)
         for reservation in list(ec2.reservations.values()):
             for inst in list(reservation.instances):
                 views[inst.id] = {
@@ -92,7 +94,7 @@ class StaleDescribes:
                     "ec2_state": (inst._state.name, inst._state.code),
                     "ip": inst.private_ip,  # None once unaddressed (addressing.unaddress)
                     "dns": inst.private_dns_name if inst.private_ip else "",
-                    "tags": tuple(sorted((t["key"], t["value"]) for t in inst.get_tags())),
+                    "tags": tuple(sorted(tags.get(inst.id, {}).items())),
                     "group": None,
                 }
         return views
