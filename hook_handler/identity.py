@@ -31,8 +31,7 @@ IDENTITY_LABEL = "_etcd-asg-cluster"
 IDENTITY_TTL = 300
 UNKNOWN_VOTER = "?"  # prefix of a voter whose instance is not known (``?<member hex id>``): counted alive
 _VERSION = "etcd-asg-cluster=1"
-_MAX_STRING = 255  # Route 53: each TXT character-string is at most 255 characters ...
-_MAX_VALUE = 4000  # ... and a value at most 4,000
+_MAX_STRING = 255  # Route 53: each TXT character-string is at most 255 characters
 EC2_ENDED = frozenset({"shutting-down", "terminated"})  # an instance in these states never runs etcd again
 
 
@@ -68,7 +67,6 @@ class ClusterIdentity:
     token: str = ""
     seed: str = ""
     readable: bool = True
-    gen: int = 0  # bumped by every ``covering``: a pass's proof drops configurations only over its own cover
 
     @property
     def existed(self) -> bool:
@@ -80,17 +78,11 @@ class ClusterIdentity:
         out = [_VERSION, f"state={self.state.value}", f"since={_stamp(self.since)}"]
         out += [f"{k}={v}" for k, v in (("cluster", self.cluster_id), ("snapshot", self.snapshot)) if v]
         out += [f"{k}={v}" for k, v in (("token", self.token), ("seed", self.seed)) if v]
-        out += [f"gen={self.gen}"] if self.gen else []
         for n, config in enumerate(self.configs):
             out += _chunks(f"voters{n}=", sorted(config))
         too_long = [s for s in out if len(s) > _MAX_STRING]
         if too_long:
             raise IdentityError(f"identity value too long for a TXT string: {too_long[0][:60]}...")
-        if sum(len(s) + 3 for s in out) > _MAX_VALUE:
-            raise IdentityError(
-                f"identity too long for one TXT value ({len(self.configs)} voter configurations): a voter change waits "
-                "until etcd's answer to an earlier one lets the record drop configurations"
-            )
         return out
 
     def value(self) -> str:
@@ -136,7 +128,6 @@ def _parse(text: str) -> ClusterIdentity:
         snapshot=fields.get("snapshot", ""),
         token=fields.get("token", ""),
         seed=fields.get("seed", ""),
-        gen=int(fields.get("gen", "0")),
     )
 
 
@@ -170,27 +161,24 @@ def founding_allowed(identity: ClusterIdentity | None) -> bool:
     return identity is None or not identity.existed
 
 
-def covering(before: ClusterIdentity, current: frozenset[str], member: str, *, adding: bool) -> ClusterIdentity | None:
-    """The identity to write before a step that adds ``member`` to etcd's voters (or removes it), whose member list
-    now says ``current`` (None: the record already says so): ``current`` and the step applied to it are listed, the
-    newest target last; only etcd's own answer equal to it, over this pass's own cover, drops the others (``seen``).
-    Only adds. It assumes ``current`` is etcd's voters: a member list that lags behind a step is not covered.
+def covering(before: ClusterIdentity, current: frozenset[str], after: frozenset[str]) -> ClusterIdentity | None:
+    """The identity to write before a step that takes the voters from ``current`` to ``after`` (None: the record
+    already says so). Only adds, and ``after`` goes last: whatever step a pass is killed at — and whatever a stale
+    member list said — etcd's voters stay a listed configuration, and the last one is the newest step's target.
 
     >>> a, b, c = frozenset({"i-1", "i-2"}), frozenset({"i-1"}), frozenset({"i-2"})
-    >>> covering(ClusterIdentity(ClusterState.RUNNING, 0.0, "c", (a,)), a, "i-2", adding=False).configs == (a, b)
+    >>> covering(ClusterIdentity(ClusterState.RUNNING, 0.0, "c", (a,)), a, b).configs == (a, b)
     True
-    >>> covering(ClusterIdentity(ClusterState.RUNNING, 0.0, "c", (a, b)), a, "i-1", adding=False).configs == (a, b, c)
+    >>> covering(ClusterIdentity(ClusterState.RUNNING, 0.0, "c", (a, b)), a, c).configs == (a, b, c)
     True
     """
-
-    after = current | {member} if adding else current - {member}
     configs = [c for c in before.configs if c != after]
     if current not in configs:
         configs.append(current)
-    configs.append(after)  # the newest target, last
+    configs.append(after)
     if tuple(configs) == before.configs:
         return None
-    return replace(before, configs=tuple(configs), gen=before.gen + 1)
+    return replace(before, configs=tuple(configs))
 
 
 def seen(
@@ -199,27 +187,24 @@ def seen(
     voters: frozenset[str],
     now: float,
     proven: frozenset[str] | None = None,
-    proven_gen: int | None = None,
 ) -> ClusterIdentity:
     """The identity once a pass has seen the cluster ``cluster_id`` with a leader and these voters.
 
     A cluster not named yet (a founding, another cluster, or one from before identities) is named with the voters
     seen. Otherwise configurations are dropped only on etcd's own answer to the pass's last voter change
     (``proven``: the member list a ``member remove``/``promote`` returns, from the member that applied it) when it
-    is the last configuration listed — the newest step's target — and no cover came after the pass's own
-    (``proven_gen``, the generation its cover wrote, is the record's): that step happened, the older ones are
-    history.
+    is the last configuration listed — the newest step's target: that step happened, the older ones are history.
     A member list that lags may show any older configuration, so a look alone never drops one; voters seen that
     are not listed (a change made by hand) are added, at the front.
 
     >>> a, b = frozenset({"i-1", "i-2"}), frozenset({"i-1"})
     >>> i = ClusterIdentity(ClusterState.RUNNING, 0.0, "c", (a, b))
-    >>> seen(i, "c", b, 1.0).configs == (a, b), seen(i, "c", b, 1.0, proven=b, proven_gen=0).configs == (b,)
+    >>> seen(i, "c", b, 1.0).configs == (a, b), seen(i, "c", b, 1.0, proven=b).configs == (b,)
     (True, True)
     """
     if before is None or not before.existed or before.cluster_id != cluster_id:
         return ClusterIdentity(ClusterState.RUNNING, now, cluster_id, (voters,))
-    if proven is not None and proven_gen == before.gen and before.configs and before.configs[-1] == proven:
+    if proven is not None and before.configs and before.configs[-1] == proven:
         before = replace(before, configs=(proven,), readable=True)
     if voters in before.configs:
         return before

@@ -9,14 +9,13 @@ from dataclasses import replace
 from typing import Any
 
 from hook_handler.coordinator.context import Pass, Services
-from hook_handler.etcd import Member, MembershipError
+from hook_handler.etcd import Member
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.identity import (
     IDENTITY_TTL,
     UNKNOWN_VOTER,
     ClusterIdentity,
     ClusterState,
-    IdentityError,
     covering,
     identity_name,
     parse,
@@ -46,14 +45,11 @@ class ClusterRecord:
         return p.identity
 
     def take(self, p: Pass, current: Mapping[Key, RecordSet]) -> None:
-        """Remember the identity from a read of the zone that included its key (another pass's cover since this
-        pass's own means this pass's answers prove nothing more)."""
+        """Remember the identity from a read of the zone that included its key."""
         found = current.get(self.key)
         p.identity_set = found
         p.identity = parse(found.values, self.s.clock.now()) if found is not None else None
         p.identity_read = True
-        if p.identity is None or p.identity.gen != p.cover_gen:
-            p.cover_gen = None
 
     # -- write --------------------------------------------------------------------------------------------------------
     def changes(self, p: Pass, new: ClusterIdentity) -> list[dict[str, Any]]:
@@ -66,8 +62,6 @@ class ClusterRecord:
 
     def wrote(self, p: Pass, new: ClusterIdentity) -> None:
         """A change carrying ``changes(p, new)`` was accepted."""
-        if p.identity is None or new.gen != p.identity.gen:
-            p.cover_gen = new.gen  # this pass's cover: its steps' answers may drop what came before
         p.identity, p.identity_set = new, self._set(new)
         self.s.log.info("cluster identity written", extra={"identity": new.value()})
 
@@ -78,11 +72,7 @@ class ClusterRecord:
             if new is None or new == p.identity:
                 return
             try:
-                changes = self.changes(p, new)
-            except IdentityError as exc:  # cannot be recorded: the step that needs it must not happen
-                raise MembershipError(str(exc)) from exc
-            try:
-                self.s.route53.apply(changes, f"etcd cluster identity: {new.state.value}", p.deadline)
+                self.s.route53.apply(self.changes(p, new), f"etcd cluster identity: {new.state.value}", p.deadline)
             except Conflict:
                 self.s.count("Conflicts")
                 p.identity_read = False
@@ -100,10 +90,14 @@ class ClusterRecord:
         return RecordSet.of(self.key[0], "TXT", IDENTITY_TTL, [identity.value()])
 
     # -- the rules' inputs --------------------------------------------------------------------------------------------
-    def voters(self, view: EtcdView, p: Pass) -> frozenset[str]:
-        """etcd's voters as instance ids (``?<member id>`` where no instance is known)."""
+    def voters(self, view: EtcdView, p: Pass, *, without: Member | None = None) -> frozenset[str]:
+        """etcd's voters as instance ids (``?<member id>`` where no instance is known), ``without`` one."""
         owner = identify(view, p.obs.instances).owner
-        return frozenset(owner.get(m.id) or f"{UNKNOWN_VOTER}{m.hex_id}" for m in view.voters())
+        return frozenset(
+            owner.get(m.id) or f"{UNKNOWN_VOTER}{m.hex_id}"
+            for m in view.voters()
+            if without is None or m.id != without.id
+        )
 
     def seen(self, p: Pass, view: EtcdView | None, joining: Iterable[str] = ()) -> ClusterIdentity | None:
         """The identity once this pass saw ``view`` (``identity.seen``), plus a configuration with each of
@@ -116,10 +110,9 @@ class ClusterRecord:
         if before is not None and before.state is ClusterState.RESTORING:
             return None
         voters = self.voters(view, p)
-        new = seen(before, view.cluster_id, voters, self.s.clock.now(), p.proven, p.cover_gen)
+        new = seen(before, view.cluster_id, voters, self.s.clock.now(), p.proven)
         for iid in joining:
-            if iid not in voters:
-                new = covering(new, voters, iid, adding=True) or new
+            new = covering(new, voters, voters | {iid}) or new
         return None if new == before else new
 
     def confirm(self, p: Pass, view: EtcdView | None) -> None:
@@ -138,23 +131,20 @@ class ClusterRecord:
             return
         self.update(p, lambda _before: self.seen(p, view))
 
-    def cover(self, p: Pass, view: EtcdView, member: str, *, adding: bool) -> None:
-        """Before a step that adds ``member`` (an instance id, or ``?<member id>``) to etcd's voters or removes it:
-        the identity lists every configuration the step can lead to (``identity.covering``)."""
+    def cover(self, p: Pass, view: EtcdView, after: frozenset[str]) -> None:
+        """Before a step that takes etcd's voters to ``after``: the identity lists the voters now and after."""
         current = self.voters(view, p)
+        if current == after:
+            return
         now = self.s.clock.now()
         p.proven = None  # only etcd's answer to this step proves what it did
 
         def make(before: ClusterIdentity | None) -> ClusterIdentity | None:
             if before is None or not before.existed:  # a founding not confirmed yet, or a cluster without one
                 before = ClusterIdentity(ClusterState.RUNNING, now, view.cluster_id, (current,))
-            return covering(before, current, member, adding=adding)
+            return covering(before, current, after)
 
         self.update(p, make)
-
-    def name(self, view: EtcdView, member: Member, p: Pass) -> str:
-        """A member as the identity names it: its instance id, or ``?<member id>``."""
-        return identify(view, p.obs.instances).owner.get(member.id) or f"{UNKNOWN_VOTER}{member.hex_id}"
 
 
 def _quorum_healthy(view: EtcdView) -> bool:

@@ -67,8 +67,7 @@ class Pass:
     identity: ClusterIdentity | None = None  # the cluster identity record (``coordinator.cluster``) ...
     identity_set: RecordSet | None = None  # ... as stored ...
     identity_read: bool = False  # ... once read in this pass
-    proven: frozenset[str] | None = None  # etcd's voters as its answer to the pass's last voter change said ...
-    cover_gen: int | None = None  # ... covered by the identity generation this pass wrote (``identity.covering``)
+    proven: frozenset[str] | None = None  # etcd's voters as its answer to the pass's last voter change said
 
     def pause(self, clock: Clock, why: str) -> None:
         """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""

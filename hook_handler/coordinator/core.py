@@ -266,12 +266,8 @@ class Coordinator:
     def _judge_loss(self, p: Pass) -> None:
         """etcd gave no view, or one without a leader: when the identity says a cluster existed and EC2 proves its
         quorum lost for good, say so (log, ``ClusterLost`` metric and alarm, ``status``)."""
-        try:
-            identity = self.cluster.read(p)
-            loss = self.look.loss(identity, p.obs, p.deadline)
-        except _PASS_ERRORS as exc:  # saying so is best effort: the pass's own error stands
-            self.services.log.warning("quorum loss not judged", extra={"error": _why(exc)})
-            return
+        identity = self.cluster.read(p)
+        loss = self.look.loss(identity, p.obs, p.deadline)
         if identity is None or loss is None:
             return
         extra = {"cluster": identity.cluster_id, "survivors": loss.alive, "why": loss.why}

@@ -7,15 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from botocore.exceptions import ClientError
-
 from hook_handler.coordinator.actions import ADMISSION_TAGS, Actions
 from hook_handler.coordinator.certificates import Issuer
 from hook_handler.coordinator.cluster import ClusterRecord
 from hook_handler.coordinator.context import Pass, Services
 from hook_handler.decide import dismantling, joiners_pending, waitable
 from hook_handler.etcd import EtcdRefused, EtcdUnavailable, Member, Membership, MembershipError, peer_url
-from hook_handler.exceptions import DeadlineReached
 from hook_handler.lifecycle import CHANGE_TAG, TARGET_TAG, TERMINATING, Action
 from hook_handler.members import DATA_LOST_TAG, LEAVE_CHANGE_TAG, STATE_TAG, Instance
 from hook_handler.membership import (
@@ -83,12 +80,9 @@ class EtcdSteps:
         (removed just now, or never added): replaced by the group — the new instance joins as a new member."""
         owners = identify(view, p.obs.instances).owner
         still = {iid for iid in owners.values() if iid}
-        member_ids = {m.hex_id for m in view.members}
         for inst in p.obs.instances.values():
             if inst.group not in p.obs.served or DATA_LOST_TAG not in inst.tags or inst.instance_id in still:
                 continue
-            if inst.tags.get(MEMBER_ID_TAG) in member_ids:
-                continue  # its member is still there (not identified by name): removed first, by ``reconfigure``
             if inst.gone or (inst.lifecycle_state or "").startswith(("Terminat", "Warmed")):
                 continue
             if p.report.dry_run:
@@ -96,11 +90,7 @@ class EtcdSteps:
                     "would replace an instance whose etcd data is lost", extra={"instance": inst.instance_id}
                 )
                 continue
-            try:
-                self.s.asg.replace(inst.instance_id, p.deadline)
-            except ClientError as exc:  # e.g. already terminating: the next pass looks again
-                self.s.log.warning("replacement refused", extra={"instance": inst.instance_id, "error": str(exc)})
-                continue
+            self.s.asg.replace(inst.instance_id, p.deadline)
             self.s.count("DataLostReplaced")
             self.s.log.warning(
                 "instance replaced: its etcd data is lost and its member removed",
@@ -135,7 +125,7 @@ class EtcdSteps:
     def remove_member(self, member: Member, instance_id: str | None, why: str, view: EtcdView, p: Pass) -> None:
         """``member remove``, leadership handed to a healthy voter first when the member leads."""
         if not member.learner:  # the identity lists the voters with and without it first
-            self.cluster.cover(p, view, self.cluster.name(view, member, p), adding=False)
+            self.cluster.cover(p, view, self.cluster.voters(view, p, without=member))
         self._move_leader(member, view, p)
         while True:
             # etcd judges a reconfiguration on the member that receives it ("unhealthy cluster" from a member not
@@ -228,19 +218,12 @@ class EtcdSteps:
             for iid in sorted(left):
                 step = found_step(founders[iid], by_name.get(iid), view, now=self.s.clock.now(), start_timeout=timeout)
                 if step.step is FoundAction.COMPLETE:
-                    self._confirm(p, view)  # the founding's identity names the cluster now
+                    self.cluster.confirm(p, view)  # the founding's identity names the cluster now
                     self.actions.complete({iid: left.pop(iid)}, "CONTINUE", p)
                 elif step.step is FoundAction.ABANDON:
                     self.actions.abandon(left.pop(iid), "founding member did not start in time", p)
             if left:
                 p.pause(self.s.clock, "founding members have not started")
-
-    def _confirm(self, p: Pass, view: EtcdView | None) -> None:
-        """Best effort: a founder completes whether or not the identity could be written (a later pass writes it)."""
-        try:
-            self.cluster.confirm(p, view)
-        except (MembershipError, ClientError, DeadlineReached) as exc:
-            self.s.log.warning("cluster identity not confirmed", extra={"error": str(exc)[:300]})
 
     # -- JOINING and PROMOTING -------------------------------------------------------------------------------------
     def join(self, launches: Mapping[str, Action], p: Pass) -> None:
@@ -324,7 +307,7 @@ class EtcdSteps:
         url = peer_url(target_of(instance, settings) or "", settings.etcd_port, settings.etcd_peer_scheme)
         endpoints = self.s.look.member_endpoints(view, p.obs)
         if not view.learners:  # a voter from the start: the identity lists the voters with it first
-            self.cluster.cover(p, view, iid, adding=True)
+            self.cluster.cover(p, view, self.cluster.voters(view, p) | {iid})
         try:
             added = self._membership.add([url], endpoints, p.call_deadline(self.s.clock), learner=view.learners)
         except EtcdUnavailable as exc:  # the add may have landed: the next look adopts it (phase adding)
@@ -344,7 +327,7 @@ class EtcdSteps:
         write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED, STATE_TAG: "existing", **certificate})
 
     def _promote(self, member: Member, iid: str, view: EtcdView, p: Pass) -> None:
-        self.cluster.cover(p, view, iid, adding=True)  # the voters with it, listed first
+        self.cluster.cover(p, view, self.cluster.voters(view, p) | {iid})  # the voters with it, listed first
         try:
             endpoints = self.s.look.member_endpoints(view, p.obs)
             self.cluster.answered(

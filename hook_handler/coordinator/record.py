@@ -21,7 +21,7 @@ from hook_handler.decide import (
 )
 from hook_handler.events import LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
-from hook_handler.identity import ClusterIdentity, ClusterState, IdentityError, founding_allowed
+from hook_handler.identity import ClusterIdentity, ClusterState, founding_allowed
 from hook_handler.lifecycle import CHANGE_TAG, TARGET_TAG
 from hook_handler.members import LEAVE_CHANGE_TAG, never_older
 from hook_handler.plan import Key, Plan, RecordSet, absolute, peer_targets, target_of
@@ -58,11 +58,7 @@ class Publisher:
             joining = plan.launches if self.s.membership is not None and not plan.bootstrap else ()
             identity = self._founding(p, plan) or self.cluster.seen(p, p.view, joining)
             if identity is not None:
-                try:
-                    plan = replace(plan, changes=(*plan.changes, *self.cluster.changes(p, identity)))
-                except IdentityError as exc:  # the record's change goes on; a voter change waits (``cover``)
-                    self.s.log.warning("cluster identity left as it is", extra={"error": str(exc)})
-                    identity = None
+                plan = replace(plan, changes=(*plan.changes, *self.cluster.changes(p, identity)))
             marks = write_marks(plan, p.obs, self.s.settings)
             if marks:  # write before mutate
                 self.s.asg.tag(marks, p.deadline)
@@ -93,14 +89,13 @@ class Publisher:
     def _founding(self, p: Pass, plan: Plan) -> ClusterIdentity | None:
         """A founding record's identity (``founding``), written in the same change. Founding where the identity says
         a cluster has existed is logged and counted (``FoundedOverExisting``): a new, empty cluster over one whose
-        members are all gone; the identity naming the old one stays."""
+        members are all gone."""
         if not plan.bootstrap or not plan.targets or self.s.membership is None:
             return None  # not a founding (a deletion), or DNS only: etcd unseen, nothing to name
-        if not founding_allowed(p.identity):  # the identity stays: the durable fact is never overwritten here
+        if not founding_allowed(p.identity):
             assert p.identity is not None
             self.s.log.error("founding where a cluster existed", extra={"identity": p.identity.value()})
             self.s.count("FoundedOverExisting")
-            return None
         return ClusterIdentity(ClusterState.FOUNDING, self.s.clock.now())
 
     def _plan(
