@@ -67,7 +67,7 @@ def test_percentiles_and_peak_rate():
 
 def test_a_single_join_with_membership_is_measured_against_its_own_draws():
     """Issue 13's membership bench on its smallest case: one launch joins a running 3-member cluster. The bound is
-    the run's own propagation + etcd start + 5 s; no strategy can beat propagation + start; the client's
+    the run's own propagation + etcd start + 5 s; the coordinator cannot beat propagation + start; the client's
     acknowledged writes are all in the final keyspace; the coordinator loses no quorum."""
     from bench_membership import HEALTH_INTERVAL
     from bench_membership import run as mrun
@@ -78,5 +78,11 @@ def test_a_single_join_with_membership_is_measured_against_its_own_draws():
         (term,) = r.bound_terms
         assert term["kind"] == "join" and 20.0 <= term["propagation"] <= 60.0 and term["etcd_start"] > 0
         assert r.bound == pytest.approx(term["propagation"] + term["etcd_start"] + HEALTH_INTERVAL, abs=0.1)
-        assert r.total >= term["propagation"] + term["etcd_start"] - 0.1
+        # The coordinator gives the go signal only once the listing change is INSYNC: it cannot beat propagation +
+        # start. The per-event baseline tags ``existing`` before it writes the record, so its etcd starts during the
+        # propagation: it cannot beat the longer of the two (it completes after INSYNC).
+        floor = term["propagation"] + term["etcd_start"]
+        if strategy == "per-event":
+            floor = max(term["propagation"], term["etcd_start"])
+        assert r.total >= floor - 0.1
         assert r.acked > 20 and r.lost == 0 and r.quorum_losses == 0 and r.splits == 0
