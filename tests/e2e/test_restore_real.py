@@ -157,31 +157,12 @@ def real_lost_data(workdir: str) -> dict[str, Any]:
 
 
 # -- the tests (outside) ----------------------------------------------------------------------------------------
-RESTORED = {
-    "restorer_state": "running",
-    "restored_members": [{"name": "restorer", "peer_urls": ["<restorer>"], "published": True, "learner": False}],
-    "keys_exactly_the_snapshot": True,
-    "later_key_absent": True,
-    "new_cluster_id": True,
-    "revision_kept": True,
-    "leader": True,
-    "occupied": {"state": "refused", "data_dir_kept": True, "etcd_running": False},
-}
-LOST = {
-    "victim_state": "data-lost",
-    "victim_running": False,
-    "tag_is_utc_iso8601": True,
-    "survivors_see_a_leader": [True, True],
-    "survivors_hold_every_key": [True, True],
-    "one_cluster": True,
-    "members": [["survivor-1", "other", True], ["survivor-2", "other", True], ["victim", "<victim>", True]],
-}
 
 
 def test_an_instance_told_restore_starts_a_one_member_cluster_of_exactly_the_snapshots_keys_as_the_model_does(
     tmp_path: Path,
 ) -> None:
-    from tests.local.restore_scenarios import sim_restore
+    from tests.local.restore_scenarios import RESTORED, sim_restore
 
     real = call_inside(real_restore, {"workdir": str(tmp_path)}, timeout=140)
     assert real == RESTORED
@@ -189,7 +170,7 @@ def test_an_instance_told_restore_starts_a_one_member_cluster_of_exactly_the_sna
 
 
 def test_a_member_whose_data_is_wiped_does_not_start_and_is_tagged_data_lost_as_in_the_model(tmp_path: Path) -> None:
-    from tests.local.restore_scenarios import sim_lost_data
+    from tests.local.restore_scenarios import LOST, sim_lost_data
 
     real = call_inside(real_lost_data, {"workdir": str(tmp_path)}, timeout=140)
     assert real == LOST

@@ -229,3 +229,26 @@ def sim_lost_data(seed: int = 12) -> dict[str, Any]:
 def _state(phase: str) -> str:
     """A simulated instance's phase as a launcher's state is named (the same words where they mean the same)."""
     return {"broken": "failed"}.get(phase, phase)
+
+
+# -- the outcomes both worlds must give (tests/e2e/test_restore_real.py on real etcd, tests/local on the model) ----
+RESTORED = {
+    "restorer_state": "running",
+    "restored_members": [{"name": "restorer", "peer_urls": ["<restorer>"], "published": True, "learner": False}],
+    "keys_exactly_the_snapshot": True,
+    "later_key_absent": True,
+    "new_cluster_id": True,
+    "revision_kept": True,
+    "leader": True,
+    # told the same, with an operator's file in its data dir: refused, nothing changed, never started
+    "occupied": {"state": "refused", "data_dir_kept": True, "etcd_running": False},
+}
+LOST = {
+    "victim_state": "data-lost",
+    "victim_running": False,
+    "tag_is_utc_iso8601": True,
+    "survivors_see_a_leader": [True, True],
+    "survivors_hold_every_key": [True, True],
+    "one_cluster": True,
+    "members": [["survivor-1", "other", True], ["survivor-2", "other", True], ["victim", "<victim>", True]],
+}

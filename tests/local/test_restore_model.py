@@ -20,7 +20,7 @@ from infra.local import LocalAWS, SimClock
 from infra.local.etcd_model import SNAPSHOT_CHUNK, Discovery, EtcdModel, decode_snapshot
 from infra.local.sim_fleet import SimFleet
 from infra.local.stack import deploy
-from tests.local.restore_scenarios import BUCKET, KEYS, TOKEN, put, sim_lost_data, sim_restore
+from tests.local.restore_scenarios import BUCKET, KEYS, LOST, RESTORED, TOKEN, put, sim_lost_data, sim_restore
 
 HOSTS = {"n1": "10.0.0.1", "n2": "10.0.0.2", "n3": "10.0.0.3"}
 
@@ -109,29 +109,11 @@ def test_a_learner_and_a_stopped_member_give_no_snapshot():
 
 # -- SimFleet: the two scenarios ------------------------------------------------------------------------------
 def test_a_simulated_instance_told_restore_starts_a_one_member_cluster_holding_exactly_the_snapshots_keys():
-    assert sim_restore() == {
-        "restorer_state": "running",
-        "restored_members": [{"name": "restorer", "peer_urls": ["<restorer>"], "published": True, "learner": False}],
-        "keys_exactly_the_snapshot": True,
-        "later_key_absent": True,
-        "new_cluster_id": True,
-        "revision_kept": True,
-        "leader": True,
-        # told the same, with an operator's file in its data dir: refused, nothing changed, never started
-        "occupied": {"state": "refused", "data_dir_kept": True, "etcd_running": False},
-    }
+    assert sim_restore() == RESTORED
 
 
 def test_a_simulated_member_whose_data_is_wiped_is_not_started_and_tags_itself_data_lost():
-    assert sim_lost_data() == {
-        "victim_state": "data-lost",
-        "victim_running": False,
-        "tag_is_utc_iso8601": True,
-        "survivors_see_a_leader": [True, True],
-        "survivors_hold_every_key": [True, True],
-        "one_cluster": True,
-        "members": [["survivor-1", "other", True], ["survivor-2", "other", True], ["victim", "<victim>", True]],
-    }
+    assert sim_lost_data() == LOST
 
 
 @pytest.fixture
