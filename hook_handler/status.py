@@ -457,7 +457,8 @@ def _cluster(identity: ClusterIdentity | None, loss: Loss | None) -> dict[str, A
     return {
         "state": identity.state.value,
         "cluster_id": identity.cluster_id,
-        "voters": [sorted(c) for c in identity.configs],
+        "voters": sorted(identity.voters),
+        "moving": sorted(identity.moving),
         "readable": identity.readable,
         "lost": loss.why if loss is not None else "",
         "survivors": list(loss.alive) if loss is not None else [],
@@ -507,8 +508,9 @@ def _cluster_lines(cluster: Mapping[str, Any]) -> list[str]:
     if not cluster:
         return []
     name = f" {cluster['cluster_id']}" if cluster.get("cluster_id") else ""
-    voters = " or ".join(",".join(c) for c in cluster.get("voters", [])) or "unknown"
-    lines = [f"cluster{name}: {cluster['state']}; voters {voters}"]
+    voters = ",".join(cluster.get("voters", [])) or "unknown"
+    moving = ",".join(cluster.get("moving", []))
+    lines = [f"cluster{name}: {cluster['state']}; voters {voters}" + (f" (moving: {moving})" if moving else "")]
     if not cluster.get("readable", True):
         lines[0] += " (identity record unreadable: counted as a cluster that existed, voters unknown)"
     if cluster.get("lost"):

@@ -1,6 +1,6 @@
 """The cluster's identity record at the edge of a pass (``hook_handler.identity`` decides what it says): read once
 per pass, written by compare-and-swap — in the founding change itself, when a pass sees the cluster with a leader,
-and before every step that changes etcd's voters (both configurations listed)."""
+and before every step that changes etcd's voters (the instance it changes listed as moving)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hook_handler.identity import (
     UNKNOWN_VOTER,
     ClusterIdentity,
     ClusterState,
+    Proof,
     covering,
     identity_name,
     parse,
@@ -26,7 +27,6 @@ from hook_handler.plan import Key, RecordSet
 from hook_handler.route53 import Conflict
 
 WRITE_ATTEMPTS = 3
-MAX_CONFIGS = 3  # configurations kept before a pass writes the identity only to drop those etcd's answers made history
 
 
 class ClusterRecord:
@@ -61,7 +61,9 @@ class ClusterRecord:
         return out
 
     def wrote(self, p: Pass, new: ClusterIdentity) -> None:
-        """A change carrying ``changes(p, new)`` was accepted."""
+        """A change carrying ``changes(p, new)`` was accepted. An instance this write started moving is the pass's
+        own: no other step on it was in flight, so etcd's answer to the pass's step on it proves what it did."""
+        p.fresh |= set(new.moving) - set(p.identity.moving if p.identity is not None else ())
         p.identity, p.identity_set = new, self._set(new)
         self.s.log.info("cluster identity written", extra={"identity": new.value()})
 
@@ -81,68 +83,69 @@ class ClusterRecord:
             return
         raise DeadlineReached("the cluster identity record kept changing under us")
 
-    def answered(self, p: Pass, view: EtcdView, members: tuple[Member, ...]) -> None:
-        """etcd's answer to a voter change: the member list after it, from the member that applied it."""
-        if members:
-            p.proven = self.voters(replace(view, members=members), p)
+    def answered(self, p: Pass, view: EtcdView, instance: str, members: tuple[Member, ...]) -> None:
+        """etcd's answer to the pass's voter step on ``instance``: the member list after it, from the member that
+        applied it (empty: no proof)."""
+        at = p.identity.moving.get(instance) if p.identity is not None else None
+        if members and at is not None and instance in p.fresh:
+            p.proven = Proof(instance, at, self.voters(replace(view, members=members), p))
 
     def _set(self, identity: ClusterIdentity) -> RecordSet:
         return RecordSet.of(self.key[0], "TXT", IDENTITY_TTL, [identity.value()])
 
     # -- the rules' inputs --------------------------------------------------------------------------------------------
-    def voters(self, view: EtcdView, p: Pass, *, without: Member | None = None) -> frozenset[str]:
-        """etcd's voters as instance ids (``?<member id>`` where no instance is known), ``without`` one."""
-        owner = identify(view, p.obs.instances).owner
-        return frozenset(
-            owner.get(m.id) or f"{UNKNOWN_VOTER}{m.hex_id}"
-            for m in view.voters()
-            if without is None or m.id != without.id
-        )
+    def voters(self, view: EtcdView, p: Pass) -> frozenset[str]:
+        """etcd's voters as instance ids (``?<member id>`` where no instance is known)."""
+        return frozenset(self.voter_key(view, p, m) for m in view.voters())
+
+    def voter_key(self, view: EtcdView, p: Pass, member: Member) -> str:
+        """The member's instance id as the identity lists it (``?<member id>`` where no instance is known)."""
+        return identify(view, p.obs.instances).owner.get(member.id) or f"{UNKNOWN_VOTER}{member.hex_id}"
 
     def seen(self, p: Pass, view: EtcdView | None, joining: Iterable[str] = ()) -> ClusterIdentity | None:
-        """The identity once this pass saw ``view`` (``identity.seen``), plus a configuration with each of
-        ``joining`` (this change's joiners, so their promotion needs no write of its own), when the record says
-        otherwise; None: nothing to write (etcd not seen with a leader and a healthy quorum, the record agrees, or a
-        restore's seed: its own phase confirms it)."""
+        """The identity once this pass saw ``view`` (``identity.seen``), with each of ``joining`` (this change's
+        joiners) moving, so their promotion needs no write of its own; None: nothing to write (etcd not seen with a
+        leader and a healthy quorum, the record agrees, or a restore's seed: its own phase confirms it)."""
         if view is None or not view.cluster_id or view.leader is None or not _quorum_healthy(view):
             return None
         before = self.read(p)
         if before is not None and before.state is ClusterState.RESTORING:
             return None
-        voters = self.voters(view, p)
-        new = seen(before, view.cluster_id, voters, self.s.clock.now(), p.proven)
+        now = self.s.clock.now()
+        new = seen(before, view.cluster_id, self.voters(view, p), now, p.proven)
         for iid in joining:
-            new = covering(new, voters, voters | {iid}) or new
+            new = covering(new, iid, now)
         return None if new == before else new
 
     def confirm(self, p: Pass, view: EtcdView | None) -> None:
         """Write what ``seen`` says on its own (no record change carried it) — only when the record is not safe as
-        it is: no cluster or another one named, or etcd's voters not a listed configuration. Dropping
-        configurations that are history waits for the next record change to ride in."""
+        it is: no cluster or another one named, or an instance etcd shows otherwise than the record allows. Dropping
+        what etcd's answers proved, or what has settled, waits for the next record change to ride in."""
         new = self.seen(p, view)
         before = p.identity
         if new is None or (
             before is not None
             and before.state is ClusterState.RUNNING
             and before.cluster_id == new.cluster_id
-            and all(c in before.configs for c in new.configs)
-            and len(before.configs) <= MAX_CONFIGS
+            and set(new.moving) <= set(before.moving)
         ):
             return
         self.update(p, lambda _before: self.seen(p, view))
 
-    def cover(self, p: Pass, view: EtcdView, after: frozenset[str]) -> None:
-        """Before a step that takes etcd's voters to ``after``: the identity lists the voters now and after."""
-        current = self.voters(view, p)
-        if current == after:
-            return
+    def cover(self, p: Pass, view: EtcdView, instance: str) -> None:
+        """Before a step that may add or remove ``instance`` as a voter: the identity lists it as moving (once per
+        pass: an entry this pass wrote already covers a retry)."""
         now = self.s.clock.now()
         p.proven = None  # only etcd's answer to this step proves what it did
+        if p.identity is not None and p.identity.moving.get(instance, -1.0) >= p.started:
+            return
 
         def make(before: ClusterIdentity | None) -> ClusterIdentity | None:
+            if before is not None and before.moving.get(instance, -1.0) >= p.started:
+                return None
             if before is None or not before.existed:  # a founding not confirmed yet, or a cluster without one
-                before = ClusterIdentity(ClusterState.RUNNING, now, view.cluster_id, (current,))
-            return covering(before, current, after)
+                before = ClusterIdentity(ClusterState.RUNNING, now, view.cluster_id, self.voters(view, p))
+            return covering(before, instance, now)
 
         self.update(p, make)
 

@@ -12,7 +12,7 @@ from hook_handler.etcd import Membership
 from hook_handler.events import LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.heartbeat import Keeper
-from hook_handler.identity import ClusterIdentity
+from hook_handler.identity import ClusterIdentity, Proof
 from hook_handler.lifecycle import AutoScaling
 from hook_handler.look import Looker
 from hook_handler.membership import EtcdView
@@ -67,7 +67,9 @@ class Pass:
     identity: ClusterIdentity | None = None  # the cluster identity record (``coordinator.cluster``) ...
     identity_set: RecordSet | None = None  # ... as stored ...
     identity_read: bool = False  # ... once read in this pass
-    proven: frozenset[str] | None = None  # etcd's voters as its answer to the pass's last voter change said
+    proven: Proof | None = None  # etcd's voters as its answer to the pass's last voter step said
+    started: float = 0.0  # when the pass began (a moving entry written since covers its steps)
+    fresh: set[str] = field(default_factory=set)  # instances this pass's own writes started moving
 
     def pause(self, clock: Clock, why: str) -> None:
         """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""

@@ -119,7 +119,7 @@ class Coordinator:
             log=self.services.log,
             warned=self._warned,
         )
-        p = Pass(deadline, report, keeper, obs)
+        p = Pass(deadline, report, keeper, obs, started=self.clock.now())
         keeper.discover = lambda _keeper: self.actions.discover(p)
         rounds = 0
         # One round per joiner while launches queue for a running cluster (``Plan.queued``: etcd takes one new

@@ -124,8 +124,9 @@ class EtcdSteps:
 
     def remove_member(self, member: Member, instance_id: str | None, why: str, view: EtcdView, p: Pass) -> None:
         """``member remove``, leadership handed to a healthy voter first when the member leads."""
-        if not member.learner:  # the identity lists the voters with and without it first
-            self.cluster.cover(p, view, self.cluster.voters(view, p, without=member))
+        voter = self.cluster.voter_key(view, p, member)
+        if not member.learner:  # the identity lists its instance as moving first
+            self.cluster.cover(p, view, voter)
         self._move_leader(member, view, p)
         while True:
             # etcd judges a reconfiguration on the member that receives it ("unhealthy cluster" from a member not
@@ -134,7 +135,7 @@ class EtcdSteps:
             endpoints = [*self.s.look.member_endpoints(view, p.obs, exclude=member), *member.client_urls[:1]]
             try:
                 self.cluster.answered(
-                    p, view, self._membership.remove(member.id, endpoints, p.call_deadline(self.s.clock))
+                    p, view, voter, self._membership.remove(member.id, endpoints, p.call_deadline(self.s.clock))
                 )
                 break
             except EtcdUnavailable as exc:
@@ -306,8 +307,8 @@ class EtcdSteps:
         settings = self.s.settings
         url = peer_url(target_of(instance, settings) or "", settings.etcd_port, settings.etcd_peer_scheme)
         endpoints = self.s.look.member_endpoints(view, p.obs)
-        if not view.learners:  # a voter from the start: the identity lists the voters with it first
-            self.cluster.cover(p, view, self.cluster.voters(view, p) | {iid})
+        if not view.learners:  # a voter from the start: the identity lists it as moving first
+            self.cluster.cover(p, view, iid)
         try:
             added = self._membership.add([url], endpoints, p.call_deadline(self.s.clock), learner=view.learners)
         except EtcdUnavailable as exc:  # the add may have landed: the next look adopts it (phase adding)
@@ -327,11 +328,11 @@ class EtcdSteps:
         write({MEMBER_ID_TAG: added.hex_id, PHASE_TAG: ADDED, STATE_TAG: "existing", **certificate})
 
     def _promote(self, member: Member, iid: str, view: EtcdView, p: Pass) -> None:
-        self.cluster.cover(p, view, self.cluster.voters(view, p) | {iid})  # the voters with it, listed first
+        self.cluster.cover(p, view, iid)  # listed as moving first
         try:
             endpoints = self.s.look.member_endpoints(view, p.obs)
             self.cluster.answered(
-                p, view, self._membership.promote(member.id, endpoints, p.call_deadline(self.s.clock))
+                p, view, iid, self._membership.promote(member.id, endpoints, p.call_deadline(self.s.clock))
             )
             self.s.log.info("learner promoted", extra={"instance": iid, "member": member.hex_id})
         except EtcdUnavailable as exc:

@@ -496,7 +496,7 @@ def test_status_names_the_cluster_and_says_when_ec2_proves_its_quorum_lost_for_g
     report = world.look()
     (cid,) = [c for c, ms in world.model.clusters().items() if any(m.running for m in ms)]
     assert report.cluster["state"] == "running" and report.cluster["cluster_id"] == f"{cid:x}"
-    assert report.cluster["voters"] == [sorted(world.stack.in_service())] and not report.cluster["lost"]
+    assert report.cluster["voters"] == sorted(world.stack.in_service()) and not report.cluster["lost"]
     old = sorted(world.stack.in_service())
     for iid in old:
         world.model.stop(iid)  # etcd silent, the instances running
