@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from hook_handler.etcd import LEARNER_NOT_READY, NOT_ENOUGH_STARTED, TOO_MANY_LEARNERS, UNHEALTHY, EtcdRefused
 from hook_handler.events import Kind, LifecycleEvent
-from hook_handler.lifecycle import CHANGE_TAG, TARGET_TAG
+from hook_handler.lifecycle import CHANGE_TAG, LAUNCHING, TARGET_TAG
 from hook_handler.members import LEAVE_CHANGE_TAG, LEAVING_STATES, MEMBER_STATES, STATE_TAG, Instance, tag_seconds
 from hook_handler.membership import MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, EtcdView, Identity, departure, identify
 from hook_handler.plan import Key, Observation, Plan, RecordSet, build_plan, peer_targets, target_of
@@ -36,7 +36,27 @@ def refusal(event: LifecycleEvent, settings: Settings, *, account: str | None, r
         problems.append(f"region {event.region} is not this function's region {region}")
     if event.group and settings.asg_names and event.group not in settings.asg_names:
         problems.append(f"group {event.group!r} is not served (asg_names={','.join(settings.asg_names)})")
+    if event.is_action and event.hook_name:
+        setting, configured = hook_setting(event.transition, settings)
+        if configured and event.hook_name != configured:
+            problems.append(foreign_hook(event, f"the coordinator's is {configured!r} ({setting})", setting))
     return "; ".join(problems) or None
+
+
+def hook_setting(transition: str | None, settings: Settings) -> tuple[str, str]:
+    """The setting naming the coordinator's hook for ``transition``, and its value (empty: discovered)."""
+    if transition == LAUNCHING:
+        return "launch_hook_name", settings.launch_hook_name
+    return "terminate_hook_name", settings.terminate_hook_name
+
+
+def foreign_hook(event: LifecycleEvent, ours: str, setting: str) -> str:
+    """Why an event naming a hook that is not the coordinator's is refused: another hook's actions are another's to
+    complete (a configuration gate, a drain), and completing or heartbeating them would skip what they wait for."""
+    return (
+        f"hook {event.hook_name!r} on group {event.group!r} is not the coordinator's: {ours}; its actions are left "
+        f"alone. If the coordinator should serve this hook, set {setting}={event.hook_name}"
+    )
 
 
 @dataclass

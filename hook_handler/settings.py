@@ -143,8 +143,18 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "0",
         "Members one change may drop without an event or API state explaining it (the removal guard).",
     ),
-    Spec("launch_hook_name", "", "Launch hook name, to complete other instances' actions. Empty: discovered."),
-    Spec("terminate_hook_name", "", "Terminate hook name, to complete other instances' actions. Empty: discovered."),
+    Spec(
+        "launch_hook_name",
+        "",
+        "The coordinator's launch hook: the only launch hook whose actions it completes or heartbeats (an event "
+        "naming another is refused). Empty: the group's only launching hook.",
+    ),
+    Spec(
+        "terminate_hook_name",
+        "",
+        "The coordinator's terminate hook: the only terminate hook whose actions it completes or heartbeats (an "
+        "event naming another is refused). Empty: the group's only terminating hook.",
+    ),
     # -- etcd membership ------------------------------------------------------------------------
     Spec(
         "etcd_membership",
