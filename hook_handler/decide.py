@@ -468,6 +468,28 @@ def fallback(
     return HandOff.ABANDON if membership else HandOff(settings.launch_failure_result)
 
 
+def action_started(event: LifecycleEvent, instance: Instance | None, *, first_seen: float, now: float) -> float:
+    """When an action began, for its action timeout: never from the event's ``Time`` alone, which whoever can
+    deliver an event could forge (a time years ago would turn the first failed step's retry into a fallback).
+
+    A launch out of EC2 began after its instance launched (EC2's ``LaunchTime``): the event's time counts only where
+    it is not earlier than that, and the launch time stands in when it is absent. Any other action (a termination, a
+    launch out of the warm pool, whose instance launched long before) counts from the first time this coordinator
+    saw it (``first_seen``; a later look only makes it younger, so the fallback can come late, never early).
+
+    >>> from hook_handler.events import Kind, LifecycleEvent, LAUNCHING
+    >>> event = LifecycleEvent(Kind.JOIN, "sqs", transition=LAUNCHING, time="2000-01-01T00:00:00Z", origin="EC2")
+    >>> action_started(event, Instance("i-1", launch_time=1000.0), first_seen=1060.0, now=1100.0)
+    1000.0
+    """
+    if event.kind is Kind.JOIN and event.origin != "WarmPool" and instance is not None and instance.launch_time:
+        claimed = parse_time(event.time)
+        if claimed is None or claimed > now:
+            return instance.launch_time
+        return max(claimed, instance.launch_time)
+    return first_seen
+
+
 def parse_time(value: str | None) -> float | None:
     """An event's ISO-8601 time as epoch seconds (None when absent or unreadable).
 

@@ -102,6 +102,7 @@ class Coordinator:
         live = [e for e in events if self._refused(e, report) is None]
         if events and not live:
             return report
+        self.actions.seen(live)
         if not dry_run and all(e.kind is Kind.RECONCILE for e in live):  # a reconcile (CLI or schedule)
             self.issuer.sweep(deadline)
         # 1. Judge the events against what the APIs say (looking again, briefly, while they lag behind).
