@@ -41,6 +41,7 @@ class Clients:
     autoscaling: Any
     ec2: Any
     secretsmanager: Any = None  # only with etcd_tls_secret / etcd_ca_secret
+    iam: Any = None  # only with etcd_ca_secret: the members' role (etcd_member_role_path) for each secret's policy
 
     @classmethod
     def create(cls, session: Any | None = None, *, tls: bool = False) -> Clients:
@@ -50,6 +51,7 @@ class Clients:
             autoscaling=make("autoscaling", config=CLIENT_CONFIG),
             ec2=make("ec2", config=CLIENT_CONFIG),
             secretsmanager=make("secretsmanager", config=CLIENT_CONFIG) if tls else None,
+            iam=make("iam", config=CLIENT_CONFIG) if tls else None,
         )
 
 
@@ -161,6 +163,8 @@ class Runtime:
             settings.etcd_ca_secret,
             settings.etcd_member_secret_prefix,
             days=settings.etcd_member_cert_days,
+            iam=clients.iam or boto3.client("iam", config=CLIENT_CONFIG),
+            role_path=settings.etcd_member_role_path,
         )
 
     @classmethod

@@ -9,8 +9,10 @@ They go to the secret ``<etcd_member_secret_prefix><instance-id>`` as ``{"ca", "
 instance's start script reads it (its ARN is the instance's tag ``etcd-member-cert``).
 
 Who can read a member's key: the secret's resource policy denies ``GetSecretValue`` to every session whose
-``aws:userid`` is not ``*:<instance-id>`` (IAM: an instance profile's session has ``aws:userid`` =
-``<role-id>:<instance-id>``), so only that instance reads it, whatever the instances' shared role allows.
+``aws:userid`` is not ``<RoleId>:<instance-id>`` of the members' role (the role under ``etcd_member_role_path``,
+listed at each issue) or whose ``aws:PrincipalArn`` is not that role (IAM: an instance profile's session has
+``aws:userid`` = ``<role-id>:<instance-id>``; a session name is its caller's choice, the RoleId is not), so only
+that instance reads it, whatever the instances' shared role allows.
 The steps are ordered so no reader ever sees a key without that policy: the secret is created empty, the
 policy is put, then the value. Each step is idempotent and checked against the secret as it is (the secret's
 name is the instance id, so a pass killed anywhere resumes: an existing secret is reused, never re-keyed once
@@ -28,7 +30,7 @@ import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +187,9 @@ def init_pki(secretsmanager: Any, ca_secret: str, client_secret: str, *, name: s
         except ClientError as exc:
             if error_code(exc) != "ResourceNotFoundException":
                 raise CertificateError(f"DescribeSecret {secret}: {error_code(exc)}: {error_message(exc)}") from None
+    if client_secret in arns and ca_secret in arns:
+        # Both kept: the CA's key is not read (its resource policy admits only the coordinator and break glass).
+        return {"etcd_ca_secret": arns[ca_secret], "etcd_tls_secret": arns[client_secret]}
     if ca_secret in arns:
         ca_cert, ca_key = load_ca(secretsmanager, ca_secret)
     else:
@@ -204,28 +209,64 @@ def init_pki(secretsmanager: Any, ca_secret: str, client_secret: str, *, name: s
     return {"etcd_ca_secret": arns[ca_secret], "etcd_tls_secret": arns[client_secret]}
 
 
-def resource_policy(instance_id: str) -> str:
-    """The member secret's resource policy: nobody but the instance's own sessions reads the value.
+def resource_policy(instance_id: str, roles: Sequence[tuple[str, str]]) -> str:
+    """The member secret's resource policy: nobody but the instance's own session of the members' role reads the
+    value. ``roles``: (RoleId, ARN) of the members' role (``etcd_member_role_path``). An instance profile's session
+    has ``aws:userid`` = ``<RoleId>:<instance-id>``; a role session named after the instance by anyone else (the
+    session name is the caller's choice) has another role's RoleId, and ``aws:PrincipalArn`` names that role.
 
-    >>> json.loads(resource_policy("i-1"))["Statement"][0]["Condition"]
-    {'StringNotLike': {'aws:userid': '*:i-1'}}
+    >>> doc = json.loads(resource_policy("i-1", [("AROAEXAMPLE", "arn:aws:iam::123456789012:role/etcd-asg/x/m")]))
+    >>> [s["Condition"] for s in doc["Statement"]][0]
+    {'StringNotEquals': {'aws:userid': ['AROAEXAMPLE:i-1']}}
     """
+    ids = sorted(f"{role_id}:{instance_id}" for role_id, _ in roles)
+    arns = sorted(arn for _, arn in roles)
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
                 {
-                    "Sid": "OnlyItsInstanceReadsTheKey",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "secretsmanager:GetSecretValue",
-                    "Resource": "*",
-                    "Condition": {"StringNotLike": {"aws:userid": f"*:{instance_id}"}},
-                }
+                    "Sid": "OnlyItsInstancesSessionReadsTheKey",
+                    **deny,
+                    "Condition": {"StringNotEquals": {"aws:userid": ids}},
+                },
+                {
+                    "Sid": "OnlyTheMembersRoleReadsTheKey",
+                    **deny,
+                    "Condition": {"ArnNotEquals": {"aws:PrincipalArn": arns}},
+                },
             ],
         },
         sort_keys=True,
     )
+
+
+def member_roles(iam: Any, path: str) -> list[tuple[str, str]]:
+    """(RoleId, ARN) of every role under ``path`` (``etcd_member_role_path``). Raises ``CertificateError`` when
+    there is none: a secret that admits no role would keep every member out."""
+    roles: list[tuple[str, str]] = []
+    params: dict[str, Any] = {"PathPrefix": path}
+    try:
+        while True:
+            out = iam.list_roles(**params)
+            roles += [(r["RoleId"], r["Arn"]) for r in out.get("Roles", []) if r.get("Path") == path]
+            if not out.get("IsTruncated"):
+                break
+            params["Marker"] = out["Marker"]
+    except ClientError as exc:
+        raise CertificateError(
+            f"iam:ListRoles under {path} (etcd_member_role_path): {error_code(exc)}: {error_message(exc)}; the "
+            "coordinator's role needs iam:ListRoles"
+        ) from None
+    except BotoCoreError as exc:
+        raise CertificateError(f"iam:ListRoles under {path}: {exc}") from None
+    if not roles:
+        raise CertificateError(
+            f"no IAM role has the path {path} (etcd_member_role_path): deploy the cluster stack (etcd-cluster.yaml "
+            "gives its members' role that path) or set etcd_member_role_path to the members' role's path"
+        )
+    return roles
 
 
 class MemberCertificates:
@@ -238,8 +279,12 @@ class MemberCertificates:
         prefix: str,
         *,
         days: float = 365.0,
+        iam: Any = None,
+        role_path: str = "",
     ) -> None:
         self.sm = secretsmanager
+        self.iam = iam
+        self.role_path = role_path
         self.ca_secret = ca_secret
         self.prefix = prefix
         self.days = days
@@ -264,7 +309,7 @@ class MemberCertificates:
             "PutResourcePolicy",
             self.sm.put_resource_policy,
             SecretId=arn,
-            ResourcePolicy=resource_policy(identity.instance_id),
+            ResourcePolicy=resource_policy(identity.instance_id, member_roles(self.iam, self.role_path)),
             BlockPublicPolicy=True,
         )
         stages = described.get("VersionIdsToStages") or {}

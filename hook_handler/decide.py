@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from hook_handler.etcd import LEARNER_NOT_READY, NOT_ENOUGH_STARTED, TOO_MANY_LEARNERS, UNHEALTHY, EtcdRefused
 from hook_handler.events import Kind, LifecycleEvent
-from hook_handler.lifecycle import CHANGE_TAG, TARGET_TAG
+from hook_handler.lifecycle import CHANGE_TAG, LAUNCHING, TARGET_TAG
 from hook_handler.members import LEAVE_CHANGE_TAG, LEAVING_STATES, MEMBER_STATES, STATE_TAG, Instance, tag_seconds
 from hook_handler.membership import MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, EtcdView, Identity, departure, identify
 from hook_handler.plan import Key, Observation, Plan, RecordSet, build_plan, peer_targets, target_of
@@ -36,7 +36,27 @@ def refusal(event: LifecycleEvent, settings: Settings, *, account: str | None, r
         problems.append(f"region {event.region} is not this function's region {region}")
     if event.group and settings.asg_names and event.group not in settings.asg_names:
         problems.append(f"group {event.group!r} is not served (asg_names={','.join(settings.asg_names)})")
+    if event.is_action and event.hook_name:
+        setting, configured = hook_setting(event.transition, settings)
+        if configured and event.hook_name != configured:
+            problems.append(foreign_hook(event, f"the coordinator's is {configured!r} ({setting})", setting))
     return "; ".join(problems) or None
+
+
+def hook_setting(transition: str | None, settings: Settings) -> tuple[str, str]:
+    """The setting naming the coordinator's hook for ``transition``, and its value (empty: discovered)."""
+    if transition == LAUNCHING:
+        return "launch_hook_name", settings.launch_hook_name
+    return "terminate_hook_name", settings.terminate_hook_name
+
+
+def foreign_hook(event: LifecycleEvent, ours: str, setting: str) -> str:
+    """Why an event naming a hook that is not the coordinator's is refused: another hook's actions are another's to
+    complete (a configuration gate, a drain), and completing or heartbeating them would skip what they wait for."""
+    return (
+        f"hook {event.hook_name!r} on group {event.group!r} is not the coordinator's: {ours}; its actions are left "
+        f"alone. If the coordinator should serve this hook, set {setting}={event.hook_name}"
+    )
 
 
 @dataclass
@@ -446,6 +466,28 @@ def fallback(
     if event.kind is not Kind.JOIN:
         return HandOff.HOLD if membership and member else HandOff.CONTINUE
     return HandOff.ABANDON if membership else HandOff(settings.launch_failure_result)
+
+
+def action_started(event: LifecycleEvent, instance: Instance | None, *, first_seen: float, now: float) -> float:
+    """When an action began, for its action timeout: never from the event's ``Time`` alone, which whoever can
+    deliver an event could forge (a time years ago would turn the first failed step's retry into a fallback).
+
+    A launch out of EC2 began after its instance launched (EC2's ``LaunchTime``): the event's time counts only where
+    it is not earlier than that, and the launch time stands in when it is absent. Any other action (a termination, a
+    launch out of the warm pool, whose instance launched long before) counts from the first time this coordinator
+    saw it (``first_seen``; a later look only makes it younger, so the fallback can come late, never early).
+
+    >>> from hook_handler.events import Kind, LifecycleEvent, LAUNCHING
+    >>> event = LifecycleEvent(Kind.JOIN, "sqs", transition=LAUNCHING, time="2000-01-01T00:00:00Z", origin="EC2")
+    >>> action_started(event, Instance("i-1", launch_time=1000.0), first_seen=1060.0, now=1100.0)
+    1000.0
+    """
+    if event.kind is Kind.JOIN and event.origin != "WarmPool" and instance is not None and instance.launch_time:
+        claimed = parse_time(event.time)
+        if claimed is None or claimed > now:
+            return instance.launch_time
+        return max(claimed, instance.launch_time)
+    return first_seen
 
 
 def parse_time(value: str | None) -> float | None:

@@ -205,9 +205,11 @@ def parse_eventbridge(event: object) -> LifecycleEvent:
 
 
 def parse_direct(payload: object) -> LifecycleEvent:
-    """Parse a direct invocation: ``{"action": "reconcile"}`` or the lifecycle fields at top level.
-
-    The token may be omitted (the action is then completed by instance id). Raises ``EventError``.
+    """Parse a direct invocation: ``{"action": "reconcile"}`` (optionally with ``AutoScalingGroupName``), the
+    lifecycle fields at top level (``LifecycleTransition``, ``EC2InstanceId``, ``AutoScalingGroupName``,
+    ``LifecycleHookName``, optionally ``LifecycleActionToken``), or a test notification (ignored). Any other field is
+    refused: the rest of a hook's message (Origin, Destination, Time, ...) is Auto Scaling's to say, through its own
+    delivery. The token may be omitted (the action is then completed by instance id). Raises ``EventError``.
 
     >>> parse_direct({"LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
     ...               "EC2InstanceId": "i-0123456789abcdef0", "AutoScalingGroupName": "etcd",
@@ -220,9 +222,24 @@ def parse_direct(payload: object) -> LifecycleEvent:
         action = obj["action"]
         if action != "reconcile":
             raise EventError(f"{_describe(action)} is not an action; expected 'reconcile'", "action")
+        _only_keys(obj, _DIRECT_RECONCILE_KEYS, "'action' and optionally 'AutoScalingGroupName' in a reconcile")
         group = _optional(obj, "AutoScalingGroupName", env, _GROUP_NAME, "a group name of 1-255 characters")
         return LifecycleEvent(Kind.RECONCILE, "direct", group=group, reason="reconcile requested")
-    return _message(obj, env)
+    if _is_test_notification(obj):
+        return _ignored(obj, env)
+    # Only the documented fields: what else a raw hook message carries (Origin, Destination, Time, AccountId...)
+    # steers what a pass does (a warm-pool move completed at once, an action's age), and nobody but Auto Scaling's
+    # own delivery may say that.
+    _only_keys(
+        obj, _DIRECT_LIFECYCLE_KEYS, f"{sorted(_DIRECT_LIFECYCLE_KEYS)} (Auto Scaling's own delivery says the rest)"
+    )
+    if "LifecycleTransition" not in obj:
+        raise EventError(
+            f"missing in a direct invocation with keys {_keys(obj)}; expected {LAUNCHING} or {TERMINATING} "
+            "with EC2InstanceId, AutoScalingGroupName and LifecycleHookName, or {'action': 'reconcile'}",
+            "LifecycleTransition",
+        )
+    return _lifecycle(obj, env, expected=None)
 
 
 def parse_sqs_record(record: object) -> Parsed:
@@ -578,6 +595,21 @@ def _looks_like_eventbridge(obj: dict) -> bool:
 
 def _looks_like_direct(obj: dict) -> bool:
     return any(k in obj for k in ("action", "LifecycleTransition", "Event", "EC2InstanceId", "LifecycleActionToken"))
+
+
+_DIRECT_RECONCILE_KEYS = frozenset({"action", "AutoScalingGroupName"})
+_DIRECT_LIFECYCLE_KEYS = frozenset(
+    {"LifecycleTransition", "EC2InstanceId", "AutoScalingGroupName", "LifecycleHookName", "LifecycleActionToken"}
+)
+
+
+def _only_keys(obj: dict, allowed: frozenset[str], expected: str) -> None:
+    extra = [k for k in obj if k not in allowed]
+    if extra:
+        raise EventError(
+            f"{_quote(extra[0])} is not a field of a direct invocation; expected only {expected}",
+            _clip(str(extra[0]), 60),
+        )
 
 
 def _is_test_notification(obj: dict) -> bool:

@@ -135,6 +135,18 @@ class AutoScaling:
         ]
         return names[0] if len(names) == 1 else None
 
+    def hook_names(self, group: str, transition: str, deadline: float, *, expect: str = "") -> list[str]:
+        """The group's hooks for ``transition``, by name; described again when ``expect`` is not among those this
+        sandbox described (a hook put since)."""
+        names = [h["LifecycleHookName"] for h in self._lifecycle_hooks(group, deadline)]
+        if expect and expect not in names:
+            self._hooks.pop(group, None)
+        return [
+            h["LifecycleHookName"]
+            for h in self._lifecycle_hooks(group, deadline)
+            if h["LifecycleTransition"] == transition
+        ]
+
     def heartbeat_timeout(self, group: str, hook: str, deadline: float) -> float | None:
         """The hook's ``HeartbeatTimeout`` in seconds (None: no such hook on the group)."""
         for h in self._lifecycle_hooks(group, deadline):

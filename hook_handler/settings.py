@@ -23,6 +23,7 @@ _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 _URL = re.compile(r"^https?://[^\s/]+(?::\d+)?/?$")
 _SECRET_ID = re.compile(r"^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$")
 _SECRET_PREFIX = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,400}/$")
+_ROLE_PATH = re.compile(r"^/(?:[\x21-\x7e]{1,510}/)$")  # IAM's path pattern, "/" alone excluded: every role
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -143,8 +144,18 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "0",
         "Members one change may drop without an event or API state explaining it (the removal guard).",
     ),
-    Spec("launch_hook_name", "", "Launch hook name, to complete other instances' actions. Empty: discovered."),
-    Spec("terminate_hook_name", "", "Terminate hook name, to complete other instances' actions. Empty: discovered."),
+    Spec(
+        "launch_hook_name",
+        "",
+        "The coordinator's launch hook: the only launch hook whose actions it completes or heartbeats (an event "
+        "naming another is refused). Empty: the group's only launching hook.",
+    ),
+    Spec(
+        "terminate_hook_name",
+        "",
+        "The coordinator's terminate hook: the only terminate hook whose actions it completes or heartbeats (an "
+        "event naming another is refused). Empty: the group's only terminating hook.",
+    ),
     # -- etcd membership ------------------------------------------------------------------------
     Spec(
         "etcd_membership",
@@ -193,6 +204,13 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "etcd_member_secret_prefix",
         "",
         "Name prefix of the member certificate secrets. Empty: `etcd-asg/<domain_name>/member/`.",
+    ),
+    Spec(
+        "etcd_member_role_path",
+        "",
+        "IAM path of the members' instance role (etcd-cluster.yaml gives its role `/etcd-asg/<coordinator stack>/`). "
+        "Each member secret admits only that role's own session for its instance: the role's RoleId pinned "
+        "(`aws:userid` = `<RoleId>:<instance-id>`) and the principal ARN checked. Required with `etcd_ca_secret`.",
     ),
     Spec(
         "etcd_member_cert_days",
@@ -286,6 +304,7 @@ class Settings:
     etcd_tls_secret: str = ""
     etcd_ca_secret: str = ""
     etcd_member_secret_prefix: str = ""
+    etcd_member_role_path: str = ""
     etcd_member_cert_days: float = 365.0
     tracing: bool = False
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -613,8 +632,22 @@ def _member_certificate_fields(r: _Reader, scheme: str, tls_secret: str, domain:
                 "coordinator deletes them",
                 "a prefix of its own for the member secrets (the default etcd-asg/<domain_name>/member/)",
             )
+    role_path = r.get("etcd_member_role_path")
+    if ca_secret and not role_path:
+        r.fail(
+            "etcd_member_role_path",
+            "is not set, but etcd_ca_secret is: a member secret must name the one role whose sessions may read it",
+            "the IAM path of the members' instance role, e.g. /etcd-asg/<coordinator stack>/ (etcd-cluster.yaml)",
+        )
+    if role_path and not _ROLE_PATH.match(role_path):
+        r.fail(
+            "etcd_member_role_path",
+            f"{role_path!r} is not an IAM path of its own",
+            "a path such as /etcd-asg/etcd-coordinator/ (starting and ending with /; not / alone)",
+        )
     return {
         "etcd_ca_secret": ca_secret,
+        "etcd_member_role_path": role_path,
         "etcd_member_secret_prefix": member_prefix,
         "etcd_member_cert_days": r.float("etcd_member_cert_days", 1, 3650),
     }

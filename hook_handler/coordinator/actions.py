@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hook_handler.certs import CERT_TAG
 from hook_handler.coordinator.certificates import Issuer
 from hook_handler.coordinator.context import Pass, Services
-from hook_handler.decide import WAIT_STATES, HandOff, fallback, launch_under_way, may_be_member, parse_time
+from hook_handler.decide import WAIT_STATES, HandOff, action_started, fallback, launch_under_way, may_be_member
 from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.lifecycle import CHANGE_TAG, LAUNCHING, TARGET_TAG, TERMINATING, Action
@@ -35,6 +35,16 @@ class Actions:
     def __init__(self, services: Services, issuer: Issuer) -> None:
         self.s = services
         self.issuer = issuer
+        # (instance, transition) -> when this sandbox first saw the action: an action's age never rests on the event's
+        # own Time alone (``decide.action_started``).
+        self.first_seen: dict[tuple[str, str], float] = {}
+
+    def seen(self, events: Iterable[LifecycleEvent]) -> None:
+        """Note when this sandbox first saw each action (sandbox memory: a cold start sees them anew, later)."""
+        now = self.s.clock.now()
+        for event in events:
+            if event.is_action and event.instance_id:
+                self.first_seen.setdefault((event.instance_id, event.transition or ""), now)
 
     # -- which actions --------------------------------------------------------------------------------------------
     def action_for(self, iid: str, transition: str, obs: Observation, deadline: float) -> Action | None:
@@ -133,6 +143,7 @@ class Actions:
     def complete(self, actions: Mapping[str, Action], result: str, p: Pass) -> None:
         for iid, action in sorted(actions.items()):
             p.keeper.release(iid, action.transition)
+            self.first_seen.pop((iid, action.transition), None)
             done = self.s.asg.complete(action, result, p.deadline)
             if done:
                 p.report.completed.append((iid, result))
@@ -233,9 +244,10 @@ class Actions:
             )
             inst = p.obs.instances.get(event.instance_id or "")
             member = self.s.membership is not None and event.kind is Kind.LEAVE and may_be_member(inst)
+            first_seen = self.first_seen.get((event.instance_id or "", event.transition or ""), now)
             result = fallback(
                 event,
-                started=parse_time(event.time) or now,
+                started=action_started(event, inst, first_seen=first_seen, now=now),
                 now=now,
                 settings=self.s.settings,
                 membership=self.s.membership is not None,

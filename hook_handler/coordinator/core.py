@@ -30,6 +30,8 @@ from hook_handler.decide import (
     RecordInputs,
     as_completed,
     earlier_leave_proof,
+    foreign_hook,
+    hook_setting,
     judge,
     member_owners,
     nothing_to_do,
@@ -100,10 +102,12 @@ class Coordinator:
         live = [e for e in events if self._refused(e, report) is None]
         if events and not live:
             return report
+        self.actions.seen(live)
         if not dry_run and all(e.kind is Kind.RECONCILE for e in live):  # a reconcile (CLI or schedule)
             self.issuer.sweep(deadline)
         # 1. Judge the events against what the APIs say (looking again, briefly, while they lag behind).
         obs, pending = self._judge(live, report, deadline)
+        pending = self._own_hooks(pending, report, deadline)
         # Warm-pool moves that change no membership need no record and no etcd: completed at once.
         passing = [e for e in pending if e.kind is Kind.PASS]
         pending = [e for e in pending if e.kind is not Kind.PASS]
@@ -215,6 +219,32 @@ class Coordinator:
             return None
         report.outcomes.append(self.services.reject(Outcome(event, Status.REJECTED, why, ok=False)))
         return report.outcomes[-1]
+
+    def _own_hooks(self, pending: Sequence[LifecycleEvent], report: Report, deadline: float) -> list[LifecycleEvent]:
+        """Only the coordinator's hooks are completed or heartbeated: with a hook name set, ``refusal`` checked it
+        before any call; without one, the coordinator's hook is the group's only hook for the transition. An event
+        naming any other hook is refused and changes nothing."""
+        own = []
+        for event in pending:
+            setting, configured = hook_setting(event.transition, self.settings)
+            if configured or not (event.group and event.hook_name and event.transition):
+                own.append(event)
+                continue
+            names = self.asg.hook_names(event.group, event.transition, deadline, expect=event.hook_name)
+            if names == [event.hook_name]:
+                own.append(event)
+                continue
+            kind = "launching" if event.transition == LAUNCHING else "terminating"
+            ours = (
+                f"the group has {len(names)} {kind} hooks ({', '.join(sorted(names))}) and {setting} is not set"
+                if len(names) > 1
+                else f"the group's only {kind} hook is {names[0]!r}"
+                if names
+                else f"the group has no {kind} hook"
+            )
+            why = foreign_hook(event, ours, setting)
+            report.outcomes.append(self.services.reject(Outcome(event, Status.REJECTED, why, ok=False)))
+        return own
 
     def _judge(
         self, live: Sequence[LifecycleEvent], report: Report, deadline: float

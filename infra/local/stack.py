@@ -127,6 +127,21 @@ class Stack:
         return {t["Key"]: t["Value"] for t in out["Tags"]}
 
 
+def member_role(aws: LocalAWS, group: str) -> str:
+    """The members' instance role under ``/etcd-asg/<group>/`` (made once); returns the path."""
+    path = f"/etcd-asg/{group}/"
+    iam = aws.client("iam")
+    if not iam.list_roles(PathPrefix=path)["Roles"]:
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        iam.create_role(RoleName=f"{group}-member", Path=path, AssumeRolePolicyDocument=json.dumps(trust))
+    return path
+
+
 def deploy(
     aws: LocalAWS,
     *,
@@ -201,9 +216,14 @@ def deploy(
         **({} if etcd is not None else {"etcd_membership": "false"}),
         **(settings or {}),
     }
+    if env.get("etcd_ca_secret") and not env.get("etcd_member_role_path"):
+        # The members' instance role, as etcd-cluster.yaml makes it: under the coordinator's path.
+        env["etcd_member_role_path"] = member_role(aws, group)
     runtime = Runtime(
         load_settings(env),
-        Clients(route53=r53, autoscaling=asg, ec2=ec2, secretsmanager=aws.client("secretsmanager")),
+        Clients(
+            route53=r53, autoscaling=asg, ec2=ec2, secretsmanager=aws.client("secretsmanager"), iam=aws.client("iam")
+        ),
         aws.clock,
         region=aws.region,
         etcd_transport=etcd,

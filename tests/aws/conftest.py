@@ -118,6 +118,7 @@ def recorded_calls() -> tuple[list[str], list[str]]:
         SimFleet(aws, model, stack.group, zone_id=stack.zone_id, domain=stack.domain, tls=True).start()
         instrument(stack)
         stack.runtime.coordinator.certificates.sm.meta.events.register("before-call.*.*", record)
+        stack.runtime.coordinator.certificates.iam.meta.events.register("before-call.*.*", record)
         stack.scale(3)
         aws.clock.advance(600)
         aws.kill_instance(sorted(stack.in_service())[0])

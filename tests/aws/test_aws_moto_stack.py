@@ -32,6 +32,8 @@ SKIPPED_BY_MOTO = {
     "AWS::Lambda::EventInvokeConfig",
     "AWS::SQS::QueuePolicy",
     "AWS::S3::BucketPolicy",
+    "AWS::SNS::TopicPolicy",
+    "AWS::SecretsManager::ResourcePolicy",
 }
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS")
 MODES = {"EventBridge": set(), "EventBridgeSQS": {"ViaSqs"}, "SNS": {"ViaSns"}}

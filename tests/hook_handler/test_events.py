@@ -570,10 +570,25 @@ def test_direct_invocation_may_omit_the_token():
     )
 
 
-def test_direct_invocation_with_a_token_and_account():
-    event = parse_direct(raw_message())
+def test_direct_invocation_with_a_token():
+    fields = (
+        "LifecycleTransition",
+        "EC2InstanceId",
+        "AutoScalingGroupName",
+        "LifecycleHookName",
+        "LifecycleActionToken",
+    )
+    event = parse_direct({k: raw_message()[k] for k in fields})
 
-    assert (event.kind, event.token, event.account) == (Kind.JOIN, TOKEN, ACCOUNT)
+    assert (event.kind, event.token, event.account, event.time) == (Kind.JOIN, TOKEN, None, None)
+
+
+def test_a_whole_hook_message_invoked_directly_is_refused_naming_the_first_extra_field():
+    # Origin, Destination and Time are Auto Scaling's to say (a warm-pool move, an action's age): only its own
+    # delivery (SQS, SNS, EventBridge) carries them.
+    error = only_error(parse_invocation(raw_message()))
+
+    assert error.field == "Origin" and "not a field of a direct invocation" in str(error)
 
 
 def test_direct_reconcile_action():

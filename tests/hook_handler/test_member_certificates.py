@@ -19,7 +19,7 @@ from infra.local import LocalAWS
 from infra.local.etcd_model import EtcdModel
 from infra.local.pki import CertificateAuthority
 from infra.local.sim_fleet import SimFleet
-from infra.local.stack import deploy
+from infra.local.stack import deploy, member_role
 
 DOMAIN = "example.com"
 PREFIX = f"etcd-asg/{DOMAIN}/member/"
@@ -77,6 +77,7 @@ def running_members(model: EtcdModel) -> list:
 
 def test_every_member_gets_its_own_certificate_before_its_go_signal_and_loses_it_when_it_leaves(aws, ca):
     stack, model, _fleet = tls_world(aws, ca)
+    (role,) = aws.client("iam").list_roles(PathPrefix=stack.env["etcd_member_role_path"])["Roles"]
     stack.scale(3)
     aws.clock.advance(300)
     stack.scale(4)
@@ -105,7 +106,10 @@ def test_every_member_gets_its_own_certificate_before_its_go_signal_and_loses_it
         described = sm.describe_secret(SecretId=f"{PREFIX}{iid}")
         assert tags[iid]["etcd-member-cert"] == described["ARN"]
         policy = json.loads(sm.get_resource_policy(SecretId=described["ARN"])["ResourcePolicy"])
-        assert policy == json.loads(resource_policy(iid))
+        assert policy == json.loads(resource_policy(iid, [(role["RoleId"], role["Arn"])]))
+        conditions = [st["Condition"] for st in policy["Statement"]]
+        assert {"StringNotEquals": {"aws:userid": [f"{role['RoleId']}:{iid}"]}} in conditions  # not "*:<iid>"
+        assert {"ArnNotEquals": {"aws:PrincipalArn": [role["Arn"]]}} in conditions
 
     # Order, per instance: the secret, its policy, its value, then the go signal.
     for iid in in_service:
@@ -145,7 +149,7 @@ def test_the_member_secret_steps_resume_after_a_pass_killed_between_them(aws, ca
     policy and value by the next pass; a value that landed with its answer lost is never re-keyed."""
     put_ca(aws, ca)
     sm = aws.client("secretsmanager")
-    certs = MemberCertificates(sm, "etcd/ca", PREFIX)
+    certs = MemberCertificates(sm, "etcd/ca", PREFIX, iam=aws.client("iam"), role_path=member_role(aws, "etcd"))
     ident = member_identity("i-0123456789abcdef0", ["ip-10-0-0-5.ec2.internal", "10.0.0.5"], DOMAIN)
     sm.create_secret(Name=f"{PREFIX}{ident.instance_id}")  # the killed pass got this far
     arn = certs.ensure(ident)
@@ -241,7 +245,9 @@ def test_pki_init_makes_a_ca_the_coordinator_can_issue_from_and_a_client_certifi
     )
     issuer = x509.load_pem_x509_certificate(ca_cert.encode())
     issuer.public_key().verify(cert.signature, cert.tbs_certificate_bytes, _ecdsa())
-    certs = MemberCertificates(sm, arns["etcd_ca_secret"], PREFIX)
+    certs = MemberCertificates(
+        sm, arns["etcd_ca_secret"], PREFIX, iam=aws.client("iam"), role_path=member_role(aws, "etcd")
+    )
     assert certs.ensure(member_identity("i-0123456789abcdef0", ["10.0.0.5"], DOMAIN)).startswith("arn:")
     before = sm.get_secret_value(SecretId="etcd/ca")["SecretString"]
     assert main(["pki", "init", "--ca-secret", "etcd/ca", "--client-secret", "etcd/coordinator"]) == 0
@@ -261,6 +267,7 @@ def test_a_member_secret_prefix_that_covers_the_ca_or_client_secret_is_refused()
         "etcd_peer_scheme": "https",
         "etcd_tls_secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:etcd-asg/prod/coordinator-AbCdEf",
         "etcd_ca_secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:etcd-asg/prod/ca-AbCdEf",
+        "etcd_member_role_path": "/etcd-asg/prod/",
     }
     assert load_settings(base).etcd_member_secret_prefix == f"etcd-asg/{DOMAIN}/member/"
     for prefix in ("etcd-asg/", "etcd-asg/prod/"):
@@ -299,3 +306,44 @@ def test_a_joiner_whose_add_is_refused_for_a_while_gets_its_certificate_made_onc
     ops = [c.operation for c in aws.calls[mark:] if c.service == "secretsmanager" and c.status == 200]
     assert ops.count("PutResourcePolicy") == 1 and ops.count("PutSecretValue") == 1, ops
     assert len(member_secrets(aws)) == 4
+
+
+def test_a_member_secret_admits_only_the_members_role_for_its_instance_and_needs_that_role(aws, ca):
+    """A role session named after an instance (the session name is its caller's choice) must not pass: the policy
+    pins the members' RoleId and ARN. No role under the path: the secret is not made usable (no value), said why."""
+    put_ca(aws, ca)
+    sm, iam = aws.client("secretsmanager"), aws.client("iam")
+    ident = member_identity("i-0123456789abcdef0", ["10.0.0.5"], DOMAIN)
+    certs = MemberCertificates(sm, "etcd/ca", PREFIX, iam=iam, role_path="/etcd-asg/nobody/")
+    with pytest.raises(CertificateError, match=r"no IAM role has the path /etcd-asg/nobody/.*etcd_member_role_path"):
+        certs.ensure(ident)
+    assert "VersionIdsToStages" not in sm.describe_secret(SecretId=f"{PREFIX}{ident.instance_id}")
+    path = member_role(aws, "etcd")
+    (role,) = iam.list_roles(PathPrefix=path)["Roles"]
+    arn = MemberCertificates(sm, "etcd/ca", PREFIX, iam=iam, role_path=path).ensure(ident)
+    statements = json.loads(sm.get_resource_policy(SecretId=arn)["ResourcePolicy"])["Statement"]
+    assert {json.dumps(st["Condition"], sort_keys=True) for st in statements} == {
+        json.dumps({"StringNotEquals": {"aws:userid": [f"{role['RoleId']}:{ident.instance_id}"]}}),
+        json.dumps({"ArnNotEquals": {"aws:PrincipalArn": [role["Arn"]]}}),
+    }
+    assert all(st["Effect"] == "Deny" and st["Action"] == "secretsmanager:GetSecretValue" for st in statements)
+
+
+def test_member_certificates_without_the_members_role_path_is_a_settings_error():
+    from hook_handler.exceptions import SettingsError
+    from hook_handler.settings import load_settings
+
+    env = {
+        "domain_name": DOMAIN,
+        "r53_zone_id": "Z1",
+        "asg_names": "etcd",
+        "srv_record_name": "_etcd-server-ssl._tcp",
+        "etcd_peer_scheme": "https",
+        "etcd_tls_secret": "etcd/coordinator",
+        "etcd_ca_secret": "etcd/ca",
+    }
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert err.value.variable == "etcd_member_role_path" and "/etcd-asg/" in str(err.value)
+    with pytest.raises(SettingsError, match="not an IAM path"):
+        load_settings({**env, "etcd_member_role_path": "/"})

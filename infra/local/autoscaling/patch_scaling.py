@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from moto.autoscaling.models import (
@@ -144,8 +145,12 @@ def _ec2_run_instances(orig: Callable[..., Any]) -> Callable[..., Any]:
         reservation = orig(self, *args, **kwargs)
         engine = running()
         if engine is not None:
+            launched = datetime.fromtimestamp(engine.aws.clock.now(), UTC).replace(tzinfo=None)
             for instance in reservation.instances:
                 engine.addresses.assign(instance)
+                # EC2's LaunchTime on the emulator's clock (moto stamps the machine's): the coordinator dates a
+                # launch's action by it (``decide.action_started``).
+                instance.launch_time = launched
         return reservation
 
     return patched

@@ -1,0 +1,93 @@
+"""An action's age comes from the APIs (EC2's launch time) or the first time the coordinator saw it, never from the
+event's own Time alone: a forged old Time must not turn a retry into a fallback (ABANDON, or CONTINUE)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from hook_handler.app import InvocationFailed
+from infra.local.delivery import LambdaContext
+from infra.local.stack import deploy
+
+LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATE = "autoscaling:EC2_INSTANCE_TERMINATING"
+PENDING = 5.5
+FORGED = "2000-01-01T00:00:00Z"
+
+pytestmark = pytest.mark.local_aws(propagation=30.0)
+
+
+def _invoke(stack: Any, event: dict[str, Any]) -> dict[str, Any]:
+    clock = stack.aws.clock
+    context = LambdaContext("fn", stack.function_arn, "req", 256, clock.now() + 300.0, clock)
+    task = clock.spawn(stack.runtime.handle, event, context, name="invoke")
+    clock.run()
+    try:
+        return task.value()
+    except InvocationFailed as exc:  # handed to a retry: the invocation fails so that Lambda retries it
+        return {"failed": str(exc)}
+
+
+def _events(aws: Any, transition: str) -> list[dict[str, Any]]:
+    return [
+        n.payload
+        for n in aws.notifications
+        if n.channel == "eventbridge" and n.payload.get("detail", {}).get("LifecycleTransition") == transition
+    ]
+
+
+def _fallbacks(aws: Any) -> list[tuple[str, str]]:
+    return [(a.instance_id, a.result) for a in aws.lifecycle_actions if a.ended_by == "complete"]
+
+
+def _grow(stack: Any, n: int) -> None:
+    seen = len(_events(stack.aws, LAUNCH))
+    stack.scale(n)
+    stack.aws.clock.advance(PENDING)
+    for event in _events(stack.aws, LAUNCH)[seen:]:
+        _invoke(stack, event)
+
+
+def test_a_forged_old_time_does_not_abandon_a_launch_at_its_first_failed_step(aws):
+    stack = deploy(aws, mode="none", settings={"action_timeout_seconds": "60"})
+    _grow(stack, 1)
+    done = _fallbacks(aws)
+    stack.scale(2)
+    aws.clock.advance(PENDING)
+    forged = copy.deepcopy(_events(aws, LAUNCH)[-1])
+    forged["time"] = FORGED
+    aws.faults.fail_next("ChangeResourceRecordSets", count=1, code="AccessDenied", status=403)
+    _invoke(stack, forged)
+    assert _fallbacks(aws) == done  # handed to a retry: nothing abandoned
+    assert not [a for a in aws.lifecycle_actions if a.result == "ABANDON"]
+    _invoke(stack, forged)  # the retry, the fault gone: the launch goes on
+    assert (forged["detail"]["EC2InstanceId"], "CONTINUE") in _fallbacks(aws)
+
+
+def test_a_forged_old_time_does_not_let_a_termination_fall_back(aws):
+    stack = deploy(aws, mode="none", settings={"action_timeout_seconds": "60"})
+    _grow(stack, 2)
+    done = _fallbacks(aws)
+    stack.scale(1)
+    aws.clock.advance(PENDING)
+    forged = copy.deepcopy(_events(aws, TERMINATE)[-1])
+    forged["time"] = FORGED
+    aws.faults.fail_next("ChangeResourceRecordSets", count=1, code="AccessDenied", status=403)
+    _invoke(stack, forged)
+    assert _fallbacks(aws) == done
+
+
+def test_a_launch_truly_past_its_timeout_still_falls_back_to_abandon(aws):
+    stack = deploy(aws, mode="none", settings={"action_timeout_seconds": "60"})
+    _grow(stack, 1)
+    stack.scale(2)
+    aws.clock.advance(PENDING)
+    event = _events(aws, LAUNCH)[-1]
+    del event["time"]  # no Time at all: EC2's launch time dates it
+    aws.clock.advance(90)
+    aws.faults.fail_next("ChangeResourceRecordSets", count=1, code="AccessDenied", status=403)
+    _invoke(stack, event)
+    assert (event["detail"]["EC2InstanceId"], "ABANDON") in _fallbacks(aws)
