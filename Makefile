@@ -38,8 +38,8 @@ $(RUNTIME_STAMP): pyproject.toml | $(PY)
 # Every target with what it does.
 help:
 	@echo "make demo      a real etcd cluster scaled, healed and rolled by the coordinator on emulated AWS (about 2.5 min)"
-	@echo "make test      the whole test suite (850 CPU-s: 12 min on 2 busy cores)"
-	@echo "make test-fast the simulated-time tests only, no real etcd, no subprocess: the edit loop (70 CPU-s)"
+	@echo "make test      the whole test suite (610 CPU-s: under 8 min on 2 busy cores)"
+	@echo "make test-fast the simulated-time tests only, no real etcd, no subprocess: the edit loop (46 CPU-s: 30 s)"
 	@echo "make setup     .venv with the pinned development dependencies (the other targets run it when needed)"
 	@echo "make lint      ruff, cfn-lint, checkov, shellcheck, the embedded start script"
 	@echo "make soak      20,000 randomized schedules (SOAK_SCHEDULES=, SOAK_SEED=); resumes where it stopped"
