@@ -264,6 +264,8 @@ class RecordInputs:
     owners: Mapping[str, Instance] = field(default_factory=dict)  # record targets etcd says are an instance's
     advertised: frozenset[str] | None = None  # every member's peer hosts (None: etcd not asked)
     members_known: bool = False
+    restore_seed: str | None = None  # restoring: the record lists this launching instance alone
+    hold_founding: bool = False  # a cluster existed and cannot be restored now: nothing is founded
 
     @classmethod
     def of(
@@ -302,6 +304,8 @@ def record_plan(
         advertised=None if inputs.advertised is None else set(inputs.advertised),
         members_known=inputs.members_known,
         orphans_ripe=set(orphans_ripe),
+        restore_seed=inputs.restore_seed,
+        hold_founding=inputs.hold_founding,
     )
 
 

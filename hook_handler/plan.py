@@ -75,6 +75,7 @@ class Plan:
     queued: tuple[str, ...] = ()  # launches into a running cluster waiting for an earlier joiner (one at a time)
     bootstrap: bool = False  # this change publishes a new cluster's founding record
     expected: int = 0  # members a new cluster waits for
+    restoring: bool = False  # the founding record lists a restore's seed alone
     launches: tuple[str, ...] = ()  # Pending:Wait instance ids the published record lists
     leaves: tuple[str, ...] = ()  # Terminating:Wait instance ids the published record lacks
     # Every leaving instance (Terminating, Terminating:Wait, returning to a warm pool) the published record lacks:
@@ -87,6 +88,8 @@ class Plan:
     @property
     def cluster_state(self) -> str:
         """What a launching member is told: found a new cluster, or join the running one."""
+        if self.restoring:
+            return "restore"
         return "new" if self.bootstrap else "existing"
 
 
@@ -168,9 +171,10 @@ def build_plan(
     advertised: Iterable[str] | None = None,
     members_known: bool = False,
     orphans_ripe: Collection[str] | None = None,
+    restore_seed: str | None = None,
+    hold_founding: bool = False,
 ) -> Plan:
-    """Decide the records and the change. See the module docstring.
-
+    """Decide the records and the change (module docstring; ``restore_seed``, ``hold_founding``: ``RecordInputs``).
     ``current``: the zone's record sets now (missing key = no such set). ``keep``: targets that stay listed whatever
     the instances say (members whose removal from etcd is held: the record lists exactly etcd's members).
     ``running``: etcd says a cluster runs, so nothing is being founded even if no instance is in service yet.
@@ -186,7 +190,7 @@ def build_plan(
     # A cluster with no member in service is being founded: its first record's members are told 'new'.
     founding = not running and not any(m.lifecycle_state in IN_SERVICE_STATES for m in members)
     expected = settings.cluster_size or sum(g.desired_capacity for g in observation.groups.values())
-    held, listed = _barrier(c, members, founding, expected, notes)
+    held, listed = _founders(c, members, founding, expected, notes, restore_seed, hold_founding)
     queued, listed = _queue(c, listed, founding)
     new_targets = {t for m in listed if (t := c.named(m))}
     guard = _guard(c, new_targets, {absolute(t) for t in keep}, founding, members_known, orphans_ripe)
@@ -207,15 +211,36 @@ def build_plan(
         orphans=tuple(guard.orphans),
         held=held,
         queued=queued,
-        bootstrap=founding and not held,
+        bootstrap=founding and (not held or restore_seed is not None),
         expected=expected,
-        launches=tuple(
-            m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and c.named(m) in final_targets
-        ),
+        restoring=founding and restore_seed is not None and bool(listed),
+        launches=_launches(c, listed, final_targets),
         leaves=_leaving(c, final_targets, ("Terminating:Wait",)),
         dropped=_leaving(c, final_targets, ("Terminating", "Terminating:Wait")),
         notes=tuple(notes),
     )
+
+
+def _founders(
+    c: _Context,
+    members: list[Instance],
+    founding: bool,
+    expected: int,
+    notes: list[str],
+    seed: str | None,
+    hold: bool,
+) -> tuple[tuple[str, ...], list[Instance]]:
+    """Who a founding lists and who it holds: the bootstrap barrier's answer; where a cluster existed, the restore's
+    seed listed alone (or nobody: held), the others held. Returns (held, listed)."""
+    if not founding or (seed is None and not hold):
+        return _barrier(c, members, founding, expected, notes)
+    notes.append(f"restore onto {seed}" if seed else "founding held: a cluster existed")
+    return tuple(m.instance_id for m in members if m.instance_id != seed), [m for m in members if m.instance_id == seed]
+
+
+def _launches(c: _Context, listed: list[Instance], targets: set[str]) -> tuple[str, ...]:
+    """Pending:Wait instance ids the published record lists."""
+    return tuple(m.instance_id for m in listed if m.lifecycle_state == "Pending:Wait" and c.named(m) in targets)
 
 
 def _members(settings: Settings, obs: Observation) -> list[Instance]:

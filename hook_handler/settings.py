@@ -165,6 +165,14 @@ SETTINGS_SPEC: tuple[Spec, ...] = (
         "docs/how-it-works.md).",
     ),
     Spec(
+        "disaster_recovery",
+        "auto",
+        "When etcd's quorum is lost for good and no voter's instance runs (every member gone, or the group scaled to "
+        "zero and back): `auto` restores the newest snapshot in `snapshot_bucket` onto the first launching instance "
+        "and lets the others join it; `manual` holds the launches, alarms and has `status` print the restore "
+        "command. Never founds an empty cluster over one that existed.",
+    ),
+    Spec(
         "member_start_timeout_seconds",
         "300",
         "A member added to etcd that has not started and become healthy this long after `member add` is removed "
@@ -296,6 +304,7 @@ class Settings:
     launch_hook_name: str = ""
     terminate_hook_name: str = ""
     etcd_membership: bool = True
+    disaster_recovery: str = "auto"
     member_start_timeout_seconds: float = 300.0
     etcd_endpoints: tuple[str, ...] = ()
     etcd_client_srv: str = ""
@@ -597,6 +606,7 @@ def _etcd_fields(r: _Reader, srv_name: str, domain: str) -> dict[str, Any]:
     r.errors.extend(_check_tls(srv_name, scheme, tls_secret, endpoints, membership))
     return {
         "etcd_membership": membership,
+        "disaster_recovery": r.choice("disaster_recovery", ("auto", "manual"), "a disaster recovery mode"),
         "member_start_timeout_seconds": r.float("member_start_timeout_seconds", 30, 172_800),
         "etcd_endpoints": endpoints,
         "etcd_client_srv": client_srv.rstrip("."),

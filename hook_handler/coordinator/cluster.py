@@ -105,13 +105,17 @@ class ClusterRecord:
     def seen(self, p: Pass, view: EtcdView | None, joining: Iterable[str] = ()) -> ClusterIdentity | None:
         """The identity once this pass saw ``view`` (``identity.seen``), with each of ``joining`` (this change's
         joiners) moving, so their promotion needs no write of its own; None: nothing to write (etcd not seen with a
-        leader and a healthy quorum, the record agrees, or a restore's seed: its own phase confirms it)."""
+        leader and a healthy quorum, or the record agrees). A restore's seed running its new cluster ends a restore."""
         if view is None or not view.cluster_id or view.leader is None or not _quorum_healthy(view):
             return None
         before = self.read(p)
-        if before is not None and before.state is ClusterState.RESTORING:
-            return None
         now = self.s.clock.now()
+        if before is not None and before.state is ClusterState.RESTORING:
+            # The restore is done once its seed runs a cluster other than the one restored from: that one now.
+            voters = self.voters(view, p)
+            if view.cluster_id == before.cluster_id or before.seed not in voters:
+                return None
+            return ClusterIdentity(ClusterState.RUNNING, now, view.cluster_id, voters)
         new = seen(before, view.cluster_id, self.voters(view, p), now, p.proven)
         for iid in joining:
             new = covering(new, iid, now)

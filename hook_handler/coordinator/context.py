@@ -70,6 +70,7 @@ class Pass:
     proven: Proof | None = None  # etcd's voters as its answer to the pass's last voter step said
     started: float = 0.0  # when the pass began (a moving entry written since covers its steps)
     fresh: set[str] = field(default_factory=set)  # instances this pass's own writes started moving
+    snapshotted: bool = False  # the snapshot before the pass's first membership change was tried
 
     def pause(self, clock: Clock, why: str) -> None:
         """Wait a moment for etcd to change, heartbeating; DeadlineReached when the pass is out of time."""

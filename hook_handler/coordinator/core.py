@@ -26,6 +26,7 @@ from hook_handler.coordinator.cluster import ClusterRecord
 from hook_handler.coordinator.context import Pass, Services
 from hook_handler.coordinator.etcd_steps import EtcdSteps
 from hook_handler.coordinator.record import Publisher
+from hook_handler.coordinator.recovery import Restorer
 from hook_handler.decide import (
     RecordInputs,
     as_completed,
@@ -42,6 +43,7 @@ from hook_handler.etcd import EtcdTlsError, Membership, MembershipError
 from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.heartbeat import Keeper
+from hook_handler.identity import ClusterState, Loss
 from hook_handler.lifecycle import LAUNCHING, Action, AutoScaling
 from hook_handler.look import Looker
 from hook_handler.members import LEAVE_CHANGE_TAG as LEAVE_CHANGE
@@ -54,6 +56,7 @@ from hook_handler.settings import Settings
 MAX_ROUNDS = 8  # extra rounds a pass may take for leavers that waited on its joiners
 LAG_LOOKS = 3  # looks again at an event the describes do not show yet ...
 LAG_PAUSE_SECONDS = 2.0  # ... this long apart
+SNAPSHOT_BEFORE_CHANGE_SECONDS = 60.0  # the most a membership change waits on its snapshot
 _PASS_ERRORS = (DeadlineReached, MembershipError, ClientError, CertificateError)
 
 
@@ -93,6 +96,8 @@ class Coordinator:
         self.cluster = ClusterRecord(self.services)
         self.record = Publisher(self.services, self.cluster)
         self.steps = EtcdSteps(self.services, self.actions, self.issuer, self.cluster)
+        self.restorer = Restorer(self.services, self.cluster, self)
+        self.steps.before_change = self._snapshot_before_change
         self._warned: set[tuple[str, str]] = set()  # hooks whose heartbeat timeout was checked (once per sandbox)
 
     # -- the pass ---------------------------------------------------------------------------------------------------
@@ -144,6 +149,20 @@ class Coordinator:
             self.cluster.confirm(p, p.view)
         except _PASS_ERRORS as exc:
             self.services.log.warning("cluster identity not confirmed", extra={"error": _why(exc)})
+
+    def _snapshot_before_change(self, p: Pass) -> None:
+        """Right before the pass's first membership change: a snapshot unless the newest already holds etcd's data
+        (``force``: taken whatever the interval, skipped only while the revision has not moved). Best effort and
+        bounded: a change never waits on S3 for long, nor fails because of it."""
+        if self.snapshots is None or p.snapshotted:
+            return
+        p.snapshotted = True
+        try:
+            bound = min(p.deadline, self.clock.now() + SNAPSHOT_BEFORE_CHANGE_SECONDS)
+            self.snapshots.run(self.look.endpoints(p.obs), bound, force=True)
+        except (SnapshotError, MembershipError, EtcdTlsError, ClientError, BotoCoreError, DeadlineReached) as exc:
+            self.services.log.warning("snapshot before a membership change failed", extra={"error": str(exc)[:300]})
+            self.services.count("SnapshotFailures")
 
     def _snapshot(self, p: Pass) -> None:
         """A snapshot round after a reconcile (``backup.take``: taken when due, skipped while the revision has not
@@ -282,10 +301,14 @@ class Coordinator:
         except MembershipError:
             self._judge_loss(p)
             raise
-        if view is None or view.leader is None:
-            self._judge_loss(p)
+        loss = self._judge_loss(p) if view is None or view.leader is None else None
         if view is None:
-            return RecordInputs()
+            inputs = self.restorer.inputs(p, loss)
+            if loss is not None and inputs.restore_seed is None:
+                self._lost(p, loss)
+            return inputs
+        if loss is not None:
+            self._lost(p, loss)
         p.obs = self.look.owners(p.obs, view, p.deadline)
         owners = member_owners(view, p.obs)  # before any member goes
         view, gone = self.steps.reconfigure(p, view)
@@ -293,17 +316,25 @@ class Coordinator:
         p.view = view
         return RecordInputs.of(view, gone, owners, p.obs)
 
-    def _judge_loss(self, p: Pass) -> None:
-        """etcd gave no view, or one without a leader: when the identity says a cluster existed and EC2 proves its
-        quorum lost for good, say so (log, ``ClusterLost`` metric and alarm, ``status``)."""
+    def _judge_loss(self, p: Pass) -> Loss | None:
+        """etcd gave no view, or one without a leader: whether the identity says a cluster existed and EC2 proves its
+        quorum lost for good (``identity.lost_for_good``)."""
         identity = self.cluster.read(p)
-        loss = self.look.loss(identity, p.obs, p.deadline)
-        if identity is None or loss is None:
+        if identity is None or identity.state is ClusterState.RESTORING:
+            return None  # no cluster existed, or the old one's loss is being recovered from
+        return self.look.loss(identity, p.obs, p.deadline)
+
+    def _lost(self, p: Pass, loss: Loss) -> None:
+        """Say that quorum is lost for good and nothing recovers it by itself (log, ``ClusterLost`` metric and alarm,
+        ``status``) — unless the served groups were scaled to zero: a dormant cluster, whose next launch restores."""
+        identity = p.identity
+        extra = {"cluster": identity.cluster_id if identity else "", "survivors": loss.alive, "why": loss.why}
+        p.report.cluster_lost = loss.why
+        if p.obs.groups and all(g.desired_capacity == 0 for g in p.obs.groups.values()):
+            self.services.log.info("etcd cluster dormant: the groups are scaled to zero", extra=extra)
             return
-        extra = {"cluster": identity.cluster_id, "survivors": loss.alive, "why": loss.why}
         self.services.log.error("etcd quorum lost for good", extra=extra)
         self.services.count("ClusterLost")
-        p.report.cluster_lost = loss.why
 
     # -- 4-5. wait, complete, admit ---------------------------------------------------------------------------------
     def _hold_unsettled(
@@ -377,6 +408,8 @@ class Coordinator:
             self.actions.complete(launches, "CONTINUE", p)
         elif plan.cluster_state == "new":
             self.steps.found(launches, p)
+        elif plan.cluster_state == "restore":
+            self.steps.found(launches, p, state="restore", tags=self.restorer.go_tags(p))
         else:
             self.steps.join(launches, p)
 

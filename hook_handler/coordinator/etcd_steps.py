@@ -42,6 +42,7 @@ class EtcdSteps:
         self.actions = actions
         self.issuer = issuer
         self.cluster = cluster
+        self.before_change: Callable[[Pass], None] = lambda _p: None  # a snapshot first (the coordinator's)
 
     def _view(self, p: Pass) -> EtcdView | None:
         return self.s.look.etcd(p.obs, p.deadline)
@@ -107,6 +108,7 @@ class EtcdSteps:
         iid = removal.instance_id
         extra = {"instance": iid, "member": removal.member.hex_id, "why": removal.why, "quorum": removal.quorum}
         if removal.held_by is HeldBy.LAST:
+            self.before_change(p)  # the data's last copy outside its disk: what scaling back up restores
             self.s.log.info("the cluster ends with its last member", extra=extra)
             return {removal.member.id}
         if removal.held_by is HeldBy.QUORUM:
@@ -124,6 +126,7 @@ class EtcdSteps:
 
     def remove_member(self, member: Member, instance_id: str | None, why: str, view: EtcdView, p: Pass) -> None:
         """``member remove``, leadership handed to a healthy voter first when the member leads."""
+        self.before_change(p)
         voter = self.cluster.voter_key(view, p, member)
         if not member.learner:  # the identity lists its instance as moving first
             self.cluster.cover(p, view, voter)
@@ -177,12 +180,14 @@ class EtcdSteps:
         return self.s.membership
 
     # -- FOUNDING --------------------------------------------------------------------------------------------------
-    def go(self, launches: Mapping[str, Action], p: Pass, state: str) -> dict[str, dict[str, str]]:
-        """The go signal: ``etcd-cluster-state`` on each launching instance that lacks it (with its certificate).
-        Returns the tags written."""
+    def go(
+        self, launches: Mapping[str, Action], p: Pass, state: str, tags: Mapping[str, str] | None = None
+    ) -> dict[str, dict[str, str]]:
+        """The go signal: ``etcd-cluster-state`` on each launching instance that lacks it (with its certificate, and
+        ``tags``: a restore's snapshot and token, in the same CreateTags). Returns the tags written."""
         now = f"{self.s.clock.now():.0f}"
         go = {
-            iid: {STATE_TAG: state, SINCE_TAG: now, **self.issuer.tag_for(p.obs.instances[iid])}
+            iid: {STATE_TAG: state, SINCE_TAG: now, **(tags or {}), **self.issuer.tag_for(p.obs.instances[iid])}
             for iid in launches
             if STATE_TAG not in p.obs.instances[iid].tags
         }
@@ -190,14 +195,16 @@ class EtcdSteps:
             self.s.asg.tag(go, p.deadline)
         return go
 
-    def found(self, launches: Mapping[str, Action], p: Pass) -> None:
-        """A new cluster: every founding member is told 'new', then each completes once it has started and is
-        healthy; one that has not within the start timeout is abandoned (the group replaces it, and the
-        replacement joins the running cluster).
+    def found(
+        self, launches: Mapping[str, Action], p: Pass, *, state: str = "new", tags: Mapping[str, str] | None = None
+    ) -> None:
+        """A new cluster: every founding member is told 'new' (a restore's seed: 'restore', with ``tags``), then each
+        completes once it has started and is healthy; one that has not within the start timeout is abandoned (the
+        group replaces it, and the replacement joins the running cluster, or seeds the restore again).
 
         etcd is read with the observation from before the go signal: while founders start, no answer means no
         cluster yet (``Looker.etcd``), not a failure."""
-        written = self.go(launches, p, "new")
+        written = self.go(launches, p, state, tags)
         # The start timer runs from the go signal, or from a start time the instance already carried.
         founders = {
             iid: replace(inst, tags={**inst.tags, **written.get(iid, {}), **_since(inst)})
@@ -307,6 +314,7 @@ class EtcdSteps:
         settings = self.s.settings
         url = peer_url(target_of(instance, settings) or "", settings.etcd_port, settings.etcd_peer_scheme)
         endpoints = self.s.look.member_endpoints(view, p.obs)
+        self.before_change(p)
         if not view.learners:  # a voter from the start: the identity lists it as moving first
             self.cluster.cover(p, view, iid)
         try:

@@ -90,8 +90,8 @@ class Publisher:
         """A founding record's identity (``founding``), written in the same change. Founding where the identity says
         a cluster has existed is logged and counted (``FoundedOverExisting``): a new, empty cluster over one whose
         members are all gone."""
-        if not plan.bootstrap or not plan.targets or self.s.membership is None:
-            return None  # not a founding (a deletion), or DNS only: etcd unseen, nothing to name
+        if not plan.bootstrap or not plan.targets or self.s.membership is None or plan.restoring:
+            return None  # not a founding (a deletion), DNS only (etcd unseen), or a restore (its identity says so)
         if not founding_allowed(p.identity):
             assert p.identity is not None
             self.s.log.error("founding where a cluster existed", extra={"identity": p.identity.value()})

@@ -93,7 +93,8 @@ def test_metrics_namespace_is_the_one_the_alarms_watch(coordinator_template):
         a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == "EtcdAsgCoordinator"
     }
     assert custom == {
-        "AbandonedActions", "GuardRefused", "QuorumHold", "MemberStartTimeouts", "SnapshotAgeSeconds", "ClusterLost"
+        "AbandonedActions", "GuardRefused", "QuorumHold", "MemberStartTimeouts", "SnapshotAgeSeconds", "ClusterLost",
+        "RecoveryHeld",
     }  # fmt: skip
     for alarm in alarms.values():
         if alarm["Properties"]["Namespace"] == "EtcdAsgCoordinator":
@@ -338,6 +339,8 @@ def test_the_role_may_write_exactly_the_tag_keys_the_coordinator_writes(coordina
         membership.MEMBER_ID_TAG,
         membership.SINCE_TAG,
         certs.CERT_TAG,
+        members.RESTORE_SNAPSHOT_TAG,  # a restore's go signal (coordinator.recovery)
+        members.RESTORE_TOKEN_TAG,
     }
     assert set(allowed["aws:TagKeys"]) == defined
     assert tag_keys <= defined and {members.STATE_TAG, membership.MEMBER_ID_TAG, lifecycle.TARGET_TAG} <= tag_keys

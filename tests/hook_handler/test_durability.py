@@ -86,36 +86,45 @@ def test_the_survivor_of_a_majority_loss_is_held_not_terminated(aws, caplog):
 
 class _Rounds:
     """Stands in for ``backup.take.SnapshotTaker`` (its real rounds run on real etcd in
-    tests/e2e/test_snapshot_real.py): records each round's endpoints, and fails when told to."""
+    tests/e2e/test_snapshot_real.py): records each round's endpoints and whether it was forced, and fails when told
+    to."""
 
     def __init__(self, fail: Exception | None = None) -> None:
         self.calls: list[list[str]] = []
+        self.forced: list[bool] = []
         self.fail = fail
 
     def run(self, endpoints, deadline, *, force=False):
         self.calls.append(list(endpoints))
+        self.forced.append(force)
         if self.fail is not None:
             raise self.fail
 
 
-def test_every_scheduled_reconcile_ends_with_a_snapshot_round_and_event_passes_take_none(aws):
+def test_every_scheduled_reconcile_ends_with_a_snapshot_round_and_event_passes_take_one_before_a_change(aws):
+    """A scheduled reconcile ends with a snapshot round (taken when due); an event pass takes one only right before
+    its first membership change (forced: whatever the interval), once per pass; a failing round is logged and
+    counted, never fails the pass."""
     from hook_handler.backup.errors import SnapshotStoreError
 
     world = make_world(aws)
     grow(world, 3)
     rounds = _Rounds()
     world.stack.runtime.coordinator.snapshots = rounds
-    world.stack.scale(4)  # event passes: launches
+    world.stack.scale(4)  # an event pass: a launch, one member add
     aws.clock.advance(300)
-    assert rounds.calls == []
+    assert rounds.forced == [True] and len(rounds.calls[0]) >= 3  # right before the add
     world.stack.reconcile()
     aws.clock.advance(30)
-    assert len(rounds.calls) == 1 and len(rounds.calls[0]) == 4  # every member's client URL
+    assert rounds.forced == [True, False] and len(rounds.calls[1]) == 4  # every member's client URL
     failing = _Rounds(SnapshotStoreError("PutObject", "my-snapshots", "AccessDenied", "denied", "grant s3:PutObject"))
     world.stack.runtime.coordinator.snapshots = failing
     world.stack.reconcile()
     aws.clock.advance(30)
     assert len(failing.calls) == 1  # tried; the failure is logged and counted, the reconcile itself succeeded
+    world.stack.scale(3)  # a removal, with the snapshot before it failing: the change goes on
+    aws.clock.advance(300)
+    assert failing.forced[1:] == [True]
     world.assert_in_step()
 
 
@@ -239,3 +248,110 @@ def test_a_member_whose_data_is_lost_is_removed_and_its_instance_replaced_by_a_n
     assert len(world.member_names()) == 3 and victim not in world.member_names()
     assert old_member not in {m.id for m in members}
     assert set(world.clusters()) == {cid} and world.model.kv(cid).get("acked") == "1"
+
+
+# -- disaster recovery: every voter gone ------------------------------------------------------------------------------
+DR_BUCKET = "etcd-snapshots-dr"
+
+
+def _dr_world(aws, settings=None):
+    """A world whose coordinator takes snapshots (through etcd's gateway on the model) into ``DR_BUCKET`` and whose
+    instances can restore from it; three members holding five keys, one snapshot of them taken by a reconcile."""
+    from hook_handler.backup.config import DEFAULT_PREFIX
+    from hook_handler.backup.retention import parse_tiers
+    from hook_handler.backup.store import SnapshotStore
+    from hook_handler.backup.take import SnapshotTaker
+    from hook_handler.retry import RetryPolicy
+    from tests.local.restore_scenarios import put
+
+    aws.client("s3").create_bucket(Bucket=DR_BUCKET)
+    world = make_world(aws, settings=settings, snapshot_bucket=DR_BUCKET)
+    store = SnapshotStore(aws.client("s3"), DR_BUCKET, DEFAULT_PREFIX, RetryPolicy(aws.clock), aws.clock)
+    world.stack.runtime.coordinator.snapshots = SnapshotTaker(
+        store, world.model.transport(), aws.clock, interval=60, tiers=parse_tiers(""), protocol="gateway"
+    )
+    grow(world, 3)
+    world.assert_in_step()
+    endpoint = world.model.process(sorted(world.member_names())[0]).client_url
+    for key, value in DR_KEYS.items():
+        put(world.model.transport(), endpoint, key, value)
+    world.stack.reconcile()
+    aws.clock.advance(60)
+    newest = store.newest(aws.clock.now() + 60)
+    assert newest is not None and newest.revision > 1
+    put(world.model.transport(), endpoint, *DR_LATER)
+    return world, store
+
+
+DR_KEYS = {f"/app/{i}": f"value-{i}" for i in range(5)}
+DR_LATER = ("/after-the-scheduled-snapshot", "in the snapshot taken before the membership change")
+
+
+def _keys(world):
+    from tests.local.restore_scenarios import observe
+
+    endpoint = world.model.process(sorted(world.member_names())[0]).client_url
+    return observe(world.model.transport(), endpoint)["keys"]
+
+
+def test_scaling_to_zero_and_back_restores_the_newest_snapshot_instead_of_founding_an_empty_cluster(aws):
+    """Three members hold five keys; a reconcile snapshots them; one more key is written; the group scales to zero
+    (a snapshot right before the first membership change, then every member removed and every instance terminated)
+    and back to three. The first launch seeds a restore of the newest snapshot (the identity says ``restoring``
+    before its go signal), the other two join it: one new cluster of three started voters holding every key written
+    (RPO 0: the snapshot before the change holds the last write), the identity ``running`` with the new cluster's
+    ID, every launch completed with CONTINUE. On the code before, the launches founded a new, empty cluster."""
+    from hook_handler.identity import ClusterState
+    from hook_handler.lifecycle import LAUNCHING
+    from hook_handler.members import RESTORE_SNAPSHOT_TAG, STATE_TAG
+
+    world, store = _dr_world(aws)
+    (old,) = world.clusters()
+    world.stack.scale(0)
+    aws.clock.advance(900)
+    assert world.clusters() == {} and not world.stack.in_service()
+    newest = store.newest(aws.clock.now() + 60)
+    began = aws.clock.now()
+    world.stack.scale(3)
+    aws.clock.advance(900)
+    world.assert_in_step()
+    (new,) = world.clusters()
+    assert new != old and len(world.member_names()) == 3
+    assert all(m.started and not m.learner for m in world.members())
+    assert _keys(world) == {**DR_KEYS, DR_LATER[0]: DR_LATER[1]}
+    identity = _identity(world)
+    assert identity.state is ClusterState.RUNNING and identity.cluster_id == f"{new:x}"
+    tags = {i: world.stack.tags(i) for i in world.member_names()}
+    seeds = [i for i, t in tags.items() if t.get(STATE_TAG) == "restore"]
+    assert len(seeds) == 1 and tags[seeds[0]][RESTORE_SNAPSHOT_TAG] == newest.key
+    launches = [a for a in world.actions(LAUNCHING) if a.started_at >= began]
+    assert len(launches) == 3, [(a.instance_id, a.ended_by, a.result, a.started_at - began) for a in launches]
+    assert all(a.ended_by == "complete" and a.result == "CONTINUE" for a in launches)
+    recovered = max(a.ended_at for a in launches) - began
+    assert recovered <= 600, f"recovery from S3 took {recovered:.0f} s (target 10 minutes)"
+
+
+@pytest.mark.parametrize("why", ["manual", "no snapshot"])
+def test_with_manual_recovery_or_no_snapshot_launches_are_held_and_nothing_is_founded(aws, why):
+    """Every voter gone and the group back to three: with ``disaster_recovery=manual``, or with no snapshot to
+    restore, no cluster is founded (etcd runs none) and the launches wait in their hook, heartbeated, counted."""
+    from hook_handler.lifecycle import LAUNCHING
+
+    world, _ = _dr_world(aws, settings={"disaster_recovery": "manual"} if why == "manual" else None)
+    world.stack.scale(0)
+    aws.clock.advance(900)
+    if why == "no snapshot":  # lost, or never taken
+        s3 = aws.client("s3")
+        for item in s3.list_objects_v2(Bucket=DR_BUCKET).get("Contents", []):
+            s3.delete_object(Bucket=DR_BUCKET, Key=item["Key"])
+    began = aws.clock.now()
+    world.stack.scale(3)
+    for _ in range(5):  # the stack's scheduled reconcile (every 2 minutes) keeps the held launches alive
+        aws.clock.advance(120)
+        world.stack.reconcile()
+    aws.clock.advance(30)
+    assert world.clusters() == {}
+    waiting = [a for a in world.actions(LAUNCHING) if a.started_at >= began]
+    assert len(waiting) == 3, [(a.instance_id, a.ended_by, a.result, a.started_at - began) for a in waiting]
+    assert all(a.ended_by is None for a in waiting)
+    assert set(world.stack.instances().values()) == {"Pending:Wait"}

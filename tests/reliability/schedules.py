@@ -300,7 +300,12 @@ class World:
             etcd=self.link,
         )
         self.runtime = self.stack.runtime  # the function's code and settings now (``setting`` swaps them)
+        self.snapshot_bucket = ""
         if self.model is not None:
+            # Snapshots as the stack takes them (each scheduled reconcile, and right before a membership change),
+            # through etcd's gateway on the model; the instances restore from the same bucket.
+            self.snapshot_bucket = f"etcd-snapshots-w{serial}"
+            self.aws.client("s3").create_bucket(Bucket=self.snapshot_bucket)
             self.fleet = SimFleet(
                 self.aws,
                 self.model,
@@ -309,7 +314,9 @@ class World:
                 domain=self.domain,
                 peer_host="ip" if config.peer_host == "ip" else "dns",
                 poll=1.0,
+                snapshot_bucket=self.snapshot_bucket,
             ).start()
+            self.stack.runtime.coordinator.snapshots = self._snapshot_taker()
         self.changes_seen = 0
         self.start_calls = len(self.aws.calls)
         self.start_invocations = len(self.aws.invocations)
@@ -331,6 +338,18 @@ class World:
             start_invocations=self.start_invocations,
         )
         self.capture_from = len(_CAPTURE.lines)
+
+    def _snapshot_taker(self) -> Any:
+        from hook_handler.backup.config import DEFAULT_PREFIX
+        from hook_handler.backup.retention import parse_tiers
+        from hook_handler.backup.store import SnapshotStore
+        from hook_handler.backup.take import SnapshotTaker
+        from hook_handler.retry import RetryPolicy
+
+        assert self.link is not None
+        clock = self.aws.clock
+        store = SnapshotStore(self.aws.client("s3"), self.snapshot_bucket, DEFAULT_PREFIX, RetryPolicy(clock), clock)
+        return SnapshotTaker(store, self.link.inner, clock, interval=60, tiers=parse_tiers(""), protocol="gateway")
 
     def _handle(self, event: Any, context: Any) -> Any:
         if self.closed:
@@ -538,6 +557,8 @@ class World:
         self.runtime = Runtime(
             load_settings(env), clients, self.aws.clock, region=self.aws.region, etcd_transport=self.link
         )
+        if self.snapshot_bucket:
+            self.runtime.coordinator.snapshots = self._snapshot_taker()
         self.setting_generation += 1
         generation = self.setting_generation
         self.history.settings.append([self.aws.clock.now(), None, pairs])
@@ -686,9 +707,49 @@ class World:
             if iid in facts and facts[iid].served and p.data.state == "wal"
         }
         lost = sorted(cid for cid in clusters if cid in self.model.cluster_states and self.model.quorum_lost(cid))
-        if not lost:
+        if lost:
+            return f"etcd cluster {lost[0]:x} lost its quorum to the schedule's own failures"
+        gone = self.unrecoverable()
+        if gone is None:
             return None
-        return f"etcd cluster {lost[0]:x} lost its quorum to the schedule's own failures"
+        return (
+            f"every voter of etcd cluster {gone:x} is gone with its data and no snapshot of it exists: "
+            "a new cluster only by the operator's choice"
+        )
+
+    def unrecoverable(self) -> int | None:
+        """A cluster that ran (a launch completed as its member) whose data no served instance holds any more and of
+        which no snapshot exists: nothing can bring its data back, and nothing may be founded over it."""
+        assert self.model is not None
+        facts = self.instances()
+        held = {
+            p.cluster_id for iid, p in self.model.processes.items()
+            if iid in facts and facts[iid].served and p.data.state == "wal"
+        }  # fmt: skip
+        admitted = {
+            a.instance_id for a in self.aws.lifecycle_actions
+            if a.group == self.group and a.transition == "autoscaling:EC2_INSTANCE_LAUNCHING" and a.result == "CONTINUE"
+        }  # fmt: skip
+        ran = {p.cluster_id for iid, p in self.model.processes.items() if iid in admitted and p.cluster_id}
+        listed = self.aws.client("s3").list_objects_v2(Bucket=self.snapshot_bucket).get("Contents", [])
+        snapped = " ".join(item["Key"] for item in listed)
+        for cid in sorted(ran - held):
+            if f"_{cid:x}_" not in snapped:
+                return cid
+        return None
+
+    def founded_over(self) -> list[str]:
+        """With a cluster's data gone for good (``unrecoverable``), no cluster may run on served instances: one that
+        does was founded over it (the coordinator must hold the launches for the operator)."""
+        gone = self.unrecoverable() if self.model is not None and self.snapshot_bucket else None
+        if gone is None:
+            return []
+        facts = self.instances()
+        running = {
+            p.cluster_id for iid, p in self.model.processes.items()  # type: ignore[union-attr]
+            if p.running and iid in facts and facts[iid].served and p.cluster_id != gone
+        }  # fmt: skip
+        return [f"etcd cluster {c:x} was founded over cluster {gone:x}, whose data is gone" for c in sorted(running)]
 
     def busy(self) -> str:
         """What keeps the world from being quiet (for the violation's sentence)."""
@@ -858,6 +919,7 @@ def run_schedule(config: Config, steps: tuple[tuple[Any, ...], ...]) -> Result:
             problems = world.settle()
             if world.history.disaster:
                 problems += world.check()  # the per-step invariants over the settle phase; no quiescence
+                problems += world.founded_over()
             else:
                 problems += world.check(final=True)
                 problems += check_quiescence(world.view)

@@ -1,0 +1,106 @@
+"""Disaster recovery's decisions, pure: whether a pass that finds no etcd member answering may found a cluster,
+must restore one, or must hold its launches; and which launching instance seeds a restore.
+
+The facts come from the look: the cluster identity record (``hook_handler.identity``: a cluster existed, its
+voters), what EC2 says about the voters' instances (``identity.lost_for_good``), the launching instances, the
+newest snapshot. The phase itself (``coordinator.recovery``) writes ``restoring`` into the identity record before
+the go signal, so a pass killed anywhere resumes it:
+
+1. ``BEGIN``: the identity says a cluster existed, no member answers, and no voter's instance runs any more — its
+   data is only in the snapshots. The identity becomes ``restoring`` (the newest snapshot's key, a new cluster
+   token, a seed) by compare-and-swap.
+2. ``SEED``: the record lists the seed alone (the other launches held); once it is INSYNC the seed is told
+   ``restore`` with the snapshot and the token in the same CreateTags; it restores the snapshot as the one member of
+   a new cluster and starts.
+3. Once the seed's etcd is healthy with a leader, the identity becomes ``running`` with the new cluster's ID and the
+   seed's launch completes; the held launches join it as any joiner does. A seed that never starts is abandoned
+   and the next launching instance seeds, with a new token.
+
+Where a voter's instance still runs (a survivor holds the newest data) nothing here acts yet: the pass reports
+quorum lost for good and the operator restores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hook_handler.identity import ClusterIdentity, ClusterState, Loss
+from hook_handler.members import Instance
+
+
+class Recovery(StrEnum):
+    NONE = "none"  # nothing to recover here: found (no cluster existed) or run as usual
+    BEGIN = "begin"  # write the identity ``restoring`` with the newest snapshot and a seed
+    SEED = "seed"  # restoring: the record lists the seed alone; the seed is told ``restore``
+    HOLD = "hold"  # a cluster existed and cannot be restored now: launches wait, nothing is founded
+
+
+@dataclass(frozen=True)
+class RecoveryStep:
+    step: Recovery
+    seed: str | None = None
+    why: str = ""
+
+
+def recovery_step(
+    identity: ClusterIdentity | None,
+    loss: Loss | None,
+    launching: Sequence[Instance],
+    *,
+    ended: Collection[str],
+    mode: str,
+    snapshot: str | None,
+) -> RecoveryStep:
+    """What a pass whose etcd look found no member answering does about founding (see the module docstring).
+    ``launching``: the served groups' instances waiting in their launch hook, oldest first; ``ended``: instance
+    ids EC2 reports ended (or no longer describes); ``snapshot``: the newest snapshot's key (None: none, or no
+    bucket); ``mode``: the ``disaster_recovery`` setting.
+
+    >>> i = ClusterIdentity(ClusterState.RUNNING, 0.0, "c1", frozenset({"i-1"}))
+    >>> recovery_step(i, Loss((), "0 of 1"), [Instance("i-2")], ended={"i-1"}, mode="auto", snapshot="k").step
+    <Recovery.BEGIN: 'begin'>
+    >>> recovery_step(None, None, [Instance("i-2")], ended=(), mode="auto", snapshot=None).step
+    <Recovery.NONE: 'none'>
+    """
+    if identity is None or not identity.existed:
+        return RecoveryStep(Recovery.NONE, why="no cluster has existed for this record: a founding may go on")
+    if identity.state is ClusterState.RESTORING:
+        seed = choose_seed(identity, launching, ended)
+        if seed is None:
+            return RecoveryStep(Recovery.HOLD, why="restoring: no launching instance to seed the restore")
+        return RecoveryStep(Recovery.SEED, seed, f"restoring {identity.snapshot} onto {seed}")
+    if loss is None:
+        return RecoveryStep(Recovery.HOLD, why="a cluster existed and its quorum is not proven lost for good")
+    if loss.alive:
+        return RecoveryStep(
+            Recovery.HOLD,
+            why=f"quorum lost for good; survivors {', '.join(loss.alive)} may hold newer data than any snapshot: "
+            "restore by hand",
+        )
+    if mode != "auto":
+        return RecoveryStep(Recovery.HOLD, why="every voter is gone and disaster_recovery is manual: restore by hand")
+    if not snapshot:
+        return RecoveryStep(Recovery.HOLD, why="every voter is gone and there is no snapshot to restore")
+    if not launching:
+        return RecoveryStep(Recovery.HOLD, why="every voter is gone; no launching instance to seed a restore yet")
+    return RecoveryStep(Recovery.BEGIN, launching[0].instance_id, f"every voter is gone: restoring {snapshot}")
+
+
+def choose_seed(identity: ClusterIdentity, launching: Sequence[Instance], ended: Collection[str]) -> str | None:
+    """The restore's seed: the one the identity names while its instance still launches (or has not ended: it may
+    be restoring right now), else the oldest launching instance."""
+    ids = [i.instance_id for i in launching]
+    if identity.seed and (identity.seed in ids or identity.seed not in ended):
+        return identity.seed
+    return ids[0] if ids else None
+
+
+def restore_token(identity: ClusterIdentity, seed: str, now: float) -> str:
+    """A new ``--initial-cluster-token`` for a restore onto ``seed``: never the founding token, never reused.
+
+    >>> restore_token(ClusterIdentity(ClusterState.RUNNING, 0.0, "d1cf"), "i-0abc", 1765152000.0)
+    'etcd-restore-1765152000-i-0abc'
+    """
+    return f"etcd-restore-{int(now)}-{seed}"
