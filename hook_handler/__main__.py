@@ -1,4 +1,4 @@
-"""Command line: python -m hook_handler reconcile | status | pki init | check-hooks (see --help, and
+"""Command line: python -m hook_handler reconcile | status | restore | pki init | check-hooks (see --help, and
 docs/operations.md).
 
 Runs the coordinator's pass, or its read-only look, from a shell with the same settings (environment
@@ -31,6 +31,7 @@ EXIT_OK = 0
 EXIT_AWS = 1  # AWS could not be called, refused, or lacks what a setting names; a secret holds the wrong thing
 EXIT_SETTINGS = 2  # a setting (environment variable) or the command line is wrong
 EXIT_ETCD = 3  # etcd did not answer, or its TLS handshake failed (status still prints its table)
+EXIT_REFUSED = 4  # restore refused: the cluster's members answer, or its voters still run (the message says what to do)
 
 EXIT_STATUS_HELP = f"""\
 exit status:
@@ -38,7 +39,8 @@ exit status:
   {EXIT_AWS}  AWS could not be used: no region, no credentials, access denied, a hosted zone, group or secret
      that does not exist, the network, a secret that does not hold what it should
   {EXIT_SETTINGS}  a setting (environment variable) or the command line is wrong; every bad setting is listed
-  {EXIT_ETCD}  etcd did not answer, or refused the TLS handshake (status prints its table all the same)"""
+  {EXIT_ETCD}  etcd did not answer, or refused the TLS handshake (status prints its table all the same)
+  {EXIT_REFUSED}  restore refused: members of the cluster answer, or its voters still run (nothing changed)"""
 
 AWS_ENV_HELP = """\
 AWS (read by every command):
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=settings_epilog,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{reconcile,status,pki,check-hooks}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{reconcile,status,restore,pki,check-hooks}")
     rec = sub.add_parser(
         "reconcile",
         formatter_class=raw,
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument("--timeout", type=float, default=30.0, help="seconds the look may take (default 30)")
+    _restore_parser(sub, settings_epilog)
     pki = sub.add_parser(
         "pki",
         formatter_class=raw,
@@ -135,6 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--name", default="etcd", help="cluster name in the CA's subject")
     _check_hooks_parser(sub)
     return parser
+
+
+def _restore_parser(sub: Any, epilog: str) -> None:
+    restore = sub.add_parser(
+        "restore",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="seed a new cluster from a snapshot in snapshot_bucket when the old one is gone (disaster recovery)",
+        description="Restore a snapshot from snapshot_bucket as a new cluster: the snapshot is downloaded and\n"
+        "verified (size, etcd's SHA-256), the cluster identity record says 'restoring' (the snapshot, a new\n"
+        "token), and a pass runs: the oldest launching instance restores it as a one-member cluster and the other\n"
+        "launches join.\n"
+        "Refused while any etcd member answers, and while the old cluster's voters still run (their disks may hold\n"
+        "newer writes) unless --force. --dry-run checks everything and changes nothing.",
+        epilog=epilog,
+    )
+    restore.add_argument("--snapshot", default="latest", help="the snapshot's S3 key, or latest (default)")
+    restore.add_argument("--dry-run", action="store_true", help="check and show what would happen, change nothing")
+    restore.add_argument(
+        "--force", action="store_true", help="restore although the old voters' instances still run (their data is lost)"
+    )
+    restore.add_argument("--timeout", type=float, default=120.0, help="seconds the checks may take (default 120)")
 
 
 def _check_hooks_parser(sub: Any) -> None:
@@ -172,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         with _logs_on_stderr(settings):
             runtime, clients = _runtime(settings)
             _warn_about_missing_groups(clients.autoscaling, settings)
+            if args.command == "restore":
+                return _restore(runtime, args)
             return _status(runtime, args) if args.command == "status" else _reconcile(runtime, args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -272,6 +298,50 @@ def _status(runtime: Runtime, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ETCD_UNREACHABLE
+    return EXIT_OK
+
+
+def _restore(runtime: Runtime, args: argparse.Namespace) -> int:
+    """``restore``: check, then write the identity ``restoring`` and run a pass (``coordinator.recovery``)."""
+    import tempfile
+    from dataclasses import replace
+
+    from hook_handler.identity import ClusterIdentity, ClusterState
+    from hook_handler.recovery import restore_check, restore_token
+
+    coordinator = runtime.coordinator
+    if coordinator.membership is None:
+        raise SettingsError("etcd_membership", "is false: the coordinator does not manage etcd", "true to restore")
+    runtime.take_snapshots(os.environ)
+    if coordinator.snapshots is None:
+        raise SettingsError("snapshot_bucket", "is empty: there is no snapshot to restore", "the stack's bucket")
+    deadline = runtime.clock.now() + args.timeout
+    with tempfile.TemporaryDirectory() as tmp:  # the whole snapshot checked before anything changes
+        got = coordinator.snapshots.store.download(args.snapshot, os.path.join(tmp, "snapshot.db"), deadline)
+    key = got.snapshot.key if got.snapshot is not None else args.snapshot
+    look = coordinator.look.look(deadline)
+    answering = [m.hex_id for m in look.view.members if m.id in look.view.healthy] if look.view else []
+    identity = look.identity
+    voters = identity.voters | set(identity.moving) if identity is not None else set()
+    running = [i for i in voters if i in look.obs.instances and not look.obs.instances[i].gone]
+    check = restore_check(identity, answering, look.loss, running, force=args.force)
+    if check.refused:
+        print(f"error: restore refused: {check.refused}", file=sys.stderr)
+        return EXIT_REFUSED
+    now = runtime.clock.now()
+    base = identity or ClusterIdentity(ClusterState.RUNNING, now)
+    new = replace(base, state=ClusterState.RESTORING, since=now, snapshot=key, seed="", moving={})
+    new = replace(new, token=restore_token(new, "cli", now))
+    print(f"snapshot: s3://{coordinator.snapshots.store.bucket}/{key} ({got.db_size} bytes, verified)")
+    if check.destroys:
+        print(f"destroys: {check.destroys}")
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return EXIT_OK
+    coordinator.write_identity(new, look, deadline)
+    report = coordinator.run([], runtime.deadline(None))
+    print(f"cluster identity: restoring {key}; the oldest launching instance seeds it, the others join")
+    print(f"pass: change {report.change_id or 'none'}; completed {len(report.completed)} action(s)")
     return EXIT_OK
 
 

@@ -104,3 +104,60 @@ def restore_token(identity: ClusterIdentity, seed: str, now: float) -> str:
     'etcd-restore-1765152000-i-0abc'
     """
     return f"etcd-restore-{int(now)}-{seed}"
+
+
+@dataclass(frozen=True)
+class RestoreCheck:
+    """Whether an operator's restore may go on (``refused``: why not, and what to do) and what it destroys."""
+
+    refused: str = ""
+    destroys: str = ""
+
+
+def restore_check(
+    identity: ClusterIdentity | None,
+    answering: Sequence[str],
+    loss: Loss | None,
+    running: Sequence[str],
+    *,
+    force: bool,
+) -> RestoreCheck:
+    """The checks of ``python -m hook_handler restore`` before it writes anything. ``answering``: etcd members that
+    answered the look (any cluster); ``loss``: quorum proven lost for good (``identity.lost_for_good``); ``running``:
+    instances of the identity's voters that EC2 does not report ended.
+
+    A restore never replaces a cluster whose members answer: the coordinator restores only where none does. Where
+    none answers but voters' instances still run (etcd silent, or stopped), their disks may hold writes newer than
+    any snapshot: refused unless ``force``, which says what it destroys.
+
+    >>> restore_check(None, [], None, [], force=False).refused
+    ''
+    >>> i = ClusterIdentity(ClusterState.RUNNING, 0.0, "c1", frozenset({"i-1", "i-2", "i-3"}))
+    >>> restore_check(i, [], None, ["i-1", "i-2"], force=False).refused[:40]
+    'the voters of cluster c1 still run on i-'
+    """
+    if answering:
+        return RestoreCheck(
+            f"etcd members answer ({', '.join(answering)}): a restore replaces a cluster only when none of its "
+            "members answers. To replace a cluster that answers, take a snapshot of it first (the next scheduled "
+            "reconcile does), terminate its instances, then restore; nothing was changed"
+        )
+    if identity is not None and identity.state is ClusterState.RESTORING and not force:
+        return RestoreCheck(
+            f"a restore of {identity.snapshot} onto {identity.seed or 'the next launch'} is under way; --force "
+            "starts over with the snapshot given; nothing was changed"
+        )
+    if identity is None or not identity.existed or (loss is not None and not loss.alive):
+        return RestoreCheck()
+    survivors = ", ".join(sorted(running)) or "instances EC2 still describes"
+    destroys = (
+        f"the data on {survivors} (voters of cluster {identity.cluster_id or '?'} whose etcd does not answer): every "
+        "write acknowledged after the snapshot"
+    )
+    if force:
+        return RestoreCheck(destroys=destroys)
+    return RestoreCheck(
+        f"the voters of cluster {identity.cluster_id or '?'} still run on {survivors}: their disks may hold writes "
+        "newer than any snapshot. Start their etcd, or take a snapshot of one (etcdctl snapshot save serves without "
+        "quorum) into the bucket, or pass --force to destroy them; nothing was changed"
+    )

@@ -462,6 +462,8 @@ def _cluster(identity: ClusterIdentity | None, loss: Loss | None) -> dict[str, A
         "readable": identity.readable,
         "lost": loss.why if loss is not None else "",
         "survivors": list(loss.alive) if loss is not None else [],
+        "snapshot": identity.snapshot,  # restoring: the snapshot ...
+        "seed": identity.seed,  # ... and the instance that restores it
     }
 
 
@@ -513,9 +515,16 @@ def _cluster_lines(cluster: Mapping[str, Any]) -> list[str]:
     lines = [f"cluster{name}: {cluster['state']}; voters {voters}" + (f" (moving: {moving})" if moving else "")]
     if not cluster.get("readable", True):
         lines[0] += " (identity record unreadable: counted as a cluster that existed, voters unknown)"
+    if cluster["state"] == "restoring":
+        lines.append(f"RESTORING {cluster.get('snapshot')} onto {cluster.get('seed') or 'the next launching instance'}")
     if cluster.get("lost"):
         survivors = ", ".join(cluster.get("survivors", [])) or "none"
         lines.append(f"QUORUM LOST FOR GOOD: {cluster['lost']} (survivors: {survivors})")
+        if not cluster.get("survivors"):
+            lines.append(
+                "to restore the newest snapshot: python -m hook_handler restore --snapshot latest "
+                "(with disaster_recovery=auto the next launch restores it by itself)"
+            )
     return lines
 
 

@@ -43,9 +43,9 @@ from hook_handler.etcd import EtcdTlsError, Membership, MembershipError
 from hook_handler.events import Kind, LifecycleEvent
 from hook_handler.exceptions import DeadlineReached
 from hook_handler.heartbeat import Keeper
-from hook_handler.identity import ClusterState, Loss
+from hook_handler.identity import ClusterIdentity, ClusterState, Loss
 from hook_handler.lifecycle import LAUNCHING, Action, AutoScaling
-from hook_handler.look import Looker
+from hook_handler.look import Look, Looker
 from hook_handler.members import LEAVE_CHANGE_TAG as LEAVE_CHANGE
 from hook_handler.plan import Observation, Plan
 from hook_handler.report import Outcome, Report, Status
@@ -149,6 +149,14 @@ class Coordinator:
             self.cluster.confirm(p, p.view)
         except _PASS_ERRORS as exc:
             self.services.log.warning("cluster identity not confirmed", extra={"error": _why(exc)})
+
+    def write_identity(self, new: ClusterIdentity, look: Look, deadline: float) -> None:
+        """Replace the identity ``look`` read with ``new`` by compare-and-swap (the restore command's one write)."""
+        p = Pass(deadline, Report(), Keeper(self.asg, self.clock, 60.0, deadline), look.obs, started=self.clock.now())
+        self.cluster.take(p, look.records)
+        self.cluster.update(p, lambda before: new if before == look.identity else None)
+        if p.identity != new:
+            raise DeadlineReached("the cluster identity record changed under the restore: run it again")
 
     def _snapshot_before_change(self, p: Pass) -> None:
         """Right before the pass's first membership change: a snapshot unless the newest already holds etcd's data

@@ -155,11 +155,11 @@ def test_every_alarm_of_the_templates_is_documented_with_what_to_do():
 
 
 def test_the_documented_exit_statuses_are_the_command_lines():
-    from hook_handler.__main__ import EXIT_AWS, EXIT_ETCD, EXIT_SETTINGS, EXIT_STATUS_HELP
+    from hook_handler.__main__ import EXIT_AWS, EXIT_ETCD, EXIT_REFUSED, EXIT_SETTINGS, EXIT_STATUS_HELP
 
     text = (DOCS / "operations.md").read_text()
     rows = {line.split("|")[1].strip() for line in text.splitlines() if re.match(r"\| \d \|", line)}
-    assert rows == {"0", str(EXIT_AWS), str(EXIT_SETTINGS), str(EXIT_ETCD)}
+    assert rows == {"0", str(EXIT_AWS), str(EXIT_SETTINGS), str(EXIT_ETCD), str(EXIT_REFUSED)}
     assert all(f"  {code}  " in EXIT_STATUS_HELP for code in rows)
 
 

@@ -355,3 +355,63 @@ def test_with_manual_recovery_or_no_snapshot_launches_are_held_and_nothing_is_fo
     assert len(waiting) == 3, [(a.instance_id, a.ended_by, a.result, a.started_at - began) for a in waiting]
     assert all(a.ended_by is None for a in waiting)
     assert set(world.stack.instances().values()) == {"Pending:Wait"}
+
+
+def test_the_restore_command_checks_then_restores_and_refuses_while_the_cluster_answers(aws, monkeypatch, capsys):
+    """``python -m hook_handler restore``: refused (exit 4, nothing changed) while members answer; a snapshot key
+    that does not exist and a corrupt snapshot are clear errors (exit 1, nothing changed); ``--dry-run`` checks and
+    changes nothing; then, every voter gone and ``disaster_recovery=manual`` holding the launches, it writes the
+    identity ``restoring`` and the cluster comes back from the snapshot: three started voters, every key. ``status``
+    prints the command while the launches are held."""
+    from hook_handler import __main__ as cli
+    from hook_handler.app import Clients, Runtime
+    from hook_handler.identity import ClusterState
+    from tests.hook_handler.test_cli import settings_env
+
+    world, store = _dr_world(aws, settings={"disaster_recovery": "manual"})
+    settings_env(monkeypatch, **{**world.stack.env, "snapshot_bucket": DR_BUCKET})
+    monkeypatch.setattr(
+        cli,
+        "_runtime",
+        lambda s: (Runtime(s, Clients.create(), aws.clock, etcd_transport=world.model.transport()), Clients.create()),
+    )
+    monkeypatch.setattr("hook_handler.__main__._warn_about_missing_groups", lambda *a: None)
+
+    def restore(*args):
+        code = cli.main(["restore", *args])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    code, _, err = restore()
+    assert code == cli.EXIT_REFUSED and "etcd members answer" in err
+    assert _identity(world).state is ClusterState.RUNNING
+    world.stack.scale(0)
+    aws.clock.advance(900)
+    world.stack.scale(3)
+    for _ in range(3):
+        aws.clock.advance(120)
+        world.stack.reconcile()
+    assert world.clusters() == {}
+    cli.main(["status"])
+    out, _ = capsys.readouterr()
+    assert "QUORUM LOST FOR GOOD" in out and "python -m hook_handler restore --snapshot latest" in out
+    before = _identity(world)
+    code, _, err = restore("--snapshot", "etcd-snapshots/no-such-snapshot.db")
+    assert code == cli.EXIT_AWS and "no snapshot" in err
+    s3 = aws.client("s3")
+    bad = store.newest(aws.clock.now() + 60).key.replace("_r", "_r9")  # a key that names a snapshot, holding junk
+    s3.put_object(Bucket=DR_BUCKET, Key=bad, Body=b"not a snapshot" * 10)
+    code, _, err = restore("--snapshot", bad)
+    assert code == cli.EXIT_AWS and "unusable" in err
+    s3.delete_object(Bucket=DR_BUCKET, Key=bad)
+    code, out, _ = restore("--dry-run")
+    assert code == cli.EXIT_OK and "dry run" in out and _identity(world) == before
+    code, out, _ = restore()
+    assert code == cli.EXIT_OK and "restoring" in out
+    for _ in range(5):
+        aws.clock.advance(120)
+        world.stack.reconcile()
+    world.assert_in_step()
+    assert len(world.member_names()) == 3 and _keys(world) == {**DR_KEYS, DR_LATER[0]: DR_LATER[1]}
+    assert _identity(world).state is ClusterState.RUNNING
