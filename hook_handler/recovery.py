@@ -16,8 +16,11 @@ the go signal, so a pass killed anywhere resumes it:
    seed's launch completes; the held launches join it as any joiner does. A seed that never starts is abandoned
    and the next launching instance seeds, with a new token.
 
-Where a voter's instance still runs (a survivor holds the newest data) nothing here acts yet: the pass reports
-quorum lost for good and the operator restores.
+Where voters' instances still run but too few for a quorum (proven from EC2), their data is the freshest there is:
+a survivor that answers gives its snapshot (etcd serves one without quorum; the one with the highest revision, unless
+the bucket's newest is as fresh), which is restored the same way, and the survivors are replaced by the group
+(their data is in the snapshot; they would never join the new cluster). Survivors that do not answer hold the
+launches: their disks may hold newer data than any snapshot.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class RecoveryStep:
     step: Recovery
     seed: str | None = None
     why: str = ""
+    from_survivors: bool = False  # BEGIN: the survivors' data (their snapshot, or S3's newest if as fresh)
 
 
 def recovery_step(
@@ -52,11 +56,13 @@ def recovery_step(
     ended: Collection[str],
     mode: str,
     snapshot: str | None,
+    survivors_answer: bool = False,
 ) -> RecoveryStep:
-    """What a pass whose etcd look found no member answering does about founding (see the module docstring).
+    """What a pass whose etcd look found no cluster with a quorum does about founding (see the module docstring).
     ``launching``: the served groups' instances waiting in their launch hook, oldest first; ``ended``: instance
     ids EC2 reports ended (or no longer describes); ``snapshot``: the newest snapshot's key (None: none, or no
-    bucket); ``mode``: the ``disaster_recovery`` setting.
+    bucket); ``mode``: the ``disaster_recovery`` setting; ``survivors_answer``: a surviving member's etcd answers
+    (its snapshot can be taken without quorum).
 
     >>> i = ClusterIdentity(ClusterState.RUNNING, 0.0, "c1", frozenset({"i-1"}))
     >>> recovery_step(i, Loss((), "0 of 1"), [Instance("i-2")], ended={"i-1"}, mode="auto", snapshot="k").step
@@ -69,23 +75,27 @@ def recovery_step(
     if identity.state is ClusterState.RESTORING:
         seed = choose_seed(identity, launching, ended)
         if seed is None:
-            return RecoveryStep(Recovery.HOLD, why="restoring: no launching instance to seed the restore")
+            return RecoveryStep(Recovery.HOLD, why="restoring: no launching instance to seed the restore yet")
         return RecoveryStep(Recovery.SEED, seed, f"restoring {identity.snapshot} onto {seed}")
     if loss is None:
         return RecoveryStep(Recovery.HOLD, why="a cluster existed and its quorum is not proven lost for good")
-    if loss.alive:
-        return RecoveryStep(
-            Recovery.HOLD,
-            why=f"quorum lost for good; survivors {', '.join(loss.alive)} may hold newer data than any snapshot: "
-            "restore by hand",
-        )
     if mode != "auto":
-        return RecoveryStep(Recovery.HOLD, why="every voter is gone and disaster_recovery is manual: restore by hand")
+        return RecoveryStep(Recovery.HOLD, why="quorum lost for good and disaster_recovery is manual: restore by hand")
+    seed = launching[0].instance_id if launching else None
+    if loss.alive:
+        if not survivors_answer:
+            return RecoveryStep(
+                Recovery.HOLD,
+                why=f"quorum lost for good; survivors {', '.join(loss.alive)} do not answer and their disks may hold "
+                "newer data than any snapshot: start their etcd, or restore by hand",
+            )
+        why = f"quorum lost for good: restoring the survivors' data ({', '.join(loss.alive)})"
+        return RecoveryStep(Recovery.BEGIN, seed, why, from_survivors=True)
     if not snapshot:
         return RecoveryStep(Recovery.HOLD, why="every voter is gone and there is no snapshot to restore")
-    if not launching:
+    if seed is None:
         return RecoveryStep(Recovery.HOLD, why="every voter is gone; no launching instance to seed a restore yet")
-    return RecoveryStep(Recovery.BEGIN, launching[0].instance_id, f"every voter is gone: restoring {snapshot}")
+    return RecoveryStep(Recovery.BEGIN, seed, f"every voter is gone: restoring {snapshot}")
 
 
 def choose_seed(identity: ClusterIdentity, launching: Sequence[Instance], ended: Collection[str]) -> str | None:

@@ -152,6 +152,29 @@ class SnapshotTaker:
             tuple(s.key for s in pruned),
         )  # fmt: skip
 
+    def from_survivors(self, endpoints: Sequence[str], deadline: float) -> Round:
+        """Disaster recovery's source: the freshest copy there is. Every member that answers, leader or not (etcd
+        serves its snapshot without quorum), the one with the highest revision; its snapshot is taken unless the
+        newest in the bucket is of the same cluster at that revision or later (then that one is the freshest).
+        ``MembershipError`` when no member answers."""
+        statuses = [s for s in self._statuses(endpoints) if not s.learner]
+        newest = self.store.newest(deadline)
+        if not statuses:
+            raise MembershipError(f"no etcd member answered among {list(endpoints)}: no survivor's snapshot")
+        member = max(statuses, key=lambda s: s.revision)
+        same = newest is not None and newest.cluster_id == cluster_hex(member.cluster_id)
+        if same and newest is not None and newest.revision >= member.revision:
+            reason = f"the bucket's newest (revision {newest.revision}) is as fresh as the survivors"
+            return Round(False, reason, newest, member.endpoint)
+        now = self.clock.now()
+        meta = SnapshotMeta(now, member.cluster_id, member.member_id, member.revision, member.version)
+        with self.source(self.transport, member.endpoint, read_timeout=self.read_timeout) as source:
+            uploaded = self.store.upload(ReadAhead(source.stream, self.store.part_size), meta, deadline)
+        self._log("survivor's snapshot taken", key=uploaded.snapshot.key, endpoint=member.endpoint,
+                  revision=member.revision)  # fmt: skip
+        return Round(True, f"survivor at revision {member.revision}", uploaded.snapshot, member.endpoint,
+                     uploaded.db_size, uploaded.sha256, self.clock.now() - now)  # fmt: skip
+
     def _statuses(self, endpoints: Sequence[str]) -> list[EtcdStatus]:
         statuses: list[EtcdStatus] = []
         for endpoint in endpoints:

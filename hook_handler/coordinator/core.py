@@ -47,6 +47,7 @@ from hook_handler.identity import ClusterIdentity, ClusterState, Loss
 from hook_handler.lifecycle import LAUNCHING, Action, AutoScaling
 from hook_handler.look import Look, Looker
 from hook_handler.members import LEAVE_CHANGE_TAG as LEAVE_CHANGE
+from hook_handler.membership import EtcdView
 from hook_handler.plan import Observation, Plan
 from hook_handler.report import Outcome, Report, Status
 from hook_handler.retry import error_code, error_message
@@ -310,19 +311,26 @@ class Coordinator:
             self._judge_loss(p)
             raise
         loss = self._judge_loss(p) if view is None or view.leader is None else None
-        if view is None:
-            inputs = self.restorer.inputs(p, loss)
+        if view is None or loss is not None or self._restoring(p, view):
+            inputs = self.restorer.inputs(p, loss, view)
             if loss is not None and inputs.restore_seed is None:
                 self._lost(p, loss)
-            return inputs
-        if loss is not None:
-            self._lost(p, loss)
+            if view is None or inputs.restore_seed is not None or self._restoring(p, view):
+                return inputs  # the old cluster is being replaced: nothing of it to reconfigure
         p.obs = self.look.owners(p.obs, view, p.deadline)
         owners = member_owners(view, p.obs)  # before any member goes
         view, gone = self.steps.reconfigure(p, view)
         self.steps.replace_lost(p, view)
         p.view = view
         return RecordInputs.of(view, gone, owners, p.obs)
+
+    def _restoring(self, p: Pass, view: EtcdView) -> bool:
+        """A restore is under way and what answers has no leader (survivors of the old cluster). A view with a leader
+        is the restored cluster (its seed), served as any running cluster — and costs no extra read."""
+        if view.leader is not None:
+            return False
+        identity = self.cluster.read(p)
+        return identity is not None and identity.state is ClusterState.RESTORING
 
     def _judge_loss(self, p: Pass) -> Loss | None:
         """etcd gave no view, or one without a leader: whether the identity says a cluster existed and EC2 proves its
