@@ -71,6 +71,7 @@ REAL_TIME_GROUPS: dict[str, tuple[str, float]] = {
     "test_failed_first_start.py": ("real-time-2", 46),
     "test_sandbox.py": ("real-time-2", 34),
     "test_restore_real.py": ("real-time-2", 30),
+    "test_recovery_real.py": ("real-time-2", 120),
     "test_leader_move_real.py": ("real-time-3", 83),
     "test_membership_real.py::test_a_joiner_whose_etcd_never_starts": ("real-time-3", 82),
     "test_membership_real.py::test_a_replacement_reusing_a_dead_instances_ip": ("real-time-3", 65),

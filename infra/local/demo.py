@@ -230,6 +230,9 @@ class Cluster:
     (``Fleet`` options: extra ``Launcher`` arguments per new instance, e.g. a static bootstrap or an etcd that
     never starts) and ``before_fleet(cluster)``, called once AWS, the stack and DNS run and before the fleet
     watches the group (e.g. to create instances an operator bootstrapped without the coordinator).
+    ``snapshot_bucket``: an S3 bucket (made here) the coordinator snapshots into (``SnapshotTaker`` through etcd's
+    gateway, every ``snapshot_interval`` seconds at a scheduled reconcile and right before a membership change) and
+    the instances restore from (disaster recovery); ``self.snapshots`` is the store.
     """
 
     def __init__(
@@ -245,8 +248,13 @@ class Cluster:
         launcher_options: Callable[[str], dict[str, Any]] | None = None,
         before_fleet: Callable[[Cluster], None] | None = None,
         tls: bool = True,
+        snapshot_bucket: str = "",
+        snapshot_interval: float = 60.0,
     ) -> None:
         self.tls = tls
+        self.snapshot_bucket = snapshot_bucket
+        self.snapshot_interval = snapshot_interval
+        self.snapshots: Any = None  # hook_handler.backup.store.SnapshotStore (with a snapshot_bucket)
         self.peer_srv = PEER_SRV_TLS if tls else PEER_SRV
         self.client_srv = CLIENT_SRV_TLS if tls else CLIENT_SRV
         self.scheme = "https" if tls else "http"
@@ -315,9 +323,13 @@ class Cluster:
                 address=NAMESERVER,
             )
             stack.callback(self.dns.stop)
+            if self.snapshot_bucket:
+                self._take_snapshots(transport)
             if self.before_fleet is not None:
                 self.before_fleet(self)
-            etcd = EtcdSettings(domain=DOMAIN, token="etcd-" + uuid.uuid4().hex, tls=self.tls)
+            etcd = EtcdSettings(
+                domain=DOMAIN, token="etcd-" + uuid.uuid4().hex, tls=self.tls, snapshot_bucket=self.snapshot_bucket
+            )
             self.fleet = Fleet(
                 GROUP,
                 etcd,
@@ -328,6 +340,7 @@ class Cluster:
                 options=self.launcher_options,
                 observer=self.aws.observer,
                 secretsmanager=self.aws.client("secretsmanager"),
+                s3=self.aws.client("s3") if self.snapshot_bucket else None,
             )
             stack.enter_context(self.fleet)
         except BaseException:
@@ -337,6 +350,28 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _take_snapshots(self, transport: Any) -> None:
+        """The coordinator takes snapshots into ``snapshot_bucket`` (made here), as ``Runtime.take_snapshots`` sets it
+        up from the function's settings, through etcd's JSON gateway (the coordinator's own transport)."""
+        from hook_handler.backup.config import DEFAULT_PREFIX
+        from hook_handler.backup.retention import parse_tiers
+        from hook_handler.backup.store import SnapshotStore
+        from hook_handler.backup.take import SnapshotTaker
+        from hook_handler.retry import RetryPolicy
+
+        s3 = self.aws.client("s3")
+        s3.create_bucket(Bucket=self.snapshot_bucket)
+        clock = self.aws.clock
+        self.snapshots = SnapshotStore(s3, self.snapshot_bucket, DEFAULT_PREFIX, RetryPolicy(clock), clock)
+        self.stack.runtime.coordinator.snapshots = SnapshotTaker(
+            self.snapshots,
+            transport,
+            clock,
+            interval=self.snapshot_interval,
+            tiers=parse_tiers(""),
+            protocol="gateway",
+        )
 
     def _tls(self) -> dict[str, Any]:
         """A TLS cluster, as an operator would set one up: a CA (made here with ``cryptography``) whose key only
