@@ -143,6 +143,24 @@ def zone_changes(view: View) -> list[Any]:
     return [c for c in view.aws.route53_changes if c.zone_id.split("/")[-1] == zone]
 
 
+def restores(view: View) -> list[tuple[float, str, str]]:
+    """Every restore the coordinator recorded (the cluster identity record saying ``restoring`` in an accepted
+    change), as (submitted at, the cluster restored from in hex, the seed instance or ""), in submission order: the
+    only way a new cluster may replace one that existed."""
+    from hook_handler.identity import ClusterState, identity_name, parse
+
+    key = (identity_name(view.srv_name), "TXT")
+    out: list[tuple[float, str, str]] = []
+    for change in zone_changes(view):
+        entry = change.records_after.get(key)
+        if entry is None:
+            continue
+        identity = parse(entry[1], change.submitted_at)
+        if identity.state is ClusterState.RESTORING:
+            out.append((change.submitted_at, identity.cluster_id, identity.seed))
+    return out
+
+
 def record_targets(change: Any, srv_name: str) -> frozenset[str]:
     """SRV targets the zone's peer record lists after ``change`` (empty: no record)."""
     entry = change.records_after.get((srv_name, "SRV"))
@@ -400,6 +418,7 @@ def check_bootstrap(view: View) -> list[str]:
     def left_at(iid: str) -> float:
         return explained_at(view, iid) or float("inf")
 
+    recorded = restores(view)
     for a in sorted(actions, key=lambda a: a.ended_at or float("inf")):
         if not (a.transition == LAUNCHING and a.ended_by == "complete" and a.result == "CONTINUE"):
             continue
@@ -407,6 +426,8 @@ def check_bootstrap(view: View) -> list[str]:
         running = [i for i, since in in_service_from.items() if since < t and left_at(i) > t and i != a.instance_id]
         if running:
             continue  # joining a running cluster
+        if any(seed == a.instance_id and at <= t for at, _, seed in recorded):
+            continue  # a recorded restore's seed: a cluster of one by design, the others join it
         upto = [c for c in changes if c.submitted_at <= t]
         if not upto:
             continue  # (a) reports it
@@ -643,12 +664,15 @@ def check_quorum(view: View, runs: Sequence[Up]) -> list[str]:
             f"{entry.member_id:x} left {_quorum_note(members, running)} (before: {_quorum_note(before, running)})"
         )
     facts = view.instances() if view.instances else {}
+    recorded = restores(view)
     for a in group_actions(view):
         if not (a.transition == TERMINATING and a.ended_by == "complete" and a.result == "CONTINUE"):
             continue
         if view.history.fell_back(a.instance_id):
             continue
         for cluster in {u.cluster for u in runs if u.start <= a.ended_at < u.end}:
+            if any(f"{cluster:x}" == old and at <= a.ended_at for at, old, _ in recorded):
+                continue  # a recorded restore replaces that cluster (its quorum was lost for good): nothing to keep
             members = members_at(model, cluster, a.ended_at)
             owners = {m: member_owner(view, cluster, m, facts, runs) for m in members}
             if view.history.desired_at(a.ended_at) == 0 and all(

@@ -547,6 +547,36 @@ class World:
         self.history.crashes.append((self.aws.clock.now(), iid))
         self.fleet.crash(iid, LONG_RESTART if long else None)
 
+    def do_killmany(self, count: int) -> None:
+        """``count`` running instances die at the EC2 level at once (a majority of a small cluster: quorum lost for
+        good; the coordinator recovers from a survivor's or the newest snapshot)."""
+        for index in range(count):
+            self.do_kill(index)
+
+    def do_silent(self, seconds: float) -> None:
+        """Every etcd stops answering at once (each process dies; systemd restarts it ``seconds`` later); the
+        instances stay in service."""
+        if self.fleet is None or self.model is None:
+            return
+        running = sorted(iid for iid, p in self.model.processes.items() if p.running and iid in self.fleet.instances)
+        for iid in running:
+            self.history.crashes.append((self.aws.clock.now(), iid))
+            self.fleet.crash(iid, seconds)
+
+    def do_wipe(self, index: int) -> None:
+        """A running member loses its data directory (a replaced disk) and its etcd restarts: its start script must
+        refuse to start it under its old member ID (tags the instance ``etcd-data-lost``); the coordinator removes
+        the member and has the group replace the instance."""
+        if self.fleet is None or self.model is None:
+            return
+        running = sorted(iid for iid, p in self.model.processes.items() if p.running and iid in self.fleet.instances)
+        if not running:
+            return
+        iid = running[index % len(running)]
+        self.history.crashes.append((self.aws.clock.now(), iid))
+        self.fleet.crash(iid, 10.0)
+        self.model.clear_data(iid)
+
     def do_setting(self, pairs: tuple[tuple[str, str], ...], seconds: float) -> None:
         """The function is redeployed with changed settings (an operator's mistake) for ``seconds``, then
         with its own again. In-flight invocations keep the code they started with, as Lambda's do."""

@@ -50,6 +50,7 @@ from schedules import (
 HERE = Path(__file__).resolve().parent
 SCHEDULES = int(os.environ.get("SCHEDULES", "1000"))
 WORKERS = int(os.environ.get("SCHEDULE_WORKERS", "2"))
+BAD_WORLDS = int(os.environ.get("BAD_WORLDS", "0") or 0)
 SOAK_RESULTS = HERE / "soak-results.json"
 
 configs = st.builds(
@@ -105,6 +106,21 @@ step = st.one_of(
     st.tuples(st.just("tail")),
 )
 steps_lists = st.lists(step, min_size=1, max_size=8).map(tuple)
+# The bad worlds, drawn on purpose: a running cluster of 3 (or 1, or 5), then a majority lost at once, every etcd
+# silent for a while, a lost data directory, or a scale to zero and back — mixed with the ordinary steps.
+bad_step = st.one_of(
+    st.tuples(st.just("killmany"), st.integers(2, 3)),
+    st.tuples(st.just("silent"), st.sampled_from([30.0, 600.0, 1800.0])),
+    st.tuples(st.just("crash"), st.integers(0, 4), st.booleans()),
+    st.just(("scale", 0)),
+)
+bad_worlds = st.builds(
+    lambda size, bad, more: (("scale", size), ("advance", 200.0), ("reconcile",), ("advance", 90.0), *bad, *more),
+    st.sampled_from([3, 3, 1, 5]),
+    st.lists(st.one_of(bad_step, st.tuples(st.just("advance"), st.sampled_from([5.0, 60.0, 200.0]))), min_size=1,
+             max_size=4),
+    st.lists(st.one_of(step, st.just(("scale", 3))), max_size=3),
+)  # fmt: skip
 
 TOTALS: Counter[str] = Counter()
 LAST_FAILURE: list[tuple[Config, tuple]] = []
@@ -461,6 +477,30 @@ def run_parallel(total: int, workers: int, base_seed: int = 6) -> tuple[Counter[
     return totals, failures, time.monotonic() - start
 
 
+@pytest.mark.soak
+@pytest.mark.skipif(
+    not os.environ.get("BAD_WORLDS"), reason="BAD_WORLDS=150: open findings (SOAK_FINDINGS) break it for now"
+)
+@pytest.mark.timeout(0)
+def test_bad_worlds_hold_invariants() -> None:
+    """Schedules built around the bad worlds (a majority lost at once, every etcd silent, a lost data directory,
+    scale to zero and back, on a running cluster) hold every invariant: the cluster and its acknowledged data come
+    back, or nothing is founded over data that is gone."""
+    restore = quiet_logs()
+
+    @seed(77)
+    @settings(max_examples=BAD_WORLDS, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(config=configs.filter(lambda c: c.membership), steps=bad_worlds)
+    def bad_worlds_hold(config: Config, steps: tuple) -> None:
+        check(config, steps)
+
+    try:
+        bad_worlds_hold()
+    finally:
+        POOL.close()
+        restore()
+
+
 def test_regression_schedules_hold_invariants() -> None:
     """Every schedule that once found a bug, replayed on its own so its failure is easy to read."""
     restore = quiet_logs()
@@ -485,7 +525,30 @@ def test_a_thousand_random_schedules_hold_invariants() -> None:
 # Schedules a soak broke and that are not fixed yet, as hypothesis shrank them (each may fail in some runs only:
 # instance ids and IPs are not seeded). Replayed by `SOAK_FINDINGS=1 pytest tests/reliability/test_schedules.py
 # -k findings`; once fixed, each moves to REGRESSIONS (the 2026-12-02 soak's six are there now).
-SOAK_FINDINGS: list[tuple[Config, tuple]] = []
+SOAK_FINDINGS: list[tuple[Config, tuple]] = [
+    # A member's data directory lost on a running 3-member cluster (``wipe``, the bad-worlds step not drawn yet): its
+    # start script tags the instance etcd-data-lost, yet the scheduled reconciles that follow neither remove the
+    # member nor replace the instance (tests/hook_handler/test_durability.py's data-lost test, on the same model,
+    # does both): "member ... is not running at the end".
+    (
+        Config(timeout=300.0, poll_interval=5.0),
+        (("scale", 3), ("advance", 200.0), ("reconcile",), ("advance", 90.0), ("wipe", 0)),
+    ),
+    # A majority lost at once, then scale-ins and a scale-out while Route 53 propagates slowly (60-200 s): a
+    # termination's action timed out unheld during the recovery ("timed out with nothing to explain it").
+    (
+        Config(propagation=(60.0, 200.0), poll_interval=5.0),
+        (
+            ("scale", 3),
+            ("advance", 200.0),
+            ("reconcile",),
+            ("advance", 90.0),
+            ("killmany", 2),
+            ("scale", 1),
+            ("scale", 2),
+        ),
+    ),
+]
 
 
 @pytest.mark.soak
