@@ -23,6 +23,8 @@ from hook_handler.report import Outcome, Report, Status
 # secret it names is deleted when the member leaves for the warm pool; a return is issued a new one).
 ADMISSION_TAGS = (STATE_TAG, MEMBER_ID_TAG, PHASE_TAG, SINCE_TAG, CHANGE_TAG, TARGET_TAG, CERT_TAG)
 
+ENDED_KEPT = 4096  # tokens of ended actions a sandbox remembers (``Actions.ended``), the oldest forgotten first
+
 
 def event_action(event: LifecycleEvent) -> Action:
     """The action an event names (by its token when it has one)."""
@@ -38,6 +40,9 @@ class Actions:
         # (instance, transition) -> when this sandbox first saw the action: an action's age never rests on the event's
         # own Time alone (``decide.action_started``).
         self.first_seen: dict[tuple[str, str], float] = {}
+        # Tokens of actions this sandbox saw end (completed, or found finished by someone else): a pass that cannot
+        # finish hands no event of theirs to a retry (``hand_off``) — the retry could only find it done.
+        self.ended: dict[str, None] = {}
 
     def seen(self, events: Iterable[LifecycleEvent]) -> None:
         """Note when this sandbox first saw each action (sandbox memory: a cold start sees them anew, later)."""
@@ -45,6 +50,14 @@ class Actions:
         for event in events:
             if event.is_action and event.instance_id:
                 self.first_seen.setdefault((event.instance_id, event.transition or ""), now)
+
+    def _ended(self, action: Action) -> None:
+        """Note that the action (by its token) is no longer active: a token never becomes active again."""
+        if action.token:
+            self.ended.pop(action.token, None)
+            self.ended[action.token] = None
+            while len(self.ended) > ENDED_KEPT:
+                del self.ended[next(iter(self.ended))]
 
     # -- which actions --------------------------------------------------------------------------------------------
     def action_for(self, iid: str, transition: str, obs: Observation, deadline: float) -> Action | None:
@@ -162,6 +175,8 @@ class Actions:
             )
             if not done and not stale:
                 p.report.finished.append((iid, result))  # settled by someone else: progress all the same
+            if not stale:
+                self._ended(action)
             if event is None:
                 continue
             if stale:
@@ -229,6 +244,12 @@ class Actions:
         for event in settle:
             if report.reported(event):
                 continue
+            if event.token and event.token in self.ended:
+                # A duplicate of an action this sandbox already saw end (a pass beside this one completed it): a
+                # retry could only find it done. Without this, the age check below (rightly: never from the
+                # event's Time) sends every throttled duplicate of a fresh launch back to the queue.
+                report.outcomes.append(Outcome(event, Status.ALREADY_DONE, f"its action has ended; {why}"))
+                continue
             held = event.instance_id in report.quorum_held
             under_way = (
                 self.s.membership is not None
@@ -295,5 +316,6 @@ class Actions:
             extra={"instance": event.instance_id, "result": result, "why": why, "completed": done},
         )
         if done:
+            self._ended(event_action(event))
             p.report.completed.append((event.instance_id or "", result))
         p.report.outcomes.append(Outcome(event, Status.FALLBACK, f"{result}: {why}"))

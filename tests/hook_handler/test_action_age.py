@@ -91,3 +91,21 @@ def test_a_launch_truly_past_its_timeout_still_falls_back_to_abandon(aws):
     aws.faults.fail_next("ChangeResourceRecordSets", count=1, code="AccessDenied", status=403)
     _invoke(stack, event)
     assert (event["detail"]["EC2InstanceId"], "ABANDON") in _fallbacks(aws)
+
+
+@pytest.mark.local_aws(propagation=2.0, describe_staleness=20.0)
+def test_a_throttled_duplicate_of_a_launch_this_sandbox_completed_is_not_sent_back(aws):
+    """The age check retries a fresh launch whose pass could not finish; a duplicate of one this sandbox already
+    completed (a pass beside it settled it; describes still lag) is done, not retried: the good records of a
+    duplicate-heavy SQS batch are deleted, not returned to the queue for a throttled Route 53."""
+    stack = deploy(aws, mode="none", settings={"action_timeout_seconds": "600"})
+    stack.scale(1)
+    aws.clock.advance(25.0)  # past the describes' lag: the pass sees Pending:Wait
+    event = _events(aws, LAUNCH)[-1]
+    _invoke(stack, event)
+    assert (event["detail"]["EC2InstanceId"], "CONTINUE") in _fallbacks(aws)
+    # The duplicate: the describes (20 s behind) still show Pending:Wait, and Route 53 throttles its pass for good.
+    aws.faults.fail_next("ListResourceRecordSets", count=50, code="Throttling", status=400)
+    answer = _invoke(stack, copy.deepcopy(event))
+    assert "failed" not in answer, answer  # before: handed to a retry (the launch is young), the record failed
+    assert [o["status"] for o in answer["outcomes"]] == ["already-done"]
