@@ -59,7 +59,7 @@ NOTABLE = (
 
 
 # -- inside the sandbox: looking at the world -------------------------------------------------------------
-def _status(endpoint: str) -> dict[str, Any] | None:
+def member_status(endpoint: str) -> dict[str, Any] | None:
     """``/v3/maintenance/status`` of one member (cluster ID, member ID, leader), or None when it does not answer."""
     from infra.local.etcd_client import gateway
 
@@ -93,7 +93,7 @@ def look(cluster: Any) -> dict[str, Any]:
     for iid, endpoint in endpoints.items():
         with contextlib.suppress(Exception):
             lists[iid] = member_list(endpoint, timeout=1.0)
-    statuses = {iid: _status(e) for iid, e in endpoints.items()}
+    statuses = {iid: member_status(e) for iid, e in endpoints.items()}
     by_endpoint = endpoint_health(endpoints.values(), timeout=1.0)
     health = {iid: by_endpoint[endpoint] for iid, endpoint in endpoints.items()}
     keys: dict[str, dict[str, Any]] = {}
@@ -328,7 +328,7 @@ class Monitor:
                         self.last[m["id"]] = now
                         if m["name"]:
                             self.names[m["id"]] = m["name"]
-                    status = _status(endpoint)
+                    status = member_status(endpoint)
                     if status is not None and status["leader"] == "0":
                         self.leaderless.append((now, iid))
             if answered:
@@ -362,7 +362,7 @@ def bootstrap(cluster: Any, count: int = 3, timeout: float = 45.0) -> list[str]:
     return sorted(in_service(cluster))
 
 
-def _common(cluster: Any, workdir: str) -> dict[str, Any]:
+def run_record(cluster: Any, workdir: str) -> dict[str, Any]:
     return {
         "actions": actions(cluster),
         "invocations": invocations(cluster),
@@ -464,7 +464,7 @@ def attach_ip_cluster(workdir: str) -> dict[str, Any]:
         out["gone"] = monitor.gone(t0)
         out["seen_ids"] = sorted(monitor.first)
         out["names"] = monitor.names
-        out.update(_common(c, workdir))
+        out.update(run_record(c, workdir))
     return out
 
 
@@ -561,7 +561,7 @@ def scale_in_with_a_member_down(workdir: str) -> dict[str, Any]:
                 members = []
                 with contextlib.suppress(Exception):
                     members = [m["name"] for m in member_list(alive[0], timeout=1.0)]
-                status = _status(alive[0])
+                status = member_status(alive[0])
                 wrote = True
                 try:
                     put(alive[0], f"/hold/during-{n}", "x", timeout=2.0)
@@ -599,7 +599,7 @@ def scale_in_with_a_member_down(workdir: str) -> dict[str, Any]:
             out["gone"] = {mid: (name, monitor.last[mid]) for mid, name in monitor.gone(t0).items()}
             out["first_seen"] = {monitor.names.get(mid, mid): t for mid, t in monitor.first.items() if t > replaced_at}
             out["leaderless"] = monitor.leaderless
-        out.update(_common(c, workdir))
+        out.update(run_record(c, workdir))
     return out
 
 
@@ -676,7 +676,7 @@ def joiner_never_starts(workdir: str) -> dict[str, Any]:
             out["founders"] = founders
             out["seen"] = {mid: monitor.names.get(mid, "") for mid, t in monitor.first.items() if t >= t0}
             out["gone"] = monitor.gone(t0)
-        out.update(_common(c, workdir))
+        out.update(run_record(c, workdir))
     return out
 
 
@@ -742,7 +742,7 @@ def standby_round_trip(workdir: str) -> dict[str, Any]:
         out["pid"] = pid
         out["subject"] = subject
         out["exit_codes"] = list(launcher.exit_codes)
-        out.update(_common(c, workdir))
+        out.update(run_record(c, workdir))
     return out
 
 
@@ -804,7 +804,7 @@ def ip_reuse(workdir: str) -> dict[str, Any]:
             out["exit_codes"] = {iid: la.exit_codes for iid, la in c.fleet.launchers.items()}
             out["gone"] = monitor.gone(t0)
         out["victim"] = victim
-        out.update(_common(c, workdir))
+        out.update(run_record(c, workdir))
     return out
 
 

@@ -46,12 +46,12 @@ RECOVERY_TIMEOUT = 120.0
 def _etcd(cluster: Any) -> dict[str, Any]:
     """What etcd says, through every running member: its cluster ID, member list and leader; the client's keys."""
     from infra.local.etcd_client import gateway, member_list
-    from tests.e2e.test_membership_real import _status
+    from tests.e2e.test_membership_real import member_status
 
     out: dict[str, Any] = {"statuses": {}, "lists": {}, "seqs": {}}
     for la in cluster.fleet.running():
         url = f"{cluster.scheme}://{la.private_ip}:2379"
-        out["statuses"][la.instance_id] = _status(url)
+        out["statuses"][la.instance_id] = member_status(url)
         try:
             out["lists"][la.instance_id] = member_list(url, timeout=2.0)
             values = gateway(url, timeout=5.0).get_prefix("/client/")
@@ -157,7 +157,7 @@ def recovery_inside(workdir: str) -> dict[str, Any]:
     from infra.local.demo import NAMESERVER, Cluster, Reporter, quiet_logs
     from infra.local.traffic import ContinuousClient, srv_endpoints
     from tests.e2e.e2e_helpers import reuse_stack_clients
-    from tests.e2e.test_membership_real import _common
+    from tests.e2e.test_membership_real import run_record
 
     quiet_logs(Path(workdir))
     reuse_stack_clients()
@@ -167,7 +167,7 @@ def recovery_inside(workdir: str) -> dict[str, Any]:
         boot = c.settle("0 → 3 bootstrap", 3)
         out["bootstrap"] = boot.to_dict()
         if not boot.ok:
-            return {**out, **_common(c, workdir)}
+            return {**out, **run_record(c, workdir)}
         client = ContinuousClient(srv_endpoints(c.client_srv, c.scheme, NAMESERVER), tls=c.client_tls).start()
         try:
             time.sleep(2.0)
@@ -178,7 +178,7 @@ def recovery_inside(workdir: str) -> dict[str, Any]:
             client.stop()
         out["acked"] = _acked(client)
         out["final_seqs"] = _etcd(c)["seqs"]
-        out.update(_common(c, workdir))
+        out.update(run_record(c, workdir))
     return out
 
 
