@@ -536,16 +536,23 @@ class World:
             self.fleet.never_start.add(iid)
             self.history.never_start.add(iid)
 
+    def _crash(self, iid: str, restart_after: float | None) -> None:
+        assert self.fleet is not None
+        self.history.crashes.append((self.aws.clock.now(), iid))
+        self.fleet.crash(iid, restart_after)
+
+    def _running_etcd(self) -> list[str]:
+        """Instances whose etcd runs, in id order (none without etcd)."""
+        if self.fleet is None or self.model is None:
+            return []
+        fleet = self.fleet.instances
+        return sorted(iid for iid, p in self.model.processes.items() if p.running and iid in fleet)
+
     def do_crash(self, index: int, long: bool = False) -> None:
         """etcd on a running instance dies; systemd restarts it after 5 s (``long``: after LONG_RESTART)."""
-        if self.fleet is None or self.model is None:
-            return
-        running = sorted(iid for iid, p in self.model.processes.items() if p.running and iid in self.fleet.instances)
-        if not running:
-            return
-        iid = running[index % len(running)]
-        self.history.crashes.append((self.aws.clock.now(), iid))
-        self.fleet.crash(iid, LONG_RESTART if long else None)
+        running = self._running_etcd()
+        if running:
+            self._crash(running[index % len(running)], LONG_RESTART if long else None)
 
     def do_killmany(self, count: int) -> None:
         """``count`` running instances die at the EC2 level at once (a majority of a small cluster: quorum lost for
@@ -556,26 +563,19 @@ class World:
     def do_silent(self, seconds: float) -> None:
         """Every etcd stops answering at once (each process dies; systemd restarts it ``seconds`` later); the
         instances stay in service."""
-        if self.fleet is None or self.model is None:
-            return
-        running = sorted(iid for iid, p in self.model.processes.items() if p.running and iid in self.fleet.instances)
-        for iid in running:
-            self.history.crashes.append((self.aws.clock.now(), iid))
-            self.fleet.crash(iid, seconds)
+        for iid in self._running_etcd():
+            self._crash(iid, seconds)
 
     def do_wipe(self, index: int) -> None:
         """A running member loses its data directory (a replaced disk) and its etcd restarts: its start script must
         refuse to start it under its old member ID (tags the instance ``etcd-data-lost``); the coordinator removes
         the member and has the group replace the instance."""
-        if self.fleet is None or self.model is None:
-            return
-        running = sorted(iid for iid, p in self.model.processes.items() if p.running and iid in self.fleet.instances)
-        if not running:
-            return
-        iid = running[index % len(running)]
-        self.history.crashes.append((self.aws.clock.now(), iid))
-        self.fleet.crash(iid, 10.0)
-        self.model.clear_data(iid)
+        running = self._running_etcd()
+        if running:
+            iid = running[index % len(running)]
+            self._crash(iid, 10.0)
+            assert self.model is not None
+            self.model.clear_data(iid)
 
     def do_setting(self, pairs: tuple[tuple[str, str], ...], seconds: float) -> None:
         """The function is redeployed with changed settings (an operator's mistake) for ``seconds``, then
